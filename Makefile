@@ -1,0 +1,27 @@
+# Every target creates .venv and installs the project on first use, so a fresh clone needs only `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test run demo bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# This machine's real readings, one collect→publish cycle, printed instead of sent.
+run: $(STAMP)
+	$(BIN)/infrawatch-agent --once --dry-run --format table
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent provisioning tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
