@@ -1,0 +1,156 @@
+"""The metric catalogue: every series the agent can publish, as data.
+
+Collectors build samples through `METRICS[name].sample(...)`, so a unit or dimension can only come
+from here; the README's metric table is checked against this table, and the provisioner takes alarm
+metric names and dimensions from it instead of retyping them.
+
+`dimensions` lists the per-series dimensions a collector sets. Every series also carries the host
+dimensions (`InstanceId`, plus the static `dimensions` from the config), added by the agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.samples import Sample, dimensions
+
+PERCENT = "Percent"
+BYTES = "Bytes"
+BYTES_PER_SECOND = "Bytes/Second"
+COUNT = "Count"
+COUNT_PER_SECOND = "Count/Second"
+SECONDS = "Seconds"
+MILLISECONDS = "Milliseconds"
+NONE = "None"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    dimensions: tuple[str, ...]
+    formula: str
+    source: str
+    description: str
+    optional_dimensions: tuple[str, ...] = ()  # set only when configured (each value is a billed metric)
+
+    def sample(self, value: float, **dims: str) -> Sample:
+        given = set(dims)
+        if not set(self.dimensions) <= given <= set(self.dimensions) | set(self.optional_dimensions):
+            raise ValueError(f"{self.name} takes dimensions {self.dimensions}, got {tuple(dims)}")
+        return Sample(self.name, float(value), self.unit, dimensions(**dims))
+
+
+CATALOGUE: tuple[Metric, ...] = (
+    # --- CPU -------------------------------------------------------------------------------------
+    Metric("CPUUtilization", PERCENT, (), "busy / total × 100 over the interval",
+           "/proc/stat deltas (psutil.cpu_times)", "Share of CPU time not idle or waiting on I/O, all cores."),
+    Metric("CPUIOWait", PERCENT, (), "iowait / total × 100 over the interval",
+           "/proc/stat deltas (psutil.cpu_times)", "Share of CPU time idle while waiting on I/O."),
+    Metric("CPUSteal", PERCENT, (), "steal / total × 100 over the interval",
+           "/proc/stat deltas (psutil.cpu_times)", "Share of CPU time taken by the hypervisor."),
+    Metric("CPUCoreUtilization", PERCENT, ("Core",), "busy / total × 100 per core over the interval",
+           "/proc/stat deltas (psutil.cpu_times percpu)", "Per-core utilization; only with cpu.per_core."),
+    # --- Memory ----------------------------------------------------------------------------------
+    Metric("MemoryUtilization", PERCENT, (), "(total − available) / total × 100",
+           "/proc/meminfo (psutil.virtual_memory)", "Memory in use, counting reclaimable cache as free."),
+    Metric("MemoryAvailable", BYTES, (), "MemAvailable",
+           "/proc/meminfo (psutil.virtual_memory)", "Memory available to start new work without swapping."),
+    Metric("SwapUtilization", PERCENT, (), "swap used / swap total × 100",
+           "/proc/meminfo (psutil.swap_memory)", "Swap in use; not published when the host has no swap."),
+    # --- Storage ---------------------------------------------------------------------------------
+    Metric("StorageUtilization", PERCENT, ("MountPath",), "(total − free) / (used + available) × 100",
+           "statvfs per mount, time-bounded", "Filesystem space in use, as df reports it."),
+    Metric("StorageInodeUtilization", PERCENT, ("MountPath",), "(files − free files) / files × 100",
+           "statvfs per mount, time-bounded", "Filesystem inodes in use."),
+    # --- Disk throughput -------------------------------------------------------------------------
+    Metric("DiskReadBytesPerSecond", BYTES_PER_SECOND, ("Device",), "Δ read bytes / Δ time",
+           "/proc/diskstats (psutil.disk_io_counters)", "Bytes read from the block device per second."),
+    Metric("DiskWriteBytesPerSecond", BYTES_PER_SECOND, ("Device",), "Δ written bytes / Δ time",
+           "/proc/diskstats (psutil.disk_io_counters)", "Bytes written to the block device per second."),
+    Metric("DiskReadOpsPerSecond", COUNT_PER_SECOND, ("Device",), "Δ reads / Δ time",
+           "/proc/diskstats (psutil.disk_io_counters)", "Completed read operations per second."),
+    Metric("DiskWriteOpsPerSecond", COUNT_PER_SECOND, ("Device",), "Δ writes / Δ time",
+           "/proc/diskstats (psutil.disk_io_counters)", "Completed write operations per second."),
+    # --- Network throughput ----------------------------------------------------------------------
+    Metric("NetworkReceiveBytesPerSecond", BYTES_PER_SECOND, ("Interface",), "Δ received bytes / Δ time",
+           "/proc/net/dev (psutil.net_io_counters)", "Bytes received on the interface per second."),
+    Metric("NetworkTransmitBytesPerSecond", BYTES_PER_SECOND, ("Interface",), "Δ sent bytes / Δ time",
+           "/proc/net/dev (psutil.net_io_counters)", "Bytes sent on the interface per second."),
+    Metric("NetworkReceivePacketsPerSecond", COUNT_PER_SECOND, ("Interface",), "Δ received packets / Δ time",
+           "/proc/net/dev (psutil.net_io_counters)", "Packets received on the interface per second."),
+    Metric("NetworkTransmitPacketsPerSecond", COUNT_PER_SECOND, ("Interface",), "Δ sent packets / Δ time",
+           "/proc/net/dev (psutil.net_io_counters)", "Packets sent on the interface per second."),
+    # --- GPU, per device (NVML, in-process) -------------------------------------------------------
+    *(
+        Metric(name, unit, ("GPU",), formula, source, description, ("GPUUUID", "GPUName"))
+        for name, unit, formula, source, description in (
+            ("GPUUtilization", PERCENT, "time a kernel ran / sample period × 100",
+             "nvmlDeviceGetUtilizationRates().gpu", "nvidia-smi utilization.gpu."),
+            ("GPUMemoryControllerUtilization", PERCENT, "time memory was read or written / sample period × 100",
+             "nvmlDeviceGetUtilizationRates().memory", "nvidia-smi utilization.memory."),
+            ("GPUMemoryUtilization", PERCENT, "used / total × 100",
+             "nvmlDeviceGetMemoryInfo", "Framebuffer memory in use."),
+            ("GPUMemoryUsed", BYTES, "used", "nvmlDeviceGetMemoryInfo", "nvidia-smi memory.used, in bytes."),
+            ("GPUTemperature", NONE, "°C", "nvmlDeviceGetTemperature", "nvidia-smi temperature.gpu, degrees C."),
+            ("GPUMemoryTemperature", NONE, "°C", "NVML_FI_DEV_MEMORY_TEMP",
+             "HBM temperature, degrees C, where the GPU reports it."),
+            ("GPUPowerDraw", NONE, "mW / 1000", "nvmlDeviceGetPowerUsage", "nvidia-smi power.draw, watts."),
+            ("GPUPowerLimit", NONE, "mW / 1000", "nvmlDeviceGetEnforcedPowerLimit", "Enforced power limit, watts."),
+            ("GPUPowerUtilization", PERCENT, "power draw / enforced limit × 100",
+             "nvmlDeviceGetPowerUsage, nvmlDeviceGetEnforcedPowerLimit", "Power as a share of the limit."),
+            ("GPUEnergyConsumed", NONE, "Δ total energy (mJ) / 1000",
+             "nvmlDeviceGetTotalEnergyConsumption", "Energy used in the interval, joules."),
+            ("GPUSMClock", NONE, "MHz", "nvmlDeviceGetClockInfo(SM)", "nvidia-smi clocks.sm, MHz."),
+            ("GPUThrottleThermal", NONE, "1 if a thermal slowdown reason is set, else 0",
+             "nvmlDeviceGetCurrentClocksEventReasons", "Clocks held back by temperature."),
+            ("GPUThrottlePowerCap", NONE, "1 if the power cap reason is set, else 0",
+             "nvmlDeviceGetCurrentClocksEventReasons", "Clocks held back by the power limit."),
+            ("GPUThrottleHardwareSlowdown", NONE, "1 if a hardware slowdown reason is set, else 0",
+             "nvmlDeviceGetCurrentClocksEventReasons", "Clocks held back by hardware (power brake, overheating)."),
+            ("GPUECCUncorrectableErrors", COUNT, "Δ volatile uncorrectable ECC errors",
+             "nvmlDeviceGetTotalEccErrors", "Uncorrectable ECC errors in the interval."),
+            ("GPURemappedRowsPending", COUNT, "rows awaiting remap", "nvmlDeviceGetRemappedRows",
+             "Rows to be remapped at the next GPU reset."),
+            ("GPURemappedRowsFailed", COUNT, "1 if a remap failed, else 0", "nvmlDeviceGetRemappedRows",
+             "A row remap failed: the GPU needs service."),
+            ("GPUPCIeReplays", COUNT, "Δ PCIe replay counter", "nvmlDeviceGetPcieReplayCounter",
+             "PCIe replays in the interval (link trouble)."),
+            ("GPUPCIeRxBytesPerSecond", BYTES_PER_SECOND, "KB/s × 1024", "nvmlDeviceGetPcieThroughput(RX)",
+             "PCIe receive throughput."),
+            ("GPUPCIeTxBytesPerSecond", BYTES_PER_SECOND, "KB/s × 1024", "nvmlDeviceGetPcieThroughput(TX)",
+             "PCIe transmit throughput."),
+            ("GPUNVLinkErrors", COUNT, "Δ Σ NVLink error counters over links",
+             "nvmlDeviceGetNvLinkErrorCounter", "NVLink replay, recovery and CRC errors in the interval."),
+            ("GPUXidErrors", COUNT, "critical Xid events in the interval",
+             "nvmlEventSetWait_v2 (nvmlEventTypeXidCriticalError)", "Critical Xid errors reported by the driver."),
+            ("GPULastXid", NONE, "code of the last critical Xid", "nvmlEventSetWait_v2",
+             "The most recent Xid code; published in intervals that saw one."),
+            ("GPUHealthy", NONE, "1 if NVML answers for the GPU, 0 if it is lost",
+             "NVML (NVMLError_GPUIsLost)", "0 when the GPU fell off the bus."),
+        )
+    ),
+    # --- GPU, per host ---------------------------------------------------------------------------
+    Metric("GPUCount", COUNT, (), "devices visible", "nvmlDeviceGetCount", "GPUs NVML can see."),
+    Metric("HostGPUUtilization", PERCENT, (), "mean GPUUtilization over GPUs", "GPU collector",
+           "One series to alarm on a whole host's GPUs."),
+    Metric("HostGPUMemoryUtilization", PERCENT, (), "mean GPUMemoryUtilization over GPUs", "GPU collector",
+           "One series to alarm on a whole host's GPU memory."),
+    # --- The agent itself ------------------------------------------------------------------------
+    Metric("Heartbeat", COUNT, ("Component",), "1 per publish interval", "agent",
+           "Absent when the host or the agent is down; the availability alarm watches it."),
+    Metric("DatapointsCollected", COUNT, ("Component",), "samples taken in the interval", "agent",
+           "Datapoints the collectors produced."),
+    Metric("DatapointsPublished", COUNT, ("Component",), "datapoints acknowledged in the interval", "agent",
+           "Datapoints CloudWatch accepted."),
+    Metric("DatapointsDropped", COUNT, ("Component", "Reason"), "datapoints dropped in the interval", "agent",
+           "Datapoints that will never be delivered, by reason."),
+    Metric("CollectorErrors", COUNT, ("Component", "Collector"), "collector runs that raised in the interval",
+           "agent", "A collector failed; the others carried on."),
+    Metric("PublishErrors", COUNT, ("Component", "ErrorCode"), "failed PutMetricData attempts in the interval",
+           "agent", "Throttling, 5xx, connection errors and rejections, by error code."),
+    Metric("PublishLatency", MILLISECONDS, ("Component",), "wall time of one PutMetricData request", "agent",
+           "Latency of the CloudWatch API as this host sees it."),
+)
+
+METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}

@@ -1,0 +1,138 @@
+"""The agent's configuration: TOML, every key defaulted, validated once at load into frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.catalogue import CATALOGUE
+from agent.schema import ConfigError, build, load_toml, section, setting
+
+MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
+HOST_DIMENSION = "InstanceId"
+
+
+def _namespace_problem(value: str) -> str | None:
+    if not 1 <= len(value) <= 255:
+        return "must be 1..255 characters"
+    if value.startswith("AWS/"):
+        return 'must not start with "AWS/" (reserved for AWS services)'
+    return None
+
+
+def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
+    reserved = {HOST_DIMENSION} | {name for metric in CATALOGUE for name in metric.dimensions}
+    for name, dim_value in value:
+        if name in reserved:
+            return f'dimension "{name}" is set by the agent and cannot be overridden'
+        if not 1 <= len(name) <= 255 or not 1 <= len(dim_value) <= 1024:
+            return f'dimension "{name}" needs a name of 1..255 and a value of 1..1024 characters'
+    widest = max(len(metric.dimensions) for metric in CATALOGUE)
+    if len(value) + 1 + widest > MAX_DIMENSIONS:
+        return f"at most {MAX_DIMENSIONS - 1 - widest} static dimensions fit CloudWatch's {MAX_DIMENSIONS}"
+    return None
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    interval: int = setting(10, "Seconds between two samples of every collector.", range=(1, 300), unit="seconds")
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    interval: int = setting(
+        60, "Seconds between two PutMetricData flushes; each flush sends what the current minute has so far.",
+        range=(10, 300), unit="seconds",
+    )
+    high_resolution: bool = setting(
+        False, "Publish with StorageResolution=1: one datum per series per second (billed as high resolution)."
+    )
+
+
+@dataclass(frozen=True)
+class CpuConfig:
+    enabled: bool = setting(True, "Collect CPU utilization, iowait and steal.")
+    per_core: bool = setting(False, "Also publish one series per core (each is a billed metric).")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    enabled: bool = setting(True, "Collect memory and swap utilization.")
+
+
+DEFAULT_IGNORED_FSTYPES = (
+    "tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "nsfs",
+    "tracefs", "autofs", "fuse.*", "ramfs", "devpts", "mqueue", "debugfs", "securityfs", "pstore",
+    "bpf", "configfs", "hugetlbfs", "fusectl", "binfmt_misc", "efivarfs", "rpc_pipefs", "nfsd",
+)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    enabled: bool = setting(True, "Collect space and inode utilization per mounted filesystem.")
+    include_mounts: tuple[str, ...] = setting((), "Mount point globs to keep; empty keeps all.")
+    exclude_mounts: tuple[str, ...] = setting((), "Mount point globs to skip.")
+    include_fstypes: tuple[str, ...] = setting((), "Filesystem type globs to keep even if ignored by default.")
+    exclude_fstypes: tuple[str, ...] = setting(DEFAULT_IGNORED_FSTYPES, "Filesystem type globs to skip.")
+    timeout: float = setting(
+        2.0, "Seconds to wait for one mount's statvfs before skipping it this cycle (hung NFS).",
+        range=(0.05, 30), unit="seconds",
+    )
+
+
+@dataclass(frozen=True)
+class DiskIOConfig:
+    enabled: bool = setting(True, "Collect read/write bytes and operations per second per block device.")
+    include_devices: tuple[str, ...] = setting((), "Device name globs to keep; empty keeps all.")
+    exclude_devices: tuple[str, ...] = setting(("loop*", "ram*", "zram*", "sr*", "fd*"), "Device name globs to skip.")
+    partitions: bool = setting(False, "Also publish partitions, not only whole disks (each is a billed metric).")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    enabled: bool = setting(True, "Collect bytes and packets per second per network interface.")
+    include_interfaces: tuple[str, ...] = setting((), "Interface name globs to keep; empty keeps all.")
+    exclude_interfaces: tuple[str, ...] = setting(
+        ("lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*"),
+        "Interface name globs to skip (loopback and container plumbing by default).",
+    )
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    namespace: str = setting("InfraWatch", "CloudWatch namespace of every metric.", check=_namespace_problem)
+    dimensions: tuple[tuple[str, str], ...] = setting(
+        (), "Static dimensions added to every series, as a table of name = value.", check=_dimensions_problem
+    )
+    shutdown_timeout: float = setting(
+        10.0, "Seconds the last flush may take on SIGTERM/SIGINT (keep below the unit's TimeoutStopSec).",
+        range=(1, 25), unit="seconds",
+    )
+    log_level: str = setting("info", "Lowest log level written.", choices=("debug", "info", "warning", "error"))
+    collect: CollectConfig = section(CollectConfig, "Sampling.")
+    publish: PublishConfig = section(PublishConfig, "Publishing to CloudWatch.")
+    cpu: CpuConfig = section(CpuConfig, "CPU collector.")
+    memory: MemoryConfig = section(MemoryConfig, "Memory collector.")
+    storage: StorageConfig = section(StorageConfig, "Filesystem collector.")
+    diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
+    network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
+
+
+def parse(data: dict[str, Any]) -> AgentConfig:
+    """Validate a TOML document; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    config = build(AgentConfig, data, problems)
+    if config.publish.interval < config.collect.interval:
+        problems.append(
+            f"publish.interval: must be at least collect.interval ({config.collect.interval}), "
+            f"got {config.publish.interval}"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: Path | None) -> AgentConfig:
+    """The config at `path`, or every default when no file is given."""
+    return parse(load_toml(path) if path is not None else {})

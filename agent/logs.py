@@ -1,0 +1,46 @@
+"""Logging: configured once at the entry point; JSON lines for journald, key=value on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Hashable
+from typing import Any
+
+import structlog
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def configure(level: str = "info", *, json: bool | None = None) -> None:
+    """JSON when stdout is not a terminal (systemd, pipes), key=value when a person is watching."""
+    if json is None:
+        json = not sys.stdout.isatty()
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+class LogOnce:
+    """Warn about a recurring condition once, not every cycle; `reset` re-arms it when it clears."""
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        self._seen: set[Hashable] = set()
+
+    def warning(self, key: Hashable, event: str, **context: Any) -> None:
+        if key not in self._seen:
+            self._seen.add(key)
+            self._logger.warning(event, **context)
+
+    def reset(self, key: Hashable) -> None:
+        self._seen.discard(key)

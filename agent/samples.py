@@ -1,0 +1,21 @@
+"""The immutable values that flow from collectors to the publisher."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+Dimensions = tuple[tuple[str, str], ...]
+"""Dimension (name, value) pairs, sorted by name so equal sets compare and hash equal."""
+
+
+def dimensions(**pairs: str) -> Dimensions:
+    return tuple(sorted(pairs.items()))
+
+
+class Sample(NamedTuple):
+    """One reading of one series. The unit travels with the value; it is never implied by the name."""
+
+    name: str
+    value: float
+    unit: str
+    dimensions: Dimensions = ()
