@@ -47,7 +47,8 @@ def block_pattern(name: str) -> re.Pattern[str]:
 
 def regenerate(text: str) -> str:
     for name, render_block in BLOCKS.items():
-        text = block_pattern(name).sub(lambda match, r=render_block: match.group(1) + r() + "\n" + match.group(3), text)
+        generated = render_block()
+        text = block_pattern(name).sub(lambda match: match.group(1) + generated + "\n" + match.group(3), text)
     return text
 
 
