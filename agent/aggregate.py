@@ -62,9 +62,11 @@ class Aggregator:
         *,
         high_resolution: bool = False,
         on_drop: Callable[[str, int], None] = lambda reason, count: None,
+        publish_as: Callable[[Datum], Datum] = lambda datum: datum,
     ) -> None:
         self._resolution = HIGH_RESOLUTION if high_resolution else STANDARD_RESOLUTION
         self._on_drop = on_drop
+        self._publish_as = publish_as  # the naming profile (agent.naming.Namer.datum)
         self._buckets: dict[tuple[str, Dimensions, str, int], Counter[float]] = {}
 
     def add(self, samples: Iterable[Sample], timestamp: float, host_dimensions: Dimensions = ()) -> int:
@@ -92,13 +94,13 @@ class Aggregator:
             ordered = sorted(values.items())
             for start in range(0, len(ordered), MAX_VALUES_PER_DATUM):
                 chunk = ordered[start : start + MAX_VALUES_PER_DATUM]
-                datums.append(
+                datums.append(self._publish_as(
                     Datum(
                         name, dims, float(bucket), unit,
                         tuple(value for value, _ in chunk), tuple(float(count) for _, count in chunk),
                         self._resolution,
                     )
-                )
+                ))
         return datums
 
     @property

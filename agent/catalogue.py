@@ -59,10 +59,11 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("SwapUtilization", PERCENT, (), "swap used / swap total × 100",
            "/proc/meminfo (psutil.swap_memory)", "Swap in use; not published when the host has no swap."),
     # --- Storage ---------------------------------------------------------------------------------
+    # Device and FSType are set only for naming profiles whose dimension sets need them (cwagent).
     Metric("StorageUtilization", PERCENT, ("MountPath",), "(total − free) / (used + available) × 100",
-           "statvfs per mount, time-bounded", "Filesystem space in use, as df reports it."),
+           "statvfs per mount, time-bounded", "Filesystem space in use, as df reports it.", ("Device", "FSType")),
     Metric("StorageInodeUtilization", PERCENT, ("MountPath",), "(files − free files) / files × 100",
-           "statvfs per mount, time-bounded", "Filesystem inodes in use."),
+           "statvfs per mount, time-bounded", "Filesystem inodes in use.", ("Device", "FSType")),
     # --- Disk throughput -------------------------------------------------------------------------
     Metric("DiskReadBytesPerSecond", BYTES_PER_SECOND, ("Device",), "Δ read bytes / Δ time",
            "/proc/diskstats (psutil.disk_io_counters)", "Bytes read from the block device per second."),
@@ -92,6 +93,7 @@ CATALOGUE: tuple[Metric, ...] = (
             ("GPUMemoryUtilization", PERCENT, "used / total × 100",
              "nvmlDeviceGetMemoryInfo", "Framebuffer memory in use."),
             ("GPUMemoryUsed", BYTES, "used", "nvmlDeviceGetMemoryInfo", "nvidia-smi memory.used, in bytes."),
+            ("GPUMemoryTotal", BYTES, "total", "nvmlDeviceGetMemoryInfo", "nvidia-smi memory.total, in bytes."),
             ("GPUTemperature", NONE, "°C", "nvmlDeviceGetTemperature", "nvidia-smi temperature.gpu, degrees C."),
             ("GPUMemoryTemperature", NONE, "°C", "NVML_FI_DEV_MEMORY_TEMP",
              "HBM temperature, degrees C, where the GPU reports it."),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from agent import logs
+from agent import iam, logs
 from agent.aggregate import Aggregator
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
@@ -22,13 +21,17 @@ from agent.collectors.diskio import DiskIOCollector
 from agent.collectors.memory import MemoryCollector
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import StorageCollector
-from agent.config import HOST_DIMENSION, AgentConfig, load
+from agent.config import AgentConfig, load
 from agent.dryrun import PrintingClient
 from agent.filters import NameFilter
+from agent.fleet import DimensionPlan
+from agent.host import HostContext
 from agent.loop import Agent, PublishWorker
+from agent.naming import PROFILES, Namer
 from agent.publisher import MetricsClient, Publisher
-from agent.samples import Dimensions
+from agent.reload import ConfigReloader
 from agent.schema import ConfigError
+from agent.sdnotify import Notifier, ServiceStatus, Watchdog
 from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
@@ -48,6 +51,7 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
             mounts=NameFilter(config.storage.include_mounts, config.storage.exclude_mounts),
             fstypes=NameFilter(config.storage.include_fstypes, config.storage.exclude_fstypes),
             timeout=config.storage.timeout,
+            device_dimensions={"Device", "FSType"} <= PROFILES[config.naming].device_dimensions,
         ))
     if config.diskio.enabled:
         collectors.append(DiskIOCollector(
@@ -61,16 +65,12 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
     return collectors
 
 
-def host_dimensions(config: AgentConfig) -> Dimensions:
-    return tuple(sorted(((HOST_DIMENSION, socket.gethostname()), *config.dimensions)))
-
-
-def cloudwatch_client() -> Any:
+def cloudwatch_client(region: str) -> Any:
     """boto3's client with the standard SDK configuration; retries are ours (tenacity), not botocore's."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client("cloudwatch", config=Config(
+    return boto3.client("cloudwatch", region_name=region, config=Config(
         retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=15,
     ))
 
@@ -89,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command")
     check = commands.add_parser("check-config", help="validate a config file: exit 0 if valid, 2 if not")
     check.add_argument("path", type=Path)
+    commands.add_parser("print-iam-policy", help="print the least-privilege IAM policy the --config needs")
     return root
 
 
@@ -104,51 +105,102 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{config_path}: valid")
         return EXIT_OK
+    if args.command == "print-iam-policy":
+        sys.stdout.write(iam.render(config))
+        return EXIT_OK
     logs.configure(config.log_level)
-    client: MetricsClient = PrintingClient(sys.stdout, args.format) if args.dry_run else cloudwatch_client()
+    host = HostContext(config.ec2)
+    client: MetricsClient
+    if args.dry_run:
+        client = PrintingClient(sys.stdout, args.format)
+    else:
+        region = host.region()
+        if region is None:
+            log.error("no_region", hint="set AWS_REGION or a profile's region, or run on EC2")
+            return EXIT_INVALID
+        client = cloudwatch_client(region)
     if args.once:
-        return run_once(config, client)
-    return run_forever(config, client)
+        return run_once(config, client, host=host)
+    return run_forever(config, client, host, config_path)
 
 
-def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats,
+def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, plan: DimensionPlan,
                 submit: Any = None) -> tuple[Agent, Publisher]:
-    aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped)
+    aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
+                            publish_as=Namer(config.naming, config.collect.interval).datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval))
     agent = Agent(collectors=build_collectors(config), aggregator=aggregator, stats=stats,
-                  submit=submit or publisher.publish, host_dimensions=host_dimensions(config))
+                  submit=submit or publisher.publish, plan=plan)
     return agent, publisher
 
 
-def run_once(config: AgentConfig, client: MetricsClient, sleep: Any = time.sleep) -> int:
+def run_once(config: AgentConfig, client: MetricsClient, sleep: Any = time.sleep,
+             host: HostContext | None = None) -> int:
     """Two collections a second apart (rates need a previous reading), then one synchronous flush."""
+    host = host or HostContext(config.ec2)
     stats = AgentStats()
-    agent, _ = build_agent(config, client, stats)
+    plan = host.plan(config)
+    agent, _ = build_agent(config, client, stats, plan)
     agent.collect()
     sleep(1.0)
     agent.collect()
+    host.wait_for_group(config.ec2.tag_wait)
+    plan.stop_holding()
     agent.flush()
     if isinstance(client, PrintingClient):
         print(client.cost_line(config.publish.interval))
     return EXIT_OK
 
 
-def run_forever(config: AgentConfig, client: MetricsClient) -> int:
+def run_forever(config: AgentConfig, client: MetricsClient, host: HostContext,
+                config_path: Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT. On SIGHUP the loop ends with a flush (nothing aggregated is lost); a valid
+    new file then replaces the agent, an invalid one is logged and the same agent carries on.
+
+    Signal handlers only record the signal and wake the loop: logging or locking in a handler could
+    deadlock with the main thread it interrupts.
+    """
     stats = AgentStats()
     stop = threading.Event()
+    received: list[int] = []
+    notifier = Notifier()
+    status = ServiceStatus(notifier, Watchdog(notifier))
+    reloader = ConfigReloader(config_path)
+    plan_slot: list[DimensionPlan] = []
     worker_slot: list[PublishWorker] = []
-    agent, publisher = build_agent(config, client, stats, submit=lambda datums: worker_slot[0].submit(datums))
-    worker_slot.append(PublishWorker(publisher))
 
-    def request_stop(signum: int, _frame: Any) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name)
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        plan_slot[0].stop_holding()
         stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    agent.run(stop, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
-              flush_phase=random.uniform(0, config.publish.interval))
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    agent: Agent | None = None
+    while True:
+        if agent is None:
+            plan_slot[:] = [host.plan(config)]
+            agent, publisher = build_agent(config, client, stats, plan_slot[0],
+                                           submit=lambda datums: worker_slot[0].submit(datums))
+            worker_slot[:] = [PublishWorker(publisher)]
+        agent.run(stop, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
+                  flush_phase=random.uniform(0, config.publish.interval), on_cycle=status.cycle_done)
+        stop.clear()
+        signums, received[:] = list(received), []
+        stopping = [signum for signum in signums if signum != signal.SIGHUP]
+        if stopping:
+            log.info("stop_requested", signal=signal.Signals(stopping[0]).name)
+            break
+        if not reloader.request():
+            continue
+        status.reloading()
+        flushed = worker_slot[0].close(config.shutdown_timeout)
+        config = reloader.take() or config
+        logs.configure(config.log_level)
+        log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)
+        agent = None
+    status.stopping()
     finished = worker_slot[0].close(config.shutdown_timeout)
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
              dropped=dict(stats.dropped))

@@ -6,11 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.catalogue import CATALOGUE
-from agent.schema import ConfigError, build, load_toml, section, setting
+from agent.catalogue import CATALOGUE, METRICS
+from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
+from agent.naming import DEFAULT_NAMESPACE, PROFILES
+from agent.schema import ConfigError, build, load_toml, render, section, setting
 
 MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
-HOST_DIMENSION = "InstanceId"
+CATALOGUE_DIMENSIONS = frozenset(
+    name for metric in CATALOGUE for name in metric.dimensions + metric.optional_dimensions
+)
 
 
 def _namespace_problem(value: str) -> str | None:
@@ -22,16 +26,27 @@ def _namespace_problem(value: str) -> str | None:
 
 
 def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
-    reserved = {HOST_DIMENSION} | {name for metric in CATALOGUE for name in metric.dimensions}
+    reserved = {HOST, *IDENTITY_DIMENSIONS} | CATALOGUE_DIMENSIONS
     for name, dim_value in value:
         if name in reserved:
             return f'dimension "{name}" is set by the agent and cannot be overridden'
         if not 1 <= len(name) <= 255 or not 1 <= len(dim_value) <= 1024:
             return f'dimension "{name}" needs a name of 1..255 and a value of 1..1024 characters'
-    widest = max(len(metric.dimensions) for metric in CATALOGUE)
-    if len(value) + 1 + widest > MAX_DIMENSIONS:
-        return f"at most {MAX_DIMENSIONS - 1 - widest} static dimensions fit CloudWatch's {MAX_DIMENSIONS}"
     return None
+
+
+def _identity_problem(value: tuple[str, ...]) -> str | None:
+    for name in value:
+        if name not in IDENTITY_DIMENSIONS:
+            return f'"{name}" is not one of {", ".join(IDENTITY_DIMENSIONS)}'
+    if len(set(value)) != len(value):
+        return "names a dimension twice"
+    return None
+
+
+def _metrics_problem(value: tuple[str, ...]) -> str | None:
+    unknown = [name for name in value if name not in METRICS]
+    return f'"{unknown[0]}" is not in the metric catalogue' if unknown else None
 
 
 @dataclass(frozen=True)
@@ -100,10 +115,50 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class Ec2Config:
+    identity: bool = setting(
+        True, "Ask the instance metadata service (IMDSv2) who this host is; false: not on EC2, use the hostname."
+    )
+    imds_timeout: float = setting(1.0, "Seconds one IMDS request may take to connect and to answer.",
+                                  range=(0.05, 10), unit="seconds")
+    imds_attempts: int = setting(2, "Attempts per IMDS request.", range=(1, 5))
+    identity_wait: float = setting(
+        3.0, "Most seconds startup waits for the identity; without an answer the host counts as not on EC2.",
+        range=(0.1, 30), unit="seconds",
+    )
+    tag_wait: float = setting(
+        30.0, "Most seconds samples are held while the Auto Scaling group is looked up; then they are "
+        "published with what is known.", range=(0, 300), unit="seconds",
+    )
+    describe_tags: bool = setting(
+        True, "When the Auto Scaling group is needed and IMDS does not serve instance tags, ask "
+        "ec2:DescribeTags (needs that permission).",
+    )
+
+
+@dataclass(frozen=True)
 class AgentConfig:
-    namespace: str = setting("InfraWatch", "CloudWatch namespace of every metric.", check=_namespace_problem)
+    naming: str = setting(
+        "native", "Naming profile: native, or cwagent for the CloudWatch agent's names, units and dimensions.",
+        choices=tuple(PROFILES),
+    )
+    namespace: str = setting(
+        "", "CloudWatch namespace of every metric; unset: the naming profile's (InfraWatch, or CWAgent).",
+        check=_namespace_problem,
+    )
     dimensions: tuple[tuple[str, str], ...] = setting(
         (), "Static dimensions added to every series, as a table of name = value.", check=_dimensions_problem
+    )
+    append_dimensions: tuple[str, ...] = setting(
+        ("InstanceId",), f"EC2 identity dimensions every series carries, of {', '.join(IDENTITY_DIMENSIONS)}; "
+        f"each value is a billed metric. Not on EC2, or empty: {HOST} = the hostname.", check=_identity_problem,
+    )
+    aggregate_dimensions: tuple[tuple[str, ...], ...] = setting(
+        (), 'Fleet roll-ups: each list is a dimension set the aggregate_metrics are also published with, '
+        'e.g. [["AutoScalingGroupName"], ["InstanceType"]]; each roll-up series is a billed metric.',
+    )
+    aggregate_metrics: tuple[str, ...] = setting(
+        DEFAULT_ROLLUP_METRICS, "Metrics published once more per aggregate_dimensions set.", check=_metrics_problem
     )
     shutdown_timeout: float = setting(
         10.0, "Seconds the last flush may take on SIGTERM/SIGINT (keep below the unit's TimeoutStopSec).",
@@ -117,6 +172,11 @@ class AgentConfig:
     storage: StorageConfig = section(StorageConfig, "Filesystem collector.")
     diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
     network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
+    ec2: Ec2Config = section(Ec2Config, "EC2 identity and tags.")
+
+    def __post_init__(self) -> None:
+        if not self.namespace:  # unset: the naming profile's namespace
+            object.__setattr__(self, "namespace", DEFAULT_NAMESPACE[self.naming])
 
 
 def parse(data: dict[str, Any]) -> AgentConfig:
@@ -128,9 +188,29 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             f"publish.interval: must be at least collect.interval ({config.collect.interval}), "
             f"got {config.publish.interval}"
         )
+    problems += _dimension_problems(config)
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _dimension_problems(config: AgentConfig) -> list[str]:
+    problems = []
+    widest = max(len(metric.dimensions) + len(metric.optional_dimensions) for metric in CATALOGUE)
+    room = MAX_DIMENSIONS - max(len(config.append_dimensions), 1) - widest
+    if len(config.dimensions) > room:
+        problems.append(f"dimensions: at most {room} static dimensions fit CloudWatch's {MAX_DIMENSIONS} "
+                        f"with these append_dimensions, got {render(dict(config.dimensions))}")
+    known = {HOST, *IDENTITY_DIMENSIONS, *CATALOGUE_DIMENSIONS, *(name for name, _ in config.dimensions)}
+    for names in config.aggregate_dimensions:
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            problems.append(f'aggregate_dimensions: "{unknown[0]}" is not a host, static or metric dimension, '
+                            f"got {render(list(names))}")
+        elif len(set(names)) != len(names) or len(names) > MAX_DIMENSIONS:
+            problems.append(f"aggregate_dimensions: each set names up to {MAX_DIMENSIONS} distinct dimensions, "
+                            f"got {render(list(names))}")
+    return problems
 
 
 def load(path: Path | None) -> AgentConfig:

@@ -12,9 +12,10 @@ import structlog
 
 from agent.aggregate import Aggregator, Datum
 from agent.collectors import Collector
+from agent.fleet import DimensionPlan
 from agent.logs import LogOnce
 from agent.publisher import Publisher
-from agent.samples import Dimensions
+from agent.samples import Dimensions, Sample
 from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
@@ -60,12 +61,14 @@ class Agent:
         stats: AgentStats,
         submit: Callable[[Sequence[Datum]], object],
         host_dimensions: Dimensions = (),
+        plan: DimensionPlan | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.collectors = list(collectors)
         self.aggregator = aggregator
         self.stats = stats
         self.host_dimensions = host_dimensions
+        self.plan = plan  # when set, it decides the dimensions (EC2 identity, roll-ups) instead of host_dimensions
         self._submit = submit
         self._wall_clock = wall_clock
         self._warn = LogOnce(log)
@@ -83,14 +86,19 @@ class Agent:
                                    collector=collector.name, error=repr(error))
                 continue
             self._warn.reset(("collector", collector.name))
-            kept += self.aggregator.add(samples, timestamp, self.host_dimensions)
+            kept += self._add(samples, timestamp)
         self.stats.add_collected(kept)
         return kept
+
+    def _add(self, samples: Sequence[Sample], timestamp: float) -> int:
+        if self.plan is None:
+            return self.aggregator.add(samples, timestamp, self.host_dimensions)
+        return sum(self.aggregator.add(group, at, dims) for group, at, dims in self.plan.place(samples, timestamp))
 
     def flush(self) -> None:
         """Hand everything aggregated so far, with this interval's self-metrics, to the publisher."""
         self_metrics = self.stats.interval_samples()
-        self.stats.add_collected(self.aggregator.add(self_metrics, self._wall_clock(), self.host_dimensions))
+        self.stats.add_collected(self._add(self_metrics, self._wall_clock()))
         self._submit(self.aggregator.drain())
 
     def run(

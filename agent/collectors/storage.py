@@ -48,12 +48,14 @@ class StorageCollector:
         mounts: NameFilter = NameFilter(),  # noqa: B008 - immutable
         fstypes: NameFilter = NameFilter(),  # noqa: B008 - immutable
         timeout: float = 2.0,
+        device_dimensions: bool = False,
         disk_partitions: Callable[..., Any] = psutil.disk_partitions,
         statvfs: Callable[[str], Any] = os.statvfs,
     ) -> None:
         self._mounts = mounts
         self._fstypes = fstypes
         self._timeout = timeout
+        self._device_dimensions = device_dimensions
         self._disk_partitions = disk_partitions
         self._statvfs = statvfs
         self._hung: dict[str, _Statvfs] = {}
@@ -74,6 +76,7 @@ class StorageCollector:
         partitions = [p for p in self._disk_partitions(all=True) if self._wanted(p)]
         # Start every call first, then wait on one shared deadline: one hung mount costs one timeout.
         calls: dict[str, _Statvfs] = {}
+        devices: dict[str, dict[str, str]] = {}
         for partition in partitions:
             path = partition.mountpoint
             if path in calls:
@@ -84,6 +87,7 @@ class StorageCollector:
                 continue  # still hung from an earlier cycle: do not pile up threads on it
             self._hung.pop(path, None)
             calls[path] = _Statvfs(self._statvfs, path)
+            devices[path] = _device(partition) if self._device_dimensions else {}
         samples: list[Sample] = []
         deadline = time.monotonic() + self._timeout
         for path, call in calls.items():
@@ -96,18 +100,23 @@ class StorageCollector:
             if call.error is not None:
                 self._warn.warning(("error", path), "statvfs_failed", mount=path, error=str(call.error))
                 continue
-            samples += _utilization(call.result, path)
+            samples += _utilization(call.result, MountPath=path, **devices[path])
         return samples
 
 
-def _utilization(stat: Any, path: str) -> list[Sample]:
+def _device(partition: Any) -> dict[str, str]:
+    """The device and fstype dimension values as the CloudWatch agent writes them: the name without /dev/."""
+    return {"Device": partition.device.removeprefix("/dev/"), "FSType": partition.fstype}
+
+
+def _utilization(stat: Any, **dims: str) -> list[Sample]:
     samples = []
     # As df: space reserved for root counts neither as used nor as available to users.
     used = (stat.f_blocks - stat.f_bfree) * stat.f_frsize
     usable = used + stat.f_bavail * stat.f_frsize
     if usable > 0:
-        samples.append(METRICS["StorageUtilization"].sample(used / usable * 100, MountPath=path))
+        samples.append(METRICS["StorageUtilization"].sample(used / usable * 100, **dims))
     if stat.f_files > 0:  # some filesystems (btrfs, vfat) report no inode table
         inodes_used = stat.f_files - stat.f_ffree
-        samples.append(METRICS["StorageInodeUtilization"].sample(inodes_used / stat.f_files * 100, MountPath=path))
+        samples.append(METRICS["StorageInodeUtilization"].sample(inodes_used / stat.f_files * 100, **dims))
     return samples
