@@ -1,0 +1,172 @@
+"""Naming profiles: every catalogue entry under both profiles, and the CloudWatch agent's names, units,
+dimensions and value conversions exactly."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+
+import pytest
+
+from agent.aggregate import Aggregator, Datum
+from agent.catalogue import CATALOGUE, METRICS
+from agent.cli import run_once
+from agent.collectors.storage import StorageCollector
+from agent.config import DEFAULT_IGNORED_FSTYPES, parse
+from agent.dryrun import PrintingClient
+from agent.filters import NameFilter
+from agent.naming import CWAGENT, CWAGENT_ALIASES, DEFAULT_NAMESPACE, KEEP, PROFILES, Namer, resolve
+from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, statvfs_from
+
+# catalogue name → (CloudWatch agent name, unit). Checked against the agent's documentation and its
+# metricDefaultUnit table; nvidia_smi_* carry no unit.
+CWAGENT_NAMES = {
+    "CPUUtilization": ("cpu_usage_active", "Percent"),
+    "CPUIOWait": ("cpu_usage_iowait", "Percent"),
+    "CPUSteal": ("cpu_usage_steal", "Percent"),
+    "CPUCoreUtilization": ("cpu_usage_active", "Percent"),
+    "MemoryUtilization": ("mem_used_percent", "Percent"),
+    "MemoryAvailable": ("mem_available", "Bytes"),
+    "SwapUtilization": ("swap_used_percent", "Percent"),
+    "StorageUtilization": ("disk_used_percent", "Percent"),
+    "DiskReadBytesPerSecond": ("diskio_read_bytes", "Bytes"),
+    "DiskWriteBytesPerSecond": ("diskio_write_bytes", "Bytes"),
+    "DiskReadOpsPerSecond": ("diskio_reads", "Count"),
+    "DiskWriteOpsPerSecond": ("diskio_writes", "Count"),
+    "NetworkReceiveBytesPerSecond": ("net_bytes_recv", "Bytes"),
+    "NetworkTransmitBytesPerSecond": ("net_bytes_sent", "Bytes"),
+    "NetworkReceivePacketsPerSecond": ("net_packets_recv", "Count"),
+    "NetworkTransmitPacketsPerSecond": ("net_packets_sent", "Count"),
+    "GPUUtilization": ("nvidia_smi_utilization_gpu", "None"),
+    "GPUMemoryControllerUtilization": ("nvidia_smi_utilization_memory", "None"),
+    "GPUMemoryUsed": ("nvidia_smi_memory_used", "None"),
+    "GPUMemoryTotal": ("nvidia_smi_memory_total", "None"),
+    "GPUTemperature": ("nvidia_smi_temperature_gpu", "None"),
+    "GPUPowerDraw": ("nvidia_smi_power_draw", "None"),
+    "GPUSMClock": ("nvidia_smi_clocks_current_sm", "None"),
+}
+# No equivalent in the CloudWatch agent: published under CWAgent with the catalogue's name and unit.
+CWAGENT_KEEPS_NATIVE_NAME = {
+    "StorageInodeUtilization", "GPUMemoryUtilization", "GPUMemoryTemperature", "GPUPowerLimit",
+    "GPUPowerUtilization", "GPUEnergyConsumed", "GPUThrottleThermal", "GPUThrottlePowerCap",
+    "GPUThrottleHardwareSlowdown", "GPUECCUncorrectableErrors", "GPURemappedRowsPending", "GPURemappedRowsFailed",
+    "GPUPCIeReplays", "GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond", "GPUNVLinkErrors", "GPUXidErrors",
+    "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
+    "PublishLatency",
+}
+
+
+def example_dimensions(metric: str) -> dict[str, str]:
+    entry = METRICS[metric]
+    return {"InstanceId": "i-0abc", **{name: f"<{name}>" for name in entry.dimensions + entry.optional_dimensions}}
+
+
+def test_every_catalogue_entry_is_decided_for_the_cwagent_profile() -> None:
+    assert set(CWAGENT_ALIASES) == set(METRICS)
+    assert set(CWAGENT_NAMES) | CWAGENT_KEEPS_NATIVE_NAME == set(METRICS)
+    assert not set(CWAGENT_NAMES) & CWAGENT_KEEPS_NATIVE_NAME
+
+
+@pytest.mark.parametrize("metric", [metric.name for metric in CATALOGUE])
+def test_every_catalogue_entry_resolves_in_both_profiles(metric: str) -> None:
+    dims = example_dimensions(metric)
+    assert resolve("native", metric, dims) == (metric, dims)
+    name, published = resolve("cwagent", metric, dims)
+    expected_name, expected_unit = CWAGENT_NAMES.get(metric, (metric, METRICS[metric].unit))
+    assert name == expected_name
+    assert (CWAGENT.alias(metric).unit or METRICS[metric].unit) == expected_unit
+    assert published["InstanceId"] == "i-0abc"  # EC2 dimensions keep their names, as the agent appends them
+    assert len(published) == len(dims) + len(CWAGENT.alias(metric).constant_dimensions)
+
+
+def test_cloudwatch_agent_dimensions_for_each_family() -> None:
+    host = {"InstanceId": "i-0abc"}
+    assert resolve("cwagent", "CPUUtilization", host) == ("cpu_usage_active", {**host, "cpu": "cpu-total"})
+    assert resolve("cwagent", "CPUCoreUtilization", {**host, "Core": "3"}) == (
+        "cpu_usage_active", {**host, "cpu": "cpu3"})
+    assert resolve("cwagent", "StorageUtilization", {**host, "MountPath": "/", "Device": "nvme0n1p1",
+                                                     "FSType": "ext4"}) == (
+        "disk_used_percent", {**host, "path": "/", "device": "nvme0n1p1", "fstype": "ext4"})
+    assert resolve("cwagent", "DiskReadBytesPerSecond", {**host, "Device": "nvme1n1"}) == (
+        "diskio_read_bytes", {**host, "name": "nvme1n1"})
+    assert resolve("cwagent", "NetworkReceiveBytesPerSecond", {**host, "Interface": "ens32"}) == (
+        "net_bytes_recv", {**host, "interface": "ens32"})
+    assert resolve("cwagent", "GPUUtilization", {"GPU": "0", "GPUName": "NVIDIA H100 80GB HBM3", "Host": "gpu-7"}) == (
+        "nvidia_smi_utilization_gpu", {"index": "0", "name": "NVIDIA H100 80GB HBM3", "host": "gpu-7"})
+    assert resolve("cwagent", "Heartbeat", {**host, "Component": "agent"}) == (
+        "Heartbeat", {**host, "Component": "agent"})
+
+
+def test_unknown_metric_or_profile_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="NotAMetric is not in the metric catalogue"):
+        resolve("cwagent", "NotAMetric", {})
+    with pytest.raises(KeyError, match="unknown naming profile 'telegraf'"):
+        resolve("telegraf", "CPUUtilization", {})
+
+
+def test_profiles_and_namespaces() -> None:
+    assert set(PROFILES) == {"native", "cwagent"}
+    assert DEFAULT_NAMESPACE == {"native": "InfraWatch", "cwagent": "CWAgent"}
+    assert all(alias is KEEP for alias in PROFILES["native"].aliases.values())
+    assert set(PROFILES["native"].aliases) == set(METRICS)
+
+
+def datum(name: str, dims: tuple[tuple[str, str], ...], unit: str, *values: float) -> Datum:
+    return Datum(name, dims, 1_790_000_040.0, unit, values, tuple(1.0 for _ in values))
+
+
+def test_values_are_converted_where_the_cloudwatch_agent_counts_differently() -> None:
+    namer = Namer("cwagent", collect_interval=10)
+    gpu = (("GPU", "0"), ("GPUName", "NVIDIA H100 80GB HBM3"), ("InstanceId", "i-0abc"))
+    assert namer.datum(datum("GPUMemoryUsed", gpu, "Bytes", 2 * 2**30, 81_559 * 2**20)) == datum(
+        "nvidia_smi_memory_used", (("InstanceId", "i-0abc"), ("index", "0"), ("name", "NVIDIA H100 80GB HBM3")),
+        "None", 2048.0, 81_559.0)  # MiB, as nvidia-smi reports
+    disk = (("Device", "nvme1n1"), ("InstanceId", "i-0abc"))
+    # A per-second rate becomes the per-interval delta the agent publishes: 1,500 B/s × 10 s.
+    assert namer.datum(datum("DiskReadBytesPerSecond", disk, "Bytes/Second", 1500.0, 0.0)) == datum(
+        "diskio_read_bytes", (("InstanceId", "i-0abc"), ("name", "nvme1n1")), "Bytes", 15_000.0, 0.0)
+    cpu = datum("CPUUtilization", (("Host", "laptop"),), "Percent", 12.5)
+    assert namer.datum(cpu) == datum("cpu_usage_active", (("cpu", "cpu-total"), ("host", "laptop")), "Percent", 12.5)
+    assert Namer("native").datum(cpu) is cpu
+    outside = datum("NotInTheCatalogue", (), "Count", 1.0)
+    assert namer.datum(outside) is outside
+
+
+def test_storage_sets_device_and_fstype_only_when_the_profile_needs_them() -> None:
+    def storage(device_dimensions: bool) -> StorageCollector:
+        return StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
+                                device_dimensions=device_dimensions,
+                                disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+                                statvfs=statvfs_from(TRAINING_HOST_STATVFS))
+
+    assert {s.dimensions for s in storage(False).collect()} == {(("MountPath", "/"),), (("MountPath", "/data"),)}
+    aggregator = Aggregator(publish_as=Namer("cwagent").datum)
+    aggregator.add(storage(True).collect(), 1_790_000_040.0, (("InstanceId", "i-0abc"),))
+    assert {(d.name, d.dimensions, d.unit) for d in aggregator.drain()} == {
+        ("disk_used_percent", (("InstanceId", "i-0abc"), ("device", "nvme0n1p1"), ("fstype", "ext4"),
+                               ("path", "/")), "Percent"),
+        ("StorageInodeUtilization", (("InstanceId", "i-0abc"), ("device", "nvme0n1p1"), ("fstype", "ext4"),
+                                     ("path", "/")), "Percent"),
+        ("disk_used_percent", (("InstanceId", "i-0abc"), ("device", "nvme1n1"), ("fstype", "xfs"),
+                               ("path", "/data")), "Percent"),
+    }
+
+
+def test_namespace_follows_the_profile_unless_set() -> None:
+    assert parse({}).namespace == "InfraWatch"
+    assert parse({"naming": "cwagent"}).namespace == "CWAgent"
+    assert parse({"naming": "cwagent", "namespace": "ML/Hosts"}).namespace == "ML/Hosts"
+
+
+def test_dry_run_under_cwagent_publishes_the_cloudwatch_agent_names() -> None:
+    out = io.StringIO()
+    assert run_once(parse({"naming": "cwagent"}), PrintingClient(out, "json"), sleep=lambda seconds: None) == 0
+    [request] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert request["Namespace"] == "CWAgent"
+    by_name = {d["MetricName"]: d for d in request["MetricData"]}
+    assert {"mem_used_percent", "mem_available", "Heartbeat"} <= set(by_name)
+    assert not {"MemoryUtilization", "MemoryAvailable"} & set(by_name)
+    assert (by_name["mem_used_percent"]["Unit"], by_name["mem_used_percent"]["Dimensions"]) == (
+        "Percent", [{"Name": "host", "Value": socket.gethostname()}])  # not on EC2: the agent's "host"
