@@ -23,6 +23,10 @@ run: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m agent.docs
 
+# Every bench/ script; writes bench/RESULTS.md and the README's performance section.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check agent provisioning tests bench
 	$(BIN)/mypy
