@@ -94,7 +94,7 @@ class NetworkConfig:
     enabled: bool = setting(True, "Collect bytes and packets per second per network interface.")
     include_interfaces: tuple[str, ...] = setting((), "Interface name globs to keep; empty keeps all.")
     exclude_interfaces: tuple[str, ...] = setting(
-        ("lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*"),
+        ("lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*", "ifb*"),
         "Interface name globs to skip (loopback and container plumbing by default).",
     )
 
