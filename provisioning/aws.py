@@ -17,7 +17,7 @@ import structlog
 from botocore import xform_name
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from agent.logs import LogOnce
 
@@ -118,7 +118,7 @@ class Caller:
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.5, max=20),
+            wait=wait_random_exponential(multiplier=0.5, max=20),  # full jitter
             sleep=self._sleep,
             before_sleep=lambda state: self._retrying(operation, state),
             reraise=True,

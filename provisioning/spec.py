@@ -323,21 +323,20 @@ class Spec:
 def build_tables(cls: type[T], data: Mapping[str, Any], problems: list[str], prefix: str = "") -> T:
     """`agent.schema.build` plus lists of tables at any depth."""
     hints = typing.get_type_hints(cls)
-    plain = dict(data)
+    fields = [field for field in dataclasses.fields(cls) if field.name in data]  # type: ignore[arg-type]
+    deeper = [field for field in fields if "tables" in field.metadata
+              or (field.metadata.get("section") and isinstance(data[field.name], dict))]
+    plain = {key: value for key, value in data.items() if key not in {field.name for field in deeper}}
+    built = build(cls, plain, problems, prefix)  # this table's own keys first, so problems read top-down
     nested: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if field.name not in data:
-            continue
+    for field in deeper:
         path = join(prefix, field.name)
-        raw = data[field.name]
         entry_cls = field.metadata.get("tables")
         if entry_cls is not None:
-            del plain[field.name]
-            nested[field.name] = _build_list(entry_cls, raw, problems, path)
-        elif field.metadata.get("section") and isinstance(raw, dict):
-            del plain[field.name]
-            nested[field.name] = build_tables(hints[field.name], raw, problems, path)
-    return dataclasses.replace(build(cls, plain, problems, prefix), **nested)  # type: ignore[type-var]
+            nested[field.name] = _build_list(entry_cls, data[field.name], problems, path)
+        else:
+            nested[field.name] = build_tables(hints[field.name], data[field.name], problems, path)
+    return dataclasses.replace(built, **nested)  # type: ignore[type-var]
 
 
 def _build_list(cls: type[T], raw: Any, problems: list[str], path: str) -> tuple[T, ...]:
@@ -411,7 +410,7 @@ def _naming_problems(profile: str, kind: AlarmKind, path: str) -> list[str]:
     return []
 
 
-def _notification_problems(spec: Spec) -> list[str]:
+def _notification_problems(spec: Spec, earlier: list[str]) -> list[str]:
     problems = []
     for severity in SEVERITIES:
         topic: Topic = getattr(spec.notifications, severity)
@@ -424,7 +423,8 @@ def _notification_problems(spec: Spec) -> list[str]:
         for index, subscription in enumerate(topic.subscriptions):
             entry = f"{path}.subscriptions[{index}]"
             problem = _endpoint_problem(subscription)
-            if problem:
+            protocol_rejected = any(line.startswith(f"{entry}.protocol:") for line in earlier)
+            if problem and not protocol_rejected:
                 problems.append(f"{entry}.endpoint: {problem}, got {render(subscription.endpoint)}")
             if (subscription.protocol, subscription.endpoint) in seen:
                 problems.append(f"{entry}: repeats an earlier subscription")
@@ -507,7 +507,7 @@ def parse(data: Mapping[str, Any]) -> Spec:
     if "alarms" in data:
         spec = dataclasses.replace(spec, alarms=_build_alarms(data["alarms"], problems))
     problems += _alarm_problems(spec)
-    problems += _notification_problems(spec)
+    problems += _notification_problems(spec, problems)
     problems += _events_problems(spec)
     problems += _host_problems(spec, problems)
     problems += _endpoint_entry_problems(spec)
