@@ -42,7 +42,8 @@ def test_discover_finds_every_host_publishing_a_heartbeat_with_exactly_the_group
     publish(provisioner, "Heartbeat", InstanceId=B, Component="agent")
     publish(provisioner, "Heartbeat", InstanceId=C, Component="agent", Cluster="batch")  # another group's agents
     publish(provisioner, "CPUUtilization", InstanceId="i-00000000000000fff")  # no heartbeat: not an agent
-    found = inventory(provisioner, {"hosts": [{"discover": True}, {"discover": True, "dimensions": {"Cluster": "batch"}}]})
+    groups = [{"discover": True}, {"discover": True, "dimensions": {"Cluster": "batch"}}]
+    found = inventory(provisioner, {"hosts": groups})
     assert found.hosts == (
         Host(A, (), (), ("/",)),
         Host(B, (), (), ("/",)),

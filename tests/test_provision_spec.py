@@ -11,6 +11,7 @@ from moto import mock_aws
 
 from agent.naming import PROFILES
 from provisioning.spec import load, parse
+from tests.conftest import FAKE_AWS_ENV
 from tests.fakes.aws import Provisioner
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml"
@@ -23,6 +24,15 @@ AUTOMATION = "arn:aws:ssm:us-east-1:123456789012:automation-definition/RestartAg
 def provisioner(tmp_path: Path) -> Iterator[Provisioner]:
     with mock_aws():
         yield Provisioner(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisioner]:
+    """One moto account for the specs rejected before any AWS call: they must leave it untouched."""
+    with pytest.MonkeyPatch.context() as env, mock_aws():
+        for name, value in FAKE_AWS_ENV.items():
+            env.setenv(name, value)
+        yield Provisioner(tmp_path_factory.mktemp("invalid"))
 
 
 def test_an_empty_spec_is_every_default() -> None:
@@ -63,8 +73,10 @@ INVALID_SPECS = [
      '[[notifications.warning.subscriptions]]\nendpoint = "a@example.com"',
      ["notifications.warning.subscriptions: only for a topic this stack creates (topic_arn is set)"]),
     ("[alarms.cpu_hihg]\nthreshold = 80", ['alarms.cpu_hihg: unknown key, did you mean "cpu_high"?']),
-    ("[alarms.cpu_high]\ndatapoints = 6", ["alarms.cpu_high.datapoints: must be at most evaluation_periods (5), got 6"]),
-    ("[alarms.endpoint_5xx_rate]\nthreshold = 5.0", ["alarms.endpoint_5xx_rate.threshold: must be 0..1 fraction, got 5.0"]),
+    ("[alarms.cpu_high]\ndatapoints = 6",
+     ["alarms.cpu_high.datapoints: must be at most evaluation_periods (5), got 6"]),
+    ("[alarms.endpoint_5xx_rate]\nthreshold = 5.0",
+     ["alarms.endpoint_5xx_rate.threshold: must be 0..1 fraction, got 5.0"]),
     ("[alarms.gpu_temperature_high]\nperiod = 45",
      ["alarms.gpu_temperature_high.period: must be 10, 30 or a multiple of 60 seconds, got 45"]),
     ("[alarms.endpoint_latency_p99]\nperiod = 30",
@@ -72,9 +84,11 @@ INVALID_SPECS = [
     ("[alarms.heartbeat_missing]\nperiod = 3600\nevaluation_periods = 25\ndatapoints = 25",
      ["alarms.heartbeat_missing.evaluation_periods: period * evaluation_periods must be at most 86400 seconds, "
       "got 3600 * 25"]),
-    ('[alarms.memory_high]\nseverity = "page"', ['alarms.memory_high.severity: must be "critical" or "warning", got "page"']),
+    ('[alarms.memory_high]\nseverity = "page"',
+     ['alarms.memory_high.severity: must be "critical" or "warning", got "page"']),
     ("hosts = {}", ["hosts: must be a list of tables, got {}"]),
-    ("[[hosts]]\ngpus = 8", ["hosts[0]: must set exactly one of instance_ids, auto_scaling_group, discover = true, got 0"]),
+    ("[[hosts]]\ngpus = 8",
+     ["hosts[0]: must set exactly one of instance_ids, auto_scaling_group, discover = true, got 0"]),
     (f"[[hosts]]\n{HOST}\ndiscover = true",
      ["hosts[0]: must set exactly one of instance_ids, auto_scaling_group, discover = true, got 2"]),
     ('[[hosts]]\ninstance_ids = ["web-1"]',
@@ -85,29 +99,35 @@ INVALID_SPECS = [
      ['hosts[0].throughput_floors[0].metric: must name the application metric, got ""']),
     ('[[endpoints]]\nname = "ranker"\ninstance_type = "g5.2xlarge"',
      ['endpoints[0].instance_type: must be a SageMaker instance type like "ml.g5.2xlarge", got "g5.2xlarge"']),
-    ('[[endpoints]]\nname = "ranker"\ndiscover = true', ["endpoints[0]: must set exactly one of name, discover = true"]),
+    ('[[endpoints]]\nname = "ranker"\ndiscover = true',
+     ["endpoints[0]: must set exactly one of name, discover = true"]),
     (f'[events]\ntarget_arn = "{AUTOMATION}"', ['events.role_arn: must be set for an SSM Automation target, got ""']),
     ('[events]\ntarget_arn = "arn:aws:sqs:us-east-1:123456789012:q"',
      ["events.target_arn: must be a Lambda function ARN or an SSM Automation document ARN (automation-definition/...), "
       'got "arn:aws:sqs:us-east-1:123456789012:q"']),
-    ('stack = "-ml"\n[alarms.cpu_high]\nthreshold = 120.0\n[[hosts]]\ngpus = -1\ninstance_ids = ["i-0000000000000000a"]',
+    ('stack = "-ml"\n[alarms.cpu_high]\nthreshold = 120.0\n'
+     '[[hosts]]\ngpus = -1\ninstance_ids = ["i-0000000000000000a"]',
      ['stack: must be 1..32 letters, digits, - or _, starting with a letter or digit, got "-ml"',
       "hosts[0].gpus: must be 0..64, got -1",
       "alarms.cpu_high.threshold: must be 0..100 %, got 120.0"]),
 ]
 
 
-@pytest.mark.parametrize(("spec", "problems"), INVALID_SPECS, ids=[problems[0].split(":")[0] for _, problems in INVALID_SPECS])
+def ids(cases: list[tuple[str, list[str]]]) -> list[str]:
+    return [problems[0].split(":")[0] for _, problems in cases]
+
+
+@pytest.mark.parametrize(("spec", "problems"), INVALID_SPECS, ids=ids(INVALID_SPECS))
 def test_an_invalid_spec_lists_every_problem_exits_2_and_calls_nothing(
-    provisioner: Provisioner, spec: str, problems: list[str]
+    untouched: Provisioner, spec: str, problems: list[str]
 ) -> None:
-    run = provisioner.run(spec, "--yes")
+    run = untouched.run(spec, "--yes")
     assert (run.code, run.err.splitlines(), run.out) == (2, problems, "")
-    assert provisioner.recorder.calls == []
+    assert untouched.recorder.calls == []
 
 
 AWS_PROBLEMS = [
-    (f'[[endpoints]]\nname = "missing"',
+    ('[[endpoints]]\nname = "missing"',
      ['endpoints[0].name: no such SageMaker endpoint (DescribeEndpoint), got "missing"']),
     ('[[endpoints]]\nname = "ranker"\nvariants = ["AllTraffic"]\ninstance_type = "ml.x9.huge"',
      ['endpoints[0].instance_type: EC2 knows no instance type "x9.huge" (DescribeInstanceTypes), got "ml.x9.huge"']),
@@ -125,7 +145,7 @@ AWS_PROBLEMS = [
 ]
 
 
-@pytest.mark.parametrize(("spec", "problems"), AWS_PROBLEMS, ids=[problems[0].split(":")[0] for _, problems in AWS_PROBLEMS])
+@pytest.mark.parametrize(("spec", "problems"), AWS_PROBLEMS, ids=ids(AWS_PROBLEMS))
 def test_what_the_spec_names_must_exist_and_fit_cloudwatch_before_anything_is_written(
     provisioner: Provisioner, spec: str, problems: list[str]
 ) -> None:
