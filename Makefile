@@ -19,9 +19,10 @@ test: $(STAMP)
 run: $(STAMP)
 	$(BIN)/infrawatch-agent --once --dry-run --format table
 
-# Rewrites the README's generated reference tables (config keys, metric catalogue) from the code.
+# Rewrites the README's generated reference tables (config keys, metric catalogue, spec, alarms) from the code.
 docs: $(STAMP)
 	$(BIN)/python -m agent.docs
+	$(BIN)/python -m provisioning.docs
 
 # Every bench/ script; writes bench/RESULTS.md and the README's performance section.
 bench: $(STAMP)

@@ -25,6 +25,7 @@ BLOCK = re.compile(r"(<!-- BEGIN generated: performance -->\n)(.*?)(<!-- END gen
 SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("agent_overhead.py", ["--seconds", "150"], ["--seconds", "30"]),
     ("publish_efficiency.py", [], []),
+    ("provision_500.py", ["--repeat", "3"], ["--repeat", "1"]),
 ]
 
 
