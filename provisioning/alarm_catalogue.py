@@ -21,7 +21,6 @@ SAGEMAKER_NAMESPACE = "AWS/SageMaker"
 SAGEMAKER_HOST_NAMESPACE = "/aws/sagemaker/Endpoints"
 
 SEVERITIES = ("critical", "warning")
-TREAT_MISSING_DATA = ("missing", "notBreaching", "breaching", "ignore")
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def main(
         print(f"AWS configuration: {error}", file=err)
         return INVALID
     except (ClientError, BotoCoreError) as error:
-        print(f"AWS refused a read: {error_code(error)}: {error}", file=err)
+        print(f"AWS refused a call: {error_code(error)}: {error}", file=err)
         return REFUSED
 
     plan = Planner(desired, actual, prune=args.prune).plan()

@@ -37,10 +37,8 @@ def _default(value: Any) -> str:
 def spec_table() -> str:
     rows = ["| Key | Default | Meaning |", "|---|---|---|"]
     for path, default, doc in reference():
-        if path.startswith("alarms.<key>."):
-            default_text = "per alarm: see the alarm catalogue"
-        else:
-            default_text = _default(default)
+        per_alarm = path.startswith("alarms.<key>.")
+        default_text = "per alarm: see the alarm catalogue" if per_alarm else _default(default)
         rows.append(f"| `{path}` | {default_text} | {doc} |")
     return "\n".join(rows)
 
