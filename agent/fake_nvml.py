@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pynvml
@@ -59,8 +59,8 @@ class FakeGpu:
     nvlink_crc_data_errors: int = 0
     mig: bool = False
     lost_at: float | None = None  # seconds after start when the GPU falls off the bus
-    unsupported: frozenset[str] = frozenset()  # pynvml functions that answer NotSupported
-    unsupported_fields: frozenset[int] = frozenset()  # NVML_FI_* ids that answer NotSupported
+    errors: dict[str, int] = field(default_factory=dict)  # pynvml function → the NVML_ERROR_* it answers
+    field_errors: dict[int, int] = field(default_factory=dict)  # NVML_FI_* id → the NVML_ERROR_* it answers
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,8 @@ class FakeNvml:
             if gpu is handle:
                 if gpu.lost_at is not None and self.elapsed() >= gpu.lost_at:
                     raise pynvml.NVMLError_GpuIsLost()
-                if function in gpu.unsupported:
-                    raise pynvml.NVMLError_NotSupported()
+                if function in gpu.errors:
+                    raise pynvml.NVMLError(gpu.errors[function])
                 return index, gpu
         raise pynvml.NVMLError_InvalidArgument()
 
@@ -259,8 +259,8 @@ class FakeNvml:
         for answer, field_id in zip(answers, field_ids, strict=True):
             answer.fieldId = field_id
             answer.timestamp = int(elapsed * 1_000_000)
-            if field_id in gpu.unsupported_fields or field_id not in known:
-                answer.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+            if field_id in gpu.field_errors or field_id not in known:
+                answer.nvmlReturn = gpu.field_errors.get(field_id, pynvml.NVML_ERROR_NOT_SUPPORTED)
                 continue
             value_type, value = known[field_id]
             answer.nvmlReturn = pynvml.NVML_SUCCESS
@@ -353,8 +353,8 @@ def a10g(index: int) -> FakeGpu:
         energy_mj=1_000_000_000,
         pcie_rx_bytes_per_s=256_000 * 1024,
         pcie_tx_bytes_per_s=128_000 * 1024,
-        unsupported=frozenset({"nvmlDeviceGetMigMode"}),
-        unsupported_fields=frozenset({
+        errors={"nvmlDeviceGetMigMode": pynvml.NVML_ERROR_NOT_SUPPORTED},
+        field_errors=dict.fromkeys((
             pynvml.NVML_FI_DEV_MEMORY_TEMP,
             pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT,
             pynvml.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,
@@ -363,7 +363,7 @@ def a10g(index: int) -> FakeGpu:
             pynvml.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
             pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
             pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES,
-        }),
+        ), pynvml.NVML_ERROR_NOT_SUPPORTED),
     )
 
 

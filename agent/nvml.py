@@ -169,7 +169,7 @@ class Nvml:
             return getattr(self._library, function)(*args)
         except pynvml.NVMLError as error:
             if error.value in _ABSENT:
-                raise _Absent from error
+                raise _Absent(f"{function}: {error}") from error
             raise NvmlError(function, str(error)) from error
 
     def _device_call(self, gpu: int, function: str, *args: Any) -> Any:
