@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pynvml
@@ -525,3 +529,13 @@ def test_nvml_reads_all_fields_in_one_call_and_leaves_out_unsupported_ones(clock
         Field.REMAPPED_ROWS_PENDING: 0, Field.REMAPPED_ROWS_FAILED: 0,
     }
     assert fields.errors == {}
+
+
+# --- bench/gpu_vs_nvidia_smi.py ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU host prints the comparison instead")
+def test_the_nvidia_smi_comparison_says_no_gpu_on_a_host_without_one() -> None:
+    script = Path(__file__).parent.parent / "bench" / "gpu_vs_nvidia_smi.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "no GPU: nvidia-smi is not installed\n", "")
