@@ -36,7 +36,7 @@ class FakeGpu:
     name: str
     uuid: str
     memory_total: int  # bytes
-    memory_used: int  # bytes
+    memory_used: int  # bytes, without the driver's reservation (nvidia-smi memory.used)
     utilization: int  # %
     memory_utilization: int  # % of time the memory controller was busy
     temperature: int  # °C
@@ -47,6 +47,7 @@ class FakeGpu:
     energy_mj: int  # at time 0; grows by power_mw every second
     pcie_rx_bytes_per_s: int  # the byte counters grow at these rates from 0
     pcie_tx_bytes_per_s: int
+    memory_reserved: int = 0  # bytes the driver keeps; NVML's version 1 memory call counts them as used
     clocks_event_reasons: int = 0
     ecc_uncorrected: int = 0
     pcie_replays: int = 0
@@ -202,10 +203,17 @@ class FakeNvml:
             memory=_clamp(gpu.memory_utilization + 15 * wave, 0, 100),
         )
 
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> pynvml.c_nvmlMemory_t:
-        index, gpu = self._gpu("nvmlDeviceGetMemoryInfo", handle)
-        used = _clamp(gpu.memory_used + 0.05 * gpu.memory_total * self._wave(index), 0, gpu.memory_total)
-        return pynvml.c_nvmlMemory_t(total=gpu.memory_total, free=gpu.memory_total - used, used=used)
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu, version: int | None = None) -> Any:
+        # pynvml calls the C function nvmlDeviceGetMemoryInfo_v2 when a version is given.
+        index, gpu = self._gpu("nvmlDeviceGetMemoryInfo_v2" if version else "nvmlDeviceGetMemoryInfo", handle)
+        total, reserved = gpu.memory_total, gpu.memory_reserved
+        used = _clamp(gpu.memory_used + 0.05 * total * self._wave(index), 0, total - reserved)
+        free = total - reserved - used
+        if version is None:
+            return pynvml.c_nvmlMemory_t(total=total, free=free, used=used + reserved)
+        if version != pynvml.nvmlMemory_v2:
+            raise pynvml.NVMLError_InvalidArgument()
+        return pynvml.c_nvmlMemory_v2_t(version=version, total=total, reserved=reserved, free=free, used=used)
 
     def nvmlDeviceGetTemperature(self, handle: FakeGpu, sensor: int) -> int:
         index, gpu = self._gpu("nvmlDeviceGetTemperature", handle)
@@ -322,6 +330,7 @@ def h100(index: int) -> FakeGpu:
         uuid=f"GPU-8f3b{index:04d}-6c1e-4a7d-9b25-0d4e1f2a3c5b",
         memory_total=80 * GIB,
         memory_used=(10 + index) * GIB,
+        memory_reserved=512 * 2**20,
         utilization=70 + index,
         memory_utilization=40 + index,
         temperature=45 + index,
@@ -343,6 +352,7 @@ def a10g(index: int) -> FakeGpu:
         uuid=f"GPU-2a7c{index:04d}-93d0-4f18-b6e2-7c9a1d5e3f40",
         memory_total=24 * GIB,
         memory_used=6 * GIB,
+        memory_reserved=384 * 2**20,
         utilization=30,
         memory_utilization=20,
         temperature=40,

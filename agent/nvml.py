@@ -128,6 +128,7 @@ class Nvml:
         self._unavailable: NvmlUnavailable | None = None
         self._handles: dict[int, Any] = {}
         self._event_set: Any = None
+        self._memory_v2 = True  # until the driver says it has no nvmlDeviceGetMemoryInfo_v2
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -214,6 +215,15 @@ class Nvml:
         return None if rates is None else Utilization(rates.gpu, rates.memory)
 
     def memory(self, gpu: int) -> Memory | None:
+        """Bytes. Version 2 leaves driver-reserved memory out of `used`, as nvidia-smi does; drivers before
+        R510 only have version 1, whose `used` includes it."""
+        if self._memory_v2:
+            try:
+                info = self._device_call(gpu, "nvmlDeviceGetMemoryInfo", pynvml.nvmlMemory_v2)
+            except _Absent:
+                self._memory_v2 = False
+            else:
+                return Memory(info.used, info.total)
         info = self._read(gpu, "nvmlDeviceGetMemoryInfo")
         return None if info is None else Memory(info.used, info.total)
 

@@ -521,6 +521,14 @@ def test_nvml_translates_errors_into_absent_lost_and_failed(clock: FakeClock) ->
     assert nvml.memory(0) == Memory(used=10 * GIB, total=80 * GIB)
 
 
+def test_nvml_memory_leaves_reserved_memory_out_and_falls_back_on_drivers_before_r510(clock: FakeClock) -> None:
+    assert Nvml(healthy_h100(1, clock=clock)).memory(0) == Memory(used=10 * GIB, total=80 * GIB)
+    old = FakeNvml([h100(0), h100(1)], clock=clock, missing_functions=frozenset({"nvmlDeviceGetMemoryInfo_v2"}))
+    nvml = Nvml(old)
+    assert [nvml.memory(0), nvml.memory(1)] == [Memory(used=10 * GIB + 512 * 2**20, total=80 * GIB),
+                                                Memory(used=11 * GIB + 512 * 2**20, total=80 * GIB)]
+
+
 def test_nvml_reads_all_fields_in_one_call_and_leaves_out_unsupported_ones(clock: FakeClock) -> None:
     nvml = Nvml(a10g_partial(clock=clock))
     fields = nvml.field_values(0)
