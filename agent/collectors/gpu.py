@@ -28,7 +28,7 @@ log = structlog.get_logger()
 
 T = TypeVar("T")
 
-XID_WAIT_MS = 500  # how long one event wait blocks; close() takes at most about this long
+XID_WAIT_MS = 500  # how long one event wait blocks; close() waits at most twice this for the thread
 
 _THROTTLES = (
     ("GPUThrottleThermal", ClocksEvent.SW_THERMAL_SLOWDOWN | ClocksEvent.HW_THERMAL_SLOWDOWN),
