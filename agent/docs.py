@@ -47,8 +47,8 @@ def block_pattern(name: str) -> re.Pattern[str]:
 
 def regenerate(text: str) -> str:
     for name, render_block in BLOCKS.items():
-        generated = render_block()
-        text = block_pattern(name).sub(lambda match: match.group(1) + generated + "\n" + match.group(3), text)
+        text = block_pattern(name).sub(lambda match, block=render_block(): match.group(1) + block + "\n" + match.group(3),
+                                       text)
     return text
 
 
