@@ -88,9 +88,9 @@ BLOCKS = {"provisioning-spec": spec_table, "provisioning-alarms": alarms_table, 
 
 def regenerate(text: str) -> str:
     for name, render_block in BLOCKS.items():
-        generated = render_block()
-        text = block_pattern(name).sub(lambda match, block=generated: match.group(1) + block + "\n" + match.group(3),
-                                       text)
+        match = block_pattern(name).search(text)
+        if match:
+            text = text[: match.start(2)] + render_block() + "\n" + text[match.end(2) :]
     return text
 
 
