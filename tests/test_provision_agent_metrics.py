@@ -9,35 +9,21 @@ import boto3
 from moto import mock_aws
 
 from agent.aggregate import Aggregator
-from agent.catalogue import METRICS
 from agent.collectors.cpu import CpuCollector
+from agent.collectors.gpu import GpuCollector
 from agent.collectors.memory import MemoryCollector
 from agent.collectors.storage import StorageCollector
+from agent.fake_nvml import healthy_h100
 from agent.filters import NameFilter
 from agent.loop import Agent
+from agent.nvml import Nvml
 from agent.publisher import Publisher
-from agent.samples import Sample
 from agent.selfstats import AgentStats
 from tests.fakes.aws import Provisioner
-from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, Sequence, cpu, statvfs_from
+from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, FakeClock, Sequence, cpu, statvfs_from
 
 HOSTS = ("i-0000000000000000a", "i-0000000000000000b")
 GPUS = 8
-GPU_SERIES = ("GPUMemoryUtilization", "GPUTemperature", "GPUHealthy", "GPUXidErrors", "GPUECCUncorrectableErrors",
-              "GPUUtilization")
-
-
-class EightGpuHost:
-    """Stands in for the GPU collector (not on this branch yet): what it publishes for 8 healthy GPUs,
-    built through the catalogue exactly as a collector builds its samples."""
-
-    name = "gpu"
-
-    def collect(self) -> list[Sample]:
-        samples = [METRICS[name].sample(1.0, GPU=str(gpu)) for gpu in range(GPUS) for name in GPU_SERIES]
-        samples += [METRICS["HostGPUUtilization"].sample(50.0), METRICS["HostGPUMemoryUtilization"].sample(40.0),
-                    METRICS["GPUCount"].sample(GPUS)]
-        return samples
 
 
 class Memory:
@@ -51,22 +37,27 @@ class Swap:
 
 
 def run_agent_cycle(client: Any, instance_id: str) -> None:
-    """One collect → flush cycle of the agent's own loop, aggregator and publisher, for one host."""
+    """Two collections and a flush of the agent's own loop, collectors, aggregator and publisher, on a fake
+    8-GPU host (counters such as CPU time and ECC errors publish from their second reading)."""
     stats = AgentStats()
+    clock = FakeClock()
+    gpu = GpuCollector(Nvml(healthy_h100(GPUS, clock=clock)), monotonic=clock, xid_wait_ms=10)
     collectors = [
         CpuCollector(cpu_times=Sequence(cpu(user=10, idle=90), cpu(user=20, idle=180))),
         MemoryCollector(virtual_memory=lambda: Memory(), swap_memory=lambda: Swap()),
         StorageCollector(fstypes=NameFilter(exclude=("tmpfs", "overlay", "squashfs", "proc", "cgroup2", "fuse.*")),
                          disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
                          statvfs=statvfs_from(TRAINING_HOST_STATVFS)),
-        EightGpuHost(),
+        gpu,
     ]
     agent = Agent(collectors=collectors, aggregator=Aggregator(), stats=stats,
                   submit=Publisher(client, "InfraWatch", stats=stats).publish,
                   host_dimensions=(("InstanceId", instance_id),))
-    agent.collect()  # CPU utilization needs two readings
+    agent.collect()
+    clock.advance(10)
     agent.collect()
     agent.flush()
+    gpu.close()
 
 
 SPEC = f"""
