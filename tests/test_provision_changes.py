@@ -86,6 +86,23 @@ def test_dry_run_prints_the_plan_and_makes_no_write_call(provisioner: Provisione
     assert provisioner.client("sns").list_topics()["Topics"] == []
 
 
+def test_without_yes_the_plan_is_applied_only_when_confirmed(provisioner: Provisioner) -> None:
+    questions: list[str] = []
+
+    def decline(question: str) -> bool:
+        questions.append(question)
+        return False
+
+    declined = provisioner.run(SPEC, confirm=decline)
+    assert (declined.code, declined.lines[-1], questions) == (0, "Nothing applied.", ["Apply 32 writes?"])
+    assert provisioner.recorder.writes == Counter()
+    not_a_terminal = provisioner.run(SPEC)  # pytest's stdin is not a terminal
+    assert (not_a_terminal.code, not_a_terminal.err) == (2, "stdin is not a terminal: pass --yes to apply the plan\n")
+    assert provisioner.recorder.writes == Counter()
+    accepted = provisioner.run(SPEC, confirm=lambda question: True)
+    assert (accepted.code, accepted.lines[-1]) == (0, "Applied 29 changes; 0 failed.")
+
+
 def test_first_run_writes_and_second_run_writes_nothing(provisioner: Provisioner) -> None:
     first = provisioner.run(SPEC + SCORER_ENTRY, "--yes")
     assert first.code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,12 @@ class Provisioner:
         """A client for checking state; its calls are recorded too, so clear the recorder after using it."""
         return self.clients[service]
 
-    def run(self, spec: str, *args: str) -> Run:
+    def run(self, spec: str, *args: str, confirm: Callable[[str], bool] | None = None) -> Run:
         self._spec.write_text(spec)
         self.recorder.clear()
         out, err = io.StringIO(), io.StringIO()
         code = main(
             ["--config", str(self._spec), *args],
-            clients=self.clients, clock=self.clock, sleep=self.clock.sleep, out=out, err=err,
+            clients=self.clients, clock=self.clock, sleep=self.clock.sleep, confirm=confirm, out=out, err=err,
         )
         return Run(code, out.getvalue(), err.getvalue())
