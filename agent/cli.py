@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +20,19 @@ from agent.aggregate import Aggregator
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
 from agent.collectors.diskio import DiskIOCollector
+from agent.collectors.gpu import build_gpu_collector
 from agent.collectors.memory import MemoryCollector
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import StorageCollector
 from agent.config import AgentConfig, load
 from agent.dryrun import PrintingClient
+from agent.fake_nvml import healthy_h100
 from agent.filters import NameFilter
 from agent.fleet import DimensionPlan
 from agent.host import HostContext
 from agent.loop import Agent, PublishWorker
-from agent.naming import PROFILES, Namer
+from agent.naming import Namer, profile
+from agent.nvml import Nvml
 from agent.publisher import MetricsClient, Publisher
 from agent.reload import ConfigReloader
 from agent.schema import ConfigError
@@ -40,8 +45,10 @@ EXIT_OK = 0
 EXIT_INVALID = 2
 
 
-def build_collectors(config: AgentConfig) -> list[Collector]:
+def build_collectors(config: AgentConfig, fake_gpus: int = 0) -> list[Collector]:
+    """Every enabled collector. Raises ConfigError when `gpu.enabled = true` and NVML cannot be used."""
     collectors: list[Collector] = []
+    needed = profile(config.naming).device_dimensions  # dimensions the naming profile publishes
     if config.cpu.enabled:
         collectors.append(CpuCollector(per_core=config.cpu.per_core))
     if config.memory.enabled:
@@ -51,7 +58,7 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
             mounts=NameFilter(config.storage.include_mounts, config.storage.exclude_mounts),
             fstypes=NameFilter(config.storage.include_fstypes, config.storage.exclude_fstypes),
             timeout=config.storage.timeout,
-            device_dimensions={"Device", "FSType"} <= PROFILES[config.naming].device_dimensions,
+            device_dimensions={"Device", "FSType"} <= needed,
         ))
     if config.diskio.enabled:
         collectors.append(DiskIOCollector(
@@ -62,7 +69,19 @@ def build_collectors(config: AgentConfig) -> list[Collector]:
         collectors.append(NetworkCollector(
             interfaces=NameFilter(config.network.include_interfaces, config.network.exclude_interfaces),
         ))
+    gpu_config = dataclasses.replace(config.gpu, name_dimension=True) if "GPUName" in needed else config.gpu
+    gpu = build_gpu_collector(gpu_config, Nvml(healthy_h100(fake_gpus, vary=True)) if fake_gpus else None)
+    if gpu is not None:
+        collectors.append(gpu)
     return collectors
+
+
+def close_collectors(collectors: list[Collector]) -> None:
+    """Stop collector threads (the GPU collector's Xid waiter) and release drivers, once, at exit."""
+    for collector in collectors:
+        close = getattr(collector, "close", None)
+        if close is not None:
+            close()
 
 
 def cloudwatch_client(region: str) -> Any:
@@ -86,6 +105,8 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--once", action="store_true", help="run one collect→publish cycle and exit")
     root.add_argument("--dry-run", action="store_true", help="print each PutMetricData request, send nothing")
     root.add_argument("--format", choices=("json", "table"), default="json", help="--dry-run output format")
+    root.add_argument("--fake-gpus", type=int, default=0, metavar="N",
+                      help="for demos and tests only: read N simulated H100 GPUs instead of NVML")
     commands = root.add_subparsers(dest="command")
     check = commands.add_parser("check-config", help="validate a config file: exit 0 if valid, 2 if not")
     check.add_argument("path", type=Path)
@@ -109,39 +130,49 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(iam.render(config))
         return EXIT_OK
     logs.configure(config.log_level)
-    host = HostContext(config.ec2)
-    client: MetricsClient
-    if args.dry_run:
-        client = PrintingClient(sys.stdout, args.format)
-    else:
-        region = host.region()
-        if region is None:
-            log.error("no_region", hint="set AWS_REGION or a profile's region, or run on EC2")
-            return EXIT_INVALID
-        client = cloudwatch_client(region)
-    if args.once:
-        return run_once(config, client, host=host)
-    return run_forever(config, client, host, config_path)
+    try:
+        collectors = build_collectors(config, fake_gpus=args.fake_gpus)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        host = HostContext(config.ec2)
+        client: MetricsClient
+        if args.dry_run:
+            client = PrintingClient(sys.stdout, args.format)
+        else:
+            region = host.region()
+            if region is None:
+                log.error("no_region", hint="set AWS_REGION or a profile's region, or run on EC2")
+                return EXIT_INVALID
+            client = cloudwatch_client(region)
+        if args.once:
+            return run_once(config, client, collectors, host=host)
+        return run_forever(config, client, collectors, host, config_path,
+                           rebuild=lambda new: build_collectors(new, fake_gpus=args.fake_gpus))
+    finally:
+        close_collectors(collectors)  # run_forever leaves the current set in this list
 
 
-def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, plan: DimensionPlan,
-                submit: Any = None) -> tuple[Agent, Publisher]:
+def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
+                plan: DimensionPlan, submit: Any = None) -> tuple[Agent, Publisher]:
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
                             publish_as=Namer(config.naming, config.collect.interval).datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval))
-    agent = Agent(collectors=build_collectors(config), aggregator=aggregator, stats=stats,
+    agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
                   submit=submit or publisher.publish, plan=plan)
     return agent, publisher
 
 
-def run_once(config: AgentConfig, client: MetricsClient, sleep: Any = time.sleep,
-             host: HostContext | None = None) -> int:
+def run_once(config: AgentConfig, client: MetricsClient, collectors: list[Collector],
+             sleep: Any = time.sleep, host: HostContext | None = None) -> int:
     """Two collections a second apart (rates need a previous reading), then one synchronous flush."""
     host = host or HostContext(config.ec2)
     stats = AgentStats()
     plan = host.plan(config)
-    agent, _ = build_agent(config, client, stats, plan)
+    agent, _ = build_agent(config, client, stats, collectors, plan)
     agent.collect()
     sleep(1.0)
     agent.collect()
@@ -153,24 +184,23 @@ def run_once(config: AgentConfig, client: MetricsClient, sleep: Any = time.sleep
     return EXIT_OK
 
 
-def run_forever(config: AgentConfig, client: MetricsClient, host: HostContext,
-                config_path: Path | None = None) -> int:
+def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Collector], host: HostContext,
+                config_path: Path | None = None,
+                rebuild: Callable[[AgentConfig], list[Collector]] = build_collectors) -> int:
     """Run until SIGTERM/SIGINT. On SIGHUP the loop ends with a flush (nothing aggregated is lost); a valid
-    new file then replaces the agent, an invalid one is logged and the same agent carries on.
-
-    Signal handlers only record the signal and wake the loop: logging or locking in a handler could
-    deadlock with the main thread it interrupts.
+    new file then replaces the agent and `collectors` (in place), an invalid one is logged and the same
+    agent carries on.
     """
     stats = AgentStats()
     stop = threading.Event()
     received: list[int] = []
-    notifier = Notifier()
-    status = ServiceStatus(notifier, Watchdog(notifier))
+    status = ServiceStatus(notifier := Notifier(), Watchdog(notifier))
     reloader = ConfigReloader(config_path)
     plan_slot: list[DimensionPlan] = []
     worker_slot: list[PublishWorker] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # Only flags and events: logging here could re-enter a stdout write the signal interrupted.
         received.append(signum)
         plan_slot[0].stop_holding()
         stop.set()
@@ -181,7 +211,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, host: HostContext,
     while True:
         if agent is None:
             plan_slot[:] = [host.plan(config)]
-            agent, publisher = build_agent(config, client, stats, plan_slot[0],
+            agent, publisher = build_agent(config, client, stats, collectors, plan_slot[0],
                                            submit=lambda datums: worker_slot[0].submit(datums))
             worker_slot[:] = [PublishWorker(publisher)]
         agent.run(stop, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
@@ -192,11 +222,13 @@ def run_forever(config: AgentConfig, client: MetricsClient, host: HostContext,
         if stopping:
             log.info("stop_requested", signal=signal.Signals(stopping[0]).name)
             break
-        if not reloader.request():
+        reloaded = reloader.reload(rebuild)
+        if reloaded is None:
             continue
         status.reloading()
         flushed = worker_slot[0].close(config.shutdown_timeout)
-        config = reloader.take() or config
+        close_collectors(collectors)
+        config, collectors[:] = reloaded
         logs.configure(config.log_level)
         log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)
         agent = None

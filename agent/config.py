@@ -12,6 +12,7 @@ from agent.naming import DEFAULT_NAMESPACE, PROFILES
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 
 MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
+HOST_DIMENSION = "InstanceId"  # the per-host dimension on EC2 by default (`Host` off EC2)
 CATALOGUE_DIMENSIONS = frozenset(
     name for metric in CATALOGUE for name in metric.dimensions + metric.optional_dimensions
 )
@@ -115,6 +116,18 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    enabled: str | bool = setting(
+        "auto",
+        '"auto": collect when NVML and a driver are present, else log once and go on; '
+        "true: their absence is a startup error; false: never touch NVML.",
+        choices=("auto", True, False),
+    )
+    uuid_dimension: bool = setting(False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric).")
+    name_dimension: bool = setting(False, "Add the GPUName dimension to per-GPU series (a billed metric per name).")
+
+
+@dataclass(frozen=True)
 class Ec2Config:
     identity: bool = setting(
         True, "Ask the instance metadata service (IMDSv2) who this host is; false: not on EC2, use the hostname."
@@ -140,7 +153,7 @@ class Ec2Config:
 class AgentConfig:
     naming: str = setting(
         "native", "Naming profile: native, or cwagent for the CloudWatch agent's names, units and dimensions.",
-        choices=tuple(PROFILES),
+        choices=PROFILES,
     )
     namespace: str = setting(
         "", "CloudWatch namespace of every metric; unset: the naming profile's (InfraWatch, or CWAgent).",
@@ -172,6 +185,7 @@ class AgentConfig:
     storage: StorageConfig = section(StorageConfig, "Filesystem collector.")
     diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
     network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
+    gpu: GpuConfig = section(GpuConfig, "NVIDIA GPU collector (NVML, in-process).")
     ec2: Ec2Config = section(Ec2Config, "EC2 identity and tags.")
 
     def __post_init__(self) -> None:

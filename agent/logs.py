@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """JSON when stdout is not a terminal (systemd, pipes), key=value when a person is watching."""
+def configure(level: str = "info", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+    """JSON when the stream is not a terminal (systemd, pipes), key=value when a person is watching.
+
+    `stream` defaults to stdout (journald); a command whose stdout is its output logs to stderr.
+    """
+    stream = stream if stream is not None else sys.stdout
     if json is None:
-        json = not sys.stdout.isatty()
+        json = not stream.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -25,13 +29,15 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write per line (message and newline together): lines the publisher thread prints in
+        # --dry-run can then never land inside a log line.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
 
 
 class LogOnce:
-    """Warn about a recurring condition once, not every cycle; `reset` re-arms it when it clears."""
+    """Log a recurring condition once, not every cycle; `reset` re-arms it when it clears."""
 
     def __init__(self, logger: Any) -> None:
         self._logger = logger
@@ -41,6 +47,12 @@ class LogOnce:
         if key not in self._seen:
             self._seen.add(key)
             self._logger.warning(event, **context)
+
+    def info(self, key: Hashable, event: str, **context: Any) -> None:
+        """For a lasting fact worth saying once (a GPU without a sensor), not a problem."""
+        if key not in self._seen:
+            self._seen.add(key)
+            self._logger.info(event, **context)
 
     def reset(self, key: Hashable) -> None:
         self._seen.discard(key)

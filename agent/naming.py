@@ -137,23 +137,28 @@ CWAGENT = Profile(
     device_dimensions=frozenset({"Device", "FSType", "GPUName"}),
 )
 
-PROFILES: dict[str, Profile] = {profile.name: profile for profile in (NATIVE, CWAGENT)}
-DEFAULT_NAMESPACE = {name: profile.namespace for name, profile in PROFILES.items()}
+_BY_NAME = {chosen.name: chosen for chosen in (NATIVE, CWAGENT)}
+PROFILES = tuple(_BY_NAME)
+DEFAULT_NAMESPACE = {name: chosen.namespace for name, chosen in _BY_NAME.items()}
 
 
-def resolve(profile: str, metric: str, dimensions: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """(published metric name, published dimensions) of one catalogue series under `profile`."""
-    if profile not in PROFILES:
-        raise KeyError(f"unknown naming profile {profile!r}")
-    chosen = PROFILES[profile]
+def profile(name: str) -> Profile:
+    if name not in _BY_NAME:
+        raise KeyError(f"unknown naming profile {name!r}")
+    return _BY_NAME[name]
+
+
+def resolve(profile_name: str, metric: str, dimensions: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """(published metric name, published dimensions) of one catalogue series under a profile."""
+    chosen = profile(profile_name)
     return chosen.alias(metric).name or metric, chosen.dimensions(metric, dimensions)
 
 
 class Namer:
     """Applies a profile to datums; series outside the catalogue (none in production) pass unchanged."""
 
-    def __init__(self, profile: str = "native", collect_interval: float = 10.0) -> None:
-        self._profile = PROFILES[profile]
+    def __init__(self, profile_name: str = "native", collect_interval: float = 10.0) -> None:
+        self._profile = profile(profile_name)
         self._collect_interval = collect_interval
 
     def datum(self, datum: Datum) -> Datum:

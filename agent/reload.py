@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -15,30 +16,27 @@ from agent.config import AgentConfig, load
 from agent.schema import ConfigError
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 
 class ConfigReloader:
     def __init__(self, path: Path | None, *, loader: Callable[[Path], AgentConfig] = load) -> None:
         self._path = path
         self._loader = loader
-        self.pending: AgentConfig | None = None
 
-    def request(self) -> bool:
-        """Load and validate the file; True when a valid config is now pending."""
+    def reload(self, prepare: Callable[[AgentConfig], T]) -> tuple[AgentConfig, T] | None:
+        """The file's config and what `prepare` builds from it (the collectors); None, with every problem
+        logged, when either fails, so the running agent carries on."""
         if self._path is None:
             log.warning("reload_ignored", reason="started without --config: nothing to re-read")
-            return False
+            return None
         try:
             config = self._loader(self._path)
+            prepared = prepare(config)
         except ConfigError as error:
             for problem in error.problems:
                 log.error("config_reload_rejected", path=str(self._path), problem=problem)
             log.warning("config_unchanged", path=str(self._path), problems=len(error.problems))
-            return False
-        self.pending = config
+            return None
         log.info("config_reload_accepted", path=str(self._path))
-        return True
-
-    def take(self) -> AgentConfig | None:
-        config, self.pending = self.pending, None
-        return config
+        return config, prepared

@@ -11,12 +11,12 @@ import pytest
 
 from agent.aggregate import Aggregator, Datum
 from agent.catalogue import CATALOGUE, METRICS
-from agent.cli import run_once
+from agent.cli import build_collectors, run_once
 from agent.collectors.storage import StorageCollector
 from agent.config import DEFAULT_IGNORED_FSTYPES, parse
 from agent.dryrun import PrintingClient
 from agent.filters import NameFilter
-from agent.naming import CWAGENT, CWAGENT_ALIASES, DEFAULT_NAMESPACE, KEEP, PROFILES, Namer, resolve
+from agent.naming import CWAGENT, CWAGENT_ALIASES, DEFAULT_NAMESPACE, KEEP, PROFILES, Namer, profile, resolve
 from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, statvfs_from
 
 # catalogue name → (CloudWatch agent name, unit). Checked against the agent's documentation and its
@@ -107,10 +107,10 @@ def test_unknown_metric_or_profile_is_a_key_error() -> None:
 
 
 def test_profiles_and_namespaces() -> None:
-    assert set(PROFILES) == {"native", "cwagent"}
+    assert PROFILES == ("native", "cwagent")
     assert DEFAULT_NAMESPACE == {"native": "InfraWatch", "cwagent": "CWAgent"}
-    assert all(alias is KEEP for alias in PROFILES["native"].aliases.values())
-    assert set(PROFILES["native"].aliases) == set(METRICS)
+    assert all(alias is KEEP for alias in profile("native").aliases.values())
+    assert set(profile("native").aliases) == set(METRICS)
 
 
 def datum(name: str, dims: tuple[tuple[str, str], ...], unit: str, *values: float) -> Datum:
@@ -162,7 +162,8 @@ def test_namespace_follows_the_profile_unless_set() -> None:
 
 def test_dry_run_under_cwagent_publishes_the_cloudwatch_agent_names() -> None:
     out = io.StringIO()
-    assert run_once(parse({"naming": "cwagent"}), PrintingClient(out, "json"), sleep=lambda seconds: None) == 0
+    config = parse({"naming": "cwagent", "gpu": {"enabled": False}})
+    assert run_once(config, PrintingClient(out, "json"), build_collectors(config), sleep=lambda seconds: None) == 0
     [request] = [json.loads(line) for line in out.getvalue().splitlines()]
     assert request["Namespace"] == "CWAgent"
     by_name = {d["MetricName"]: d for d in request["MetricData"]}
