@@ -194,7 +194,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     stats = AgentStats()
     stop = threading.Event()
     received: list[int] = []
-    status = ServiceStatus(notifier := Notifier(), Watchdog(notifier))
+    watchdog = Watchdog(notifier := Notifier())
+    status = ServiceStatus(notifier, watchdog)
     reloader = ConfigReloader(config_path)
     plan_slot: list[DimensionPlan] = []
     worker_slot: list[PublishWorker] = []
@@ -210,6 +211,10 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     agent: Agent | None = None
     while True:
         if agent is None:
+            if watchdog.interval is not None and config.collect.interval >= watchdog.interval:
+                # Pings come once per collection: they would arrive too late and systemd would kill us.
+                log.warning("watchdog_too_short", ping_every_s=watchdog.interval,
+                            collect_interval=config.collect.interval, hint="raise WatchdogSec in a drop-in")
             plan_slot[:] = [host.plan(config)]
             agent, publisher = build_agent(config, client, stats, collectors, plan_slot[0],
                                            submit=lambda datums: worker_slot[0].submit(datums))
@@ -217,12 +222,14 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
         agent.run(stop, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
                   flush_phase=random.uniform(0, config.publish.interval), on_cycle=status.cycle_done)
         stop.clear()
-        signums, received[:] = list(received), []
+        signums = []
+        while received:  # pop one by one: a signal arriving meanwhile is kept for the next turn
+            signums.append(received.pop(0))
         stopping = [signum for signum in signums if signum != signal.SIGHUP]
         if stopping:
             log.info("stop_requested", signal=signal.Signals(stopping[0]).name)
             break
-        reloaded = reloader.reload(rebuild)
+        reloaded = reloader.reload(rebuild) if signums else None
         if reloaded is None:
             continue
         status.reloading()

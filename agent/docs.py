@@ -13,6 +13,7 @@ from typing import Any
 
 from agent.catalogue import CATALOGUE
 from agent.config import AgentConfig
+from agent.naming import profile
 from agent.schema import describe, render
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -38,7 +39,23 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"metrics": metrics_table, "config": config_table}
+def naming_table() -> str:
+    """Each catalogue entry as the cwagent profile publishes it; `{Name}` stands for a native value."""
+    cwagent = profile("cwagent")
+    rows = ["| Catalogue metric | cwagent name | Unit | Dimensions | Value |", "|---|---|---|---|---|"]
+    for metric in CATALOGUE:
+        alias = cwagent.alias(metric.name)
+        own = metric.dimensions + metric.optional_dimensions
+        dims = cwagent.dimensions(metric.name, {name: "{" + name + "}" for name in own})
+        shown = ", ".join(f"{name}={value}" for name, value in dims.items()) or "—"
+        value = "× collect.interval (per-interval delta)" if alias.per_interval else (
+            f"÷ {round(1 / alias.scale):,} (MiB)" if alias.scale != 1.0 else "as is")
+        rows.append(f"| `{metric.name}` | `{alias.name or metric.name}` | {alias.unit or metric.unit} | "
+                    f"{shown} | {value} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"metrics": metrics_table, "config": config_table, "naming": naming_table}
 
 
 def block_pattern(name: str) -> re.Pattern[str]:

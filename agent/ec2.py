@@ -202,5 +202,5 @@ class AsgLookup:
 
     def _finish(self, value: str | None, source: str) -> None:
         self.value = value
-        self.done.set()
         log.info("auto_scaling_group_lookup", group=value, source=source)
+        self.done.set()

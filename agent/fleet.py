@@ -107,10 +107,6 @@ class DimensionPlan:
         Safe in a signal handler: it only sets a flag, so it cannot wait on the lock `place` holds."""
         self._released = True
 
-    def host_dimensions(self, timestamp: float) -> Dimensions:
-        with self._lock:
-            return self._host_dimensions(self._host_values(timestamp))
-
     def _observe_group(self, now: float) -> None:
         if self._group is None or self._group_from is not None or not self._group.done.is_set():
             return

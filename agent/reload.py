@@ -1,7 +1,8 @@
 """SIGHUP: read the config file again; a valid one replaces the running one, an invalid one changes nothing.
 
-An invalid file is logged one line per problem (the lines `check-config` prints) and the running agent
-carries on with its collectors, aggregator and publisher untouched.
+An invalid file, or one whose collectors cannot be built (`gpu.enabled = true` without NVML), is logged one
+line per problem (the lines `check-config` prints) and the running agent carries on with the same
+collectors and publisher.
 """
 
 from __future__ import annotations

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 from structlog.testing import capture_logs
 
+from agent.cli import run_once
+from agent.collectors.memory import MemoryCollector
 from agent.config import AgentConfig, Ec2Config, parse
+from agent.dryrun import PrintingClient
 from agent.ec2 import ASG_TAG, AsgLookup, Ec2Identity, Imds, ImdsUnavailable, discover
 from agent.host import HostContext
 from tests.conftest import free_port
-from tests.fakes.host import FakeClock
+from tests.fakes.host import FakeClock, SwapMemory, VirtualMemory
 from tests.fakes.imds import FakeImds
 
 IDENTITY = Ec2Identity("i-0123456789abcdef0", "p5.48xlarge", "ami-0fedcba9876543210", "us-east-1a", "us-east-1")
@@ -213,3 +222,36 @@ def test_identity_off_asks_imds_nothing() -> None:
     assert host.identity is None
     assert fake.requests == []
     assert logged == [{"event": "not_on_ec2", "log_level": "info", "host": "laptop", "reason": "ec2.identity = false"}]
+
+
+def test_without_a_region_from_the_sdk_or_imds_the_agent_exits_2_saying_so(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    config = tmp_path / "agent.toml"
+    config.write_text("[gpu]\nenabled = false\n")
+    result = subprocess.run([sys.executable, "-m", "agent", "--config", str(config), "--once"],
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={**env, "AWS_CONFIG_FILE": "/dev/null"}, cwd=Path(__file__).parent.parent)
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 2
+    assert [(event["event"], event.get("hint")) for event in events][-2:] == [
+        ("not_on_ec2", None), ("no_region", "set AWS_REGION or a profile's region, or run on EC2")]
+
+
+def test_a_dry_run_on_ec2_publishes_the_identity_group_and_roll_up_exactly() -> None:
+    config = parse({"append_dimensions": ["InstanceId", "InstanceType", "AutoScalingGroupName"],
+                    "aggregate_dimensions": [["AutoScalingGroupName"]], "aggregate_metrics": ["MemoryUtilization"]})
+    memory = MemoryCollector(virtual_memory=lambda: VirtualMemory(total=100, available=40),
+                             swap_memory=lambda: SwapMemory(total=0, used=0))
+    out = io.StringIO()
+    with FakeImds(tags={ASG_TAG: "gpu-fleet"}) as fake:
+        host = HostContext(config.ec2, imds=imds_at(fake), ec2_client_factory=lambda region: None,
+                           sdk_region=lambda: None)
+        assert run_once(config, PrintingClient(out), [memory], sleep=lambda seconds: None, host=host) == 0
+    [request] = [json.loads(line) for line in out.getvalue().splitlines()]
+    utilization = [(d["Dimensions"], d["Values"], d["Counts"]) for d in request["MetricData"]
+                   if d["MetricName"] == "MemoryUtilization"]
+    assert utilization == [
+        ([{"Name": "AutoScalingGroupName", "Value": "gpu-fleet"}, {"Name": "InstanceId", "Value": IDENTITY.instance_id},
+          {"Name": "InstanceType", "Value": "p5.48xlarge"}], [60.0], [2.0]),
+        ([{"Name": "AutoScalingGroupName", "Value": "gpu-fleet"}], [60.0], [2.0]),
+    ]

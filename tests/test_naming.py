@@ -171,3 +171,16 @@ def test_dry_run_under_cwagent_publishes_the_cloudwatch_agent_names() -> None:
     assert not {"MemoryUtilization", "MemoryAvailable"} & set(by_name)
     assert (by_name["mem_used_percent"]["Unit"], by_name["mem_used_percent"]["Dimensions"]) == (
         "Percent", [{"Name": "host", "Value": socket.gethostname()}])  # not on EC2: the agent's "host"
+
+
+def test_cwagent_makes_the_collectors_set_the_gpu_name_and_storage_device() -> None:
+    collectors = {collector.name: collector for collector in build_collectors(parse({"naming": "cwagent"}),
+                                                                              fake_gpus=1)}
+    try:
+        gpu_dimensions = {dict(s.dimensions).get("GPUName") for s in collectors["gpu"].collect() if s.dimensions}
+    finally:
+        collectors["gpu"].close()  # type: ignore[attr-defined]
+    assert gpu_dimensions == {"NVIDIA H100 80GB HBM3"}
+    assert collectors["storage"]._device_dimensions is True  # type: ignore[attr-defined]
+    native = {collector.name: collector for collector in build_collectors(parse({"gpu": {"enabled": False}}))}
+    assert native["storage"]._device_dimensions is False  # type: ignore[attr-defined]

@@ -22,10 +22,11 @@ def agent_toml(namespace: str) -> str:
 class AgentProcess:
     """`infrawatch-agent --dry-run` with a notify socket; stdout is read on a thread, line by line."""
 
-    def __init__(self, config: Path, notify: NotifySocket) -> None:
+    def __init__(self, config: Path, notify: NotifySocket, **env: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent", "--config", str(config), "--dry-run"],
-            stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "NOTIFY_SOCKET": notify.address},
+            stdout=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, "NOTIFY_SOCKET": notify.address, **env},
         )
         self.lines: list[dict[str, Any]] = []
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -87,3 +88,20 @@ def test_sighup_rejects_an_invalid_file_line_by_line_then_applies_a_valid_one(tm
     stopped = agent.lines[-1]
     assert stopped["event"] == "agent_stopped"
     assert stopped["collected"] == stopped["published"] and stopped["dropped"] == {}
+
+
+def test_the_watchdog_is_pinged_from_the_first_cycle_and_a_too_short_one_is_reported(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(agent_toml("InfraWatch"))
+    systemd = NotifySocket(tmp_path / "notify")
+    # WatchdogSec=2s: a ping each second at most, but collections come only every second.
+    agent = AgentProcess(config, systemd, WATCHDOG_USEC="2000000")
+    try:
+        assert systemd.wait_for("WATCHDOG=1")[0] == "READY=1\nSTATUS=collecting and publishing"
+        agent.process.send_signal(signal.SIGTERM)
+        assert agent.process.wait(timeout=15) == 0
+    finally:
+        if agent.process.poll() is None:
+            agent.process.kill()
+    warning = agent.wait_for_event("watchdog_too_short")[-1]
+    assert (warning["ping_every_s"], warning["collect_interval"]) == (1.0, 1)
