@@ -28,6 +28,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("gpu_sweep.py", [], []),
     ("gpu_vs_nvidia_smi.py", [], []),
     ("provision_500.py", ["--repeat", "3"], ["--repeat", "1"]),
+    ("cost_estimate.py", [], []),
 ]
 
 
