@@ -48,6 +48,12 @@ class PublishConfig:
     high_resolution: bool = setting(
         False, "Publish with StorageResolution=1: one datum per series per second (billed as high resolution)."
     )
+    phase: float = setting(
+        -1.0,
+        "Seconds past each wall-clock multiple of publish.interval at which this host flushes; "
+        "negative: a random phase drawn at start, so a fleet's requests spread over the interval.",
+        range=(-1, 299), unit="seconds",
+    )
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,27 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    enabled: bool = setting(
+        True, "Keep datums CloudWatch has not accepted in an SQLite file and replay them; off: count them dropped."
+    )
+    path: str = setting(
+        "/var/lib/infrawatch/spool.db",
+        "The spool file (the unit's state directory). If its directory cannot be written, the agent warns once "
+        "and runs without a spool.",
+        check=lambda value: None if value else "must not be empty",
+    )
+    max_bytes: int = setting(
+        256 * 1024 * 1024, "Most bytes the spool's database may hold; when full, the oldest datums are dropped.",
+        range=(1024 * 1024, 64 * 1024**3), unit="bytes",
+    )
+    replay_requests_per_second: float = setting(
+        5.0, "Most PutMetricData requests per second that replay spooled datums, after live data.",
+        range=(0.1, 100), unit="requests/second",
+    )
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     namespace: str = setting("InfraWatch", "CloudWatch namespace of every metric.", check=_namespace_problem)
     dimensions: tuple[tuple[str, str], ...] = setting(
@@ -117,6 +144,7 @@ class AgentConfig:
     storage: StorageConfig = section(StorageConfig, "Filesystem collector.")
     diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
     network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
+    spool: SpoolConfig = section(SpoolConfig, "Durable spool for datums CloudWatch has not accepted yet.")
 
 
 def parse(data: dict[str, Any]) -> AgentConfig:
@@ -127,6 +155,11 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         problems.append(
             f"publish.interval: must be at least collect.interval ({config.collect.interval}), "
             f"got {config.publish.interval}"
+        )
+    if config.publish.phase >= config.publish.interval:
+        problems.append(
+            f"publish.phase: must be below publish.interval ({config.publish.interval}), "
+            f"got {config.publish.phase:g}"
         )
     if problems:
         raise ConfigError(problems)
