@@ -82,12 +82,15 @@ class RequestSizer:
         self._operation = service_model.operation_model("PutMetricData")
         self._serializer = create_serializer(protocol, include_validation=False)
 
-    def body_bytes(self, namespace: str, metric_data: list[dict[str, Any]]) -> int:
+    def body(self, namespace: str, metric_data: list[dict[str, Any]]) -> bytes:
         request = self._serializer.serialize_to_request(
             {"Namespace": namespace, "MetricData": metric_data}, self._operation
         )
         body = request["body"]
-        return len(body if isinstance(body, (bytes, str)) else b"")
+        return body.encode() if isinstance(body, str) else bytes(body)
+
+    def body_bytes(self, namespace: str, metric_data: list[dict[str, Any]]) -> int:
+        return len(self.body(namespace, metric_data))
 
 
 def pack(
