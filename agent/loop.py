@@ -169,7 +169,7 @@ class Agent:
         next_flush = now + (flush_phase - self._wall_clock()) % publish_interval
         log.info("agent_started", collectors=[c.name for c in self.collectors],
                  collect_interval=collect_interval, publish_interval=publish_interval)
-        while not stop.is_set():
+        while True:  # the first collection always happens, so even an immediate stop flushes a reading
             now = monotonic()
             if now >= next_collect:
                 self.collect()
@@ -178,5 +178,6 @@ class Agent:
             if now >= next_flush:
                 self.flush()
                 next_flush = next_tick(next_flush, publish_interval, monotonic())
-            stop.wait(max(0.0, min(next_collect, next_flush) - monotonic()))
+            if stop.wait(max(0.0, min(next_collect, next_flush) - monotonic())):
+                break
         self.flush()
