@@ -27,6 +27,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("publish_efficiency.py", [], []),
     ("gpu_sweep.py", [], []),
     ("gpu_vs_nvidia_smi.py", [], []),
+    ("outage.py", ["--runs", "3"], ["--runs", "1"]),
+    ("spool_overhead.py", ["--seconds", "300", "--repeats", "7"], ["--seconds", "100", "--repeats", "3"]),
 ]
 
 
