@@ -36,6 +36,10 @@ def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
     return None
 
 
+def _path_problem(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     interval: int = setting(10, "Seconds between two samples of every collector.", range=(1, 300), unit="seconds")
@@ -128,7 +132,7 @@ class SpoolConfig:
         "/var/lib/infrawatch/spool.db",
         "The spool file (the unit's state directory). If its directory cannot be written, the agent warns once "
         "and runs without a spool.",
-        check=lambda value: None if value else "must not be empty",
+        check=_path_problem,
     )
     max_bytes: int = setting(
         256 * 1024 * 1024, "Most bytes the spool's database may hold; when full, the oldest datums are dropped.",

@@ -233,9 +233,24 @@ def test_datums_spooled_longer_than_cloudwatch_accepts_are_dropped_as_too_old(
     assert sim.stats.collected == sim.stats.published + spooled
 
 
-def test_a_garbage_spool_file_warns_once_and_the_agent_keeps_publishing(moto_server: str, tmp_path: Path) -> None:
-    path = tmp_path / "spool.db"
+def garbage(path: Path) -> None:
     path.write_bytes(b"\x00garbage" * 1000)
+
+
+def truncated(path: Path) -> None:
+    spool = Spool(path, stats=AgentStats())
+    spool.put([Datum("Heartbeat", HOST, START - 60 * minute, "Count", (1.0,), (1.0,)) for minute in range(3000)],
+              "503")
+    spool.close()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [garbage, truncated])
+def test_a_damaged_spool_file_warns_once_and_the_agent_keeps_publishing(
+    moto_server: str, tmp_path: Path, damage: Any
+) -> None:
+    path = tmp_path / "spool.db"
+    damage(path)
     with FaultProxy(moto_server, clock=lambda: sim.wall.now) as proxy, capture_logs() as logs:
         sim = Simulation(proxy.url, path)
         proxy.inject(Fault.UNAVAILABLE, start=START + 30, end=START + 90)

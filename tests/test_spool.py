@@ -9,7 +9,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.aggregate import Datum
-from agent.config import SpoolConfig
+from agent.cli import main
+from agent.config import SpoolConfig, load
 from agent.samples import Sample
 from agent.selfstats import AgentStats
 from agent.spool import MAX_AGE_SECONDS, Spool, decode, encode, open_spool
@@ -164,3 +165,21 @@ def test_after_close_nothing_is_written_and_nothing_raises(tmp_path: Path) -> No
 def test_rows_that_do_not_hold_a_datum_do_not_decode(body: str) -> None:
     with pytest.raises(ValueError, match="undecodable spool row"):
         decode(body)
+
+
+def test_spool_and_phase_settings_are_checked_with_exact_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[publish]\ninterval = 30\nphase = 30\n'
+                    '[spool]\npath = ""\nmax_bytes = 1000\nreplay_requests_per_second = 0\n')
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        'spool.path: must not be empty, got ""',
+        "spool.max_bytes: must be 1048576..68719476736 bytes, got 1000",
+        "spool.replay_requests_per_second: must be 0.1..100 requests/second, got 0",
+        "publish.phase: must be below publish.interval (30), got 30",
+    ]
+    defaults = load(None)
+    assert (defaults.spool, defaults.publish.phase) == (
+        SpoolConfig(True, "/var/lib/infrawatch/spool.db", 256 * 1024 * 1024, 5.0), -1.0)
