@@ -150,8 +150,11 @@ class Spool:
         moved_to = self.path.with_name(f"{self.path.name}.corrupt-{int(self._wall_clock())}")
         for suffix in ("", "-wal", "-shm"):
             source = Path(f"{self.path}{suffix}")
-            if source.exists():
-                source.replace(f"{moved_to}{suffix}")
+            try:
+                if source.exists():
+                    source.replace(f"{moved_to}{suffix}")
+            except OSError as move_error:
+                raise SpoolUnavailable(f"{source}: cannot move it aside: {move_error.strerror}") from error
         self._datums = self._datapoints = 0
         log.warning("spool_corrupt_moved_aside", path=str(self.path), moved_to=str(moved_to), error=str(error))
 
@@ -159,8 +162,8 @@ class Spool:
         if self._connection is not None:
             self._connection.close()
         self._connection = None
-        self._move_aside(error)
         try:
+            self._move_aside(error)
             self._connection = self._connect()
         except (sqlite3.Error, SpoolUnavailable) as reopen_error:
             log.error("spool_unavailable", path=str(self.path), error=str(reopen_error))
