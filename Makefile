@@ -27,8 +27,12 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# The agent and the provisioner end to end against a moto server on loopback: no AWS account needed.
+demo: $(STAMP)
+	$(BIN)/python -m demo.run
+
 lint: $(STAMP)
-	$(BIN)/ruff check agent provisioning tests bench
+	$(BIN)/ruff check agent provisioning tests bench demo
 	$(BIN)/mypy
 
 clean:

@@ -19,11 +19,13 @@ def sparkline(values: list[float]) -> str:
 
 def series_table(cloudwatch: Any, namespace: str, start: dt.datetime, end: dt.datetime, period: int) -> list[str]:
     """One line per series: datapoints, min, mean, max over the run, and a sparkline of its averages."""
-    metrics = [m for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace=namespace)
-               for m in page["Metrics"]]
+    unique = {}  # moto lists a series once per put; CloudWatch once
+    for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace=namespace):
+        for metric in page["Metrics"]:
+            key = (metric["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in metric["Dimensions"])))
+            unique[key] = metric
     rows = []
-    for metric in sorted(metrics, key=lambda m: (m["MetricName"], sorted((d["Name"], d["Value"])
-                                                                         for d in m["Dimensions"]))):
+    for _, metric in sorted(unique.items()):
         points = cloudwatch.get_metric_statistics(
             Namespace=namespace, MetricName=metric["MetricName"], Dimensions=metric["Dimensions"],
             StartTime=start, EndTime=end, Period=period,
