@@ -30,9 +30,11 @@ from agent.filters import NameFilter
 from agent.loop import Agent, PublishWorker
 from agent.nvml import Nvml
 from agent.publisher import MetricsClient, Publisher
+from agent.replay import Replayer
 from agent.samples import Dimensions
 from agent.schema import ConfigError
-from agent.selfstats import AgentStats
+from agent.selfstats import AgentStats, ProcessUsage
+from agent.spool import Spool, open_spool
 
 log = structlog.get_logger()
 
@@ -132,18 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.once:
             return run_once(config, client, collectors)
-        return run_forever(config, client, collectors)
+        return run_forever(config, client, collectors, durable=not args.dry_run)
     finally:
         close_collectors(collectors)
 
 
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
-                submit: Any = None) -> tuple[Agent, Publisher]:
+                submit: Any = None, spool: Spool | None = None) -> tuple[Agent, Publisher]:
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped)
     publisher = Publisher(client, config.namespace, stats=stats,
-                          retry_deadline=retry_deadline(config.publish.interval))
+                          retry_deadline=retry_deadline(config.publish.interval),
+                          on_undeliverable=spool.put if spool is not None else None)
+    gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
-                  submit=submit or publisher.publish, host_dimensions=host_dimensions(config))
+                  submit=submit or publisher.publish, host_dimensions=host_dimensions(config), gauges=gauges)
     return agent, publisher
 
 
@@ -161,13 +165,17 @@ def run_once(config: AgentConfig, client: MetricsClient, collectors: list[Collec
     return EXIT_OK
 
 
-def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Collector]) -> int:
+def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Collector], durable: bool = True) -> int:
+    """Run until SIGTERM/SIGINT. `durable`: spool what cannot be delivered (not for --dry-run)."""
     stats = AgentStats()
     stop = threading.Event()
+    spool = open_spool(config.spool, stats) if durable else None
     worker_slot: list[PublishWorker] = []
     agent, publisher = build_agent(config, client, stats, collectors,
-                                   submit=lambda datums: worker_slot[0].submit(datums))
-    worker_slot.append(PublishWorker(publisher))
+                                   submit=lambda datums: worker_slot[0].submit(datums), spool=spool)
+    replayer = (Replayer(spool, publisher, requests_per_second=config.spool.replay_requests_per_second)
+                if spool is not None else None)
+    worker_slot.append(PublishWorker(publisher, replayer))
 
     received: list[str] = []
 
@@ -178,10 +186,13 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    phase = config.publish.phase if config.publish.phase >= 0 else random.uniform(0, config.publish.interval)
     agent.run(stop, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
-              flush_phase=random.uniform(0, config.publish.interval))
+              flush_phase=phase)
     log.info("stop_requested", signal=received[0] if received else None)
     finished = worker_slot[0].close(config.shutdown_timeout)
+    if spool is not None:
+        spool.close()
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
-             dropped=dict(stats.dropped))
+             dropped=dict(stats.dropped), spooled=spool.datapoints if spool is not None else 0)
     return EXIT_OK

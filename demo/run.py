@@ -105,6 +105,7 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
     config.write_text(
         "[collect]\ninterval = 1\n"
         "[publish]\ninterval = 10\nhigh_resolution = true\n"
+        f'[spool]\npath = "{tmp / "spool.db"}"\n'  # the demo leaves nothing in /var/lib/infrawatch
     )
     say(f"moto server on {env['AWS_ENDPOINT_URL']}: starting infrawatch-agent for {seconds:.0f} s "
         "(1 s collection, 2 simulated GPUs)")
