@@ -49,7 +49,7 @@ def alarm_lines(cloudwatch: Any, prefix: str) -> list[str]:
     for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix):
         for alarm in page["MetricAlarms"]:
             statistic = alarm.get("ExtendedStatistic") or alarm.get("Statistic")
-            what = f"{alarm['MetricName']} {statistic}"
+            what = f"{alarm.get('MetricName')} {statistic}"
             period = alarm.get("Period")
             if "MetricName" not in alarm:  # metric math: show the expression and its metrics' period
                 queries = alarm.get("Metrics", [])
