@@ -35,9 +35,11 @@ from agent.naming import Namer, profile
 from agent.nvml import Nvml
 from agent.publisher import MetricsClient, Publisher
 from agent.reload import ConfigReloader
+from agent.replay import Replayer
 from agent.schema import ConfigError
 from agent.sdnotify import Notifier, ServiceStatus, Watchdog
-from agent.selfstats import AgentStats
+from agent.selfstats import AgentStats, ProcessUsage
+from agent.spool import Spool, open_spool
 
 log = structlog.get_logger()
 
@@ -150,19 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             return run_once(config, client, collectors, host=host)
         return run_forever(config, client, collectors, host, config_path,
-                           rebuild=lambda new: build_collectors(new, fake_gpus=args.fake_gpus))
+                           rebuild=lambda new: build_collectors(new, fake_gpus=args.fake_gpus),
+                           durable=not args.dry_run)
     finally:
         close_collectors(collectors)  # run_forever leaves the current set in this list
 
 
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
-                plan: DimensionPlan, submit: Any = None) -> tuple[Agent, Publisher]:
+                plan: DimensionPlan, submit: Any = None, spool: Spool | None = None) -> tuple[Agent, Publisher]:
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
                             publish_as=Namer(config.naming, config.collect.interval).datum)
     publisher = Publisher(client, config.namespace, stats=stats,
-                          retry_deadline=retry_deadline(config.publish.interval))
+                          retry_deadline=retry_deadline(config.publish.interval),
+                          on_undeliverable=spool.put if spool is not None else None)
+    gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
-                  submit=submit or publisher.publish, plan=plan)
+                  submit=submit or publisher.publish, plan=plan, gauges=gauges)
     return agent, publisher
 
 
@@ -186,10 +191,12 @@ def run_once(config: AgentConfig, client: MetricsClient, collectors: list[Collec
 
 def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Collector], host: HostContext,
                 config_path: Path | None = None,
-                rebuild: Callable[[AgentConfig], list[Collector]] = build_collectors) -> int:
-    """Run until SIGTERM/SIGINT. On SIGHUP the loop ends with a flush (nothing aggregated is lost); a valid
-    new file then replaces the agent and `collectors` (in place), an invalid one is logged and the same
-    agent carries on.
+                rebuild: Callable[[AgentConfig], list[Collector]] = build_collectors, durable: bool = True) -> int:
+    """Run until SIGTERM/SIGINT; `durable`: spool what cannot be delivered (not for --dry-run).
+
+    On SIGHUP the loop ends with a flush (nothing aggregated is lost); a valid new file then replaces the
+    agent and `collectors` (in place), an invalid one is logged and the same agent carries on. The spool
+    is opened once, from the config at start: a reload keeps it and its [spool] settings.
     """
     stats = AgentStats()
     stop = threading.Event()
@@ -197,6 +204,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     watchdog = Watchdog(notifier := Notifier())
     status = ServiceStatus(notifier, watchdog)
     reloader = ConfigReloader(config_path)
+    spool = open_spool(config.spool, stats) if durable else None
     plan_slot: list[DimensionPlan] = []
     worker_slot: list[PublishWorker] = []
 
@@ -217,10 +225,13 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
                             collect_interval=config.collect.interval, hint="raise WatchdogSec in a drop-in")
             plan_slot[:] = [host.plan(config)]
             agent, publisher = build_agent(config, client, stats, collectors, plan_slot[0],
-                                           submit=lambda datums: worker_slot[0].submit(datums))
-            worker_slot[:] = [PublishWorker(publisher)]
+                                           submit=lambda datums: worker_slot[0].submit(datums), spool=spool)
+            replayer = (Replayer(spool, publisher, requests_per_second=config.spool.replay_requests_per_second)
+                        if spool is not None else None)
+            worker_slot[:] = [PublishWorker(publisher, replayer)]
+        phase = config.publish.phase if config.publish.phase >= 0 else random.uniform(0, config.publish.interval)
         agent.run(stop, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
-                  flush_phase=random.uniform(0, config.publish.interval), on_cycle=status.cycle_done)
+                  flush_phase=phase, on_cycle=status.cycle_done)
         stop.clear()
         signums = []
         while received:  # pop one by one: a signal arriving meanwhile is kept for the next turn
@@ -241,6 +252,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
         agent = None
     status.stopping()
     finished = worker_slot[0].close(config.shutdown_timeout)
+    if spool is not None:
+        spool.close()
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
-             dropped=dict(stats.dropped))
+             dropped=dict(stats.dropped), spooled=spool.datapoints if spool is not None else 0)
     return EXIT_OK

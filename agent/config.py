@@ -50,6 +50,10 @@ def _metrics_problem(value: tuple[str, ...]) -> str | None:
     return f'"{unknown[0]}" is not in the metric catalogue' if unknown else None
 
 
+def _path_problem(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     interval: int = setting(10, "Seconds between two samples of every collector.", range=(1, 300), unit="seconds")
@@ -63,6 +67,12 @@ class PublishConfig:
     )
     high_resolution: bool = setting(
         False, "Publish with StorageResolution=1: one datum per series per second (billed as high resolution)."
+    )
+    phase: float = setting(
+        -1.0,
+        "Seconds past each wall-clock multiple of publish.interval at which this host flushes; "
+        "negative: a random phase drawn at start, so a fleet's requests spread over the interval.",
+        range=(-1, 299), unit="seconds",
     )
 
 
@@ -128,6 +138,27 @@ class GpuConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    enabled: bool = setting(
+        True, "Keep datums CloudWatch has not accepted in an SQLite file and replay them; off: count them dropped."
+    )
+    path: str = setting(
+        "/var/lib/infrawatch/spool.db",
+        "The spool file (the unit's state directory). If its directory cannot be written, the agent warns once "
+        "and runs without a spool.",
+        check=_path_problem,
+    )
+    max_bytes: int = setting(
+        256 * 1024 * 1024, "Most bytes the spool's database may hold; when full, the oldest datums are dropped.",
+        range=(1024 * 1024, 64 * 1024**3), unit="bytes",
+    )
+    replay_requests_per_second: float = setting(
+        5.0, "Most PutMetricData requests per second that replay spooled datums, after live data.",
+        range=(0.1, 100), unit="requests/second",
+    )
+
+
+@dataclass(frozen=True)
 class Ec2Config:
     identity: bool = setting(
         True, "Ask the instance metadata service (IMDSv2) who this host is; false: not on EC2, use the hostname."
@@ -186,6 +217,7 @@ class AgentConfig:
     diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
     network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
     gpu: GpuConfig = section(GpuConfig, "NVIDIA GPU collector (NVML, in-process).")
+    spool: SpoolConfig = section(SpoolConfig, "Durable spool for datums CloudWatch has not accepted yet.")
     ec2: Ec2Config = section(Ec2Config, "EC2 identity and tags.")
 
     def __post_init__(self) -> None:
@@ -203,6 +235,13 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             f"got {config.publish.interval}"
         )
     problems += _dimension_problems(config)
+
+
+    if config.publish.phase >= config.publish.interval:
+        problems.append(
+            f"publish.phase: must be below publish.interval ({config.publish.interval}), "
+            f"got {config.publish.phase:g}"
+        )
     if problems:
         raise ConfigError(problems)
     return config

@@ -29,8 +29,8 @@ def configure(level: str = "info", *, json: bool | None = None, stream: TextIO |
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        # One write per line (message and newline together): lines the publisher thread prints in
-        # --dry-run can then never land inside a log line.
+        # One write per line (PrintLogger writes the line and its newline separately), so a line never
+        # interleaves with --dry-run's requests, which the publish thread writes to the same stdout.
         logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,8 @@ from demo.readback import alarm_lines, series_table
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 NAMESPACE = "InfraWatch"
+SPEC = Path(__file__).resolve().parent / "alarms.toml"
+QUEUE = "infrawatch-demo-alerts"
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -102,6 +105,7 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
     config.write_text(
         "[collect]\ninterval = 1\n"
         "[publish]\ninterval = 10\nhigh_resolution = true\n"
+        f'[spool]\npath = "{tmp / "spool.db"}"\n'  # the demo leaves nothing in /var/lib/infrawatch
     )
     say(f"moto server on {env['AWS_ENDPOINT_URL']}: starting infrawatch-agent for {seconds:.0f} s "
         "(1 s collection, 2 simulated GPUs)")
@@ -109,12 +113,16 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
     agent = processes.start([str(BIN / "infrawatch-agent"), "--config", str(config), "--fake-gpus", "2"],
                             env, tmp / "agent.log")
     deadline = time.monotonic() + seconds
+    provisioned = False
     while time.monotonic() < deadline:
         if agent.poll() is not None:
             print((tmp / "agent.log").read_text()[-3000:])
             raise SystemExit(f"infrawatch-agent exited early with {agent.returncode}")
         time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
         print(f"  {time.monotonic() - deadline + seconds:5.0f} s", flush=True)
+        if not provisioned and heartbeat_published():
+            provision(env)  # while the agent keeps publishing
+            provisioned = True
     agent.send_signal(signal.SIGTERM)
     agent.wait(timeout=30)
     ended = dt.datetime.now(dt.timezone.utc)
@@ -124,9 +132,45 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
                              ended + dt.timedelta(minutes=1), period=10):
         print(line)
     say("alarms")
-    for line in alarm_lines(cloudwatch, "infrawatch"):
+    for line in alarm_lines(cloudwatch, "demo/"):
         print(line)
+    say("dashboards")
+    for dashboard in cloudwatch.list_dashboards()["DashboardEntries"]:
+        print(f"{dashboard['DashboardName']}: {dashboard['Size']} bytes")
+    say(f"the test notification, as the SQS queue {QUEUE} received it")
+    sqs: Any = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    for message in messages:
+        body = json.loads(message["Body"])
+        print(f"{body.get('Subject', '')}: {body.get('Message', message['Body'])}")
+    if not messages:
+        print("no message arrived")
+        return 1
     return 0
+
+
+def heartbeat_published() -> bool:
+    cloudwatch: Any = boto3.client("cloudwatch")
+    return bool(cloudwatch.list_metrics(Namespace=NAMESPACE, MetricName="Heartbeat")["Metrics"])
+
+
+def provision(env: dict[str, str]) -> None:
+    """The SageMaker endpoint and queue the spec names, then `provision-alarms` as a person runs it."""
+    sagemaker: Any = boto3.client("sagemaker")
+    sagemaker.create_model(ModelName="demo-model", ExecutionRoleArn="arn:aws:iam::123456789012:role/demo",
+                           PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/demo:1"})
+    sagemaker.create_endpoint_config(EndpointConfigName="demo-config", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "demo-model", "InitialInstanceCount": 1,
+        "InstanceType": "ml.g4dn.xlarge"}])
+    sagemaker.create_endpoint(EndpointName="demo-endpoint", EndpointConfigName="demo-config")
+    boto3.client("sqs").create_queue(QueueName=QUEUE)
+    command = [str(BIN / "provision-alarms"), "--config", str(SPEC), "--yes", "--alarm-writes-per-second", "50"]
+    say("provision-alarms " + " ".join(command[1:]))
+    subprocess.run(command, env=env, check=True, cwd=ROOT)
+    say("provision-alarms --test-notification")
+    subprocess.run([str(BIN / "provision-alarms"), "--config", str(SPEC), "--test-notification"],
+                   env=env, check=True, cwd=ROOT)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "GPUPCIeReplays", "GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond", "GPUNVLinkErrors", "GPUXidErrors",
     "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
-    "PublishLatency",
+    "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
 }
 
 
