@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.catalogue import METRICS
-from agent.config import HOST_DIMENSION
 from agent.naming import resolve
 from provisioning.alarm_catalogue import (
     ABOVE,
@@ -214,12 +213,12 @@ class AlarmBuilder:
     def _published(self, host: Host, metric: str, series: dict[str, str]) -> tuple[str, str, Dimensions]:
         # The catalogue checks the per-series dimensions; the naming profile names the published series.
         sample = METRICS[metric].sample(0.0, **series)
-        dims = {HOST_DIMENSION: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
+        dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
         name, published = resolve(self._spec.naming, metric, dims)
         return self._spec.metric_namespace, name, tuple(sorted(published.items()))
 
     def _throughput_alarm(self, host: Host, floor: ThroughputFloor) -> AlarmDefinition:
-        dims = {HOST_DIMENSION: host.instance_id, **dict(host.dimensions), **dict(floor.dimensions)}
+        dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(floor.dimensions)}
         name = floor.name or floor.metric
         kind = AlarmKind(
             THROUGHPUT_KEY, f"Throughput {name}", HOST, floor.metric, floor.statistic, "LessThanThreshold",

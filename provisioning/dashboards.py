@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.catalogue import METRICS
-from agent.config import HOST_DIMENSION
 from agent.naming import resolve
 from provisioning.alarm_catalogue import SAGEMAKER_HOST_NAMESPACE, SAGEMAKER_NAMESPACE
 from provisioning.alarms import AlarmDefinition
@@ -144,16 +143,16 @@ class DashboardBuilder:
         self, host: Host, metric: str, series: Mapping[str, str], stat: str = "Average"
     ) -> list[Any]:
         sample = METRICS[metric].sample(0.0, **series)
-        dims = {HOST_DIMENSION: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
+        dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
         name, published = resolve(self._spec.naming, metric, dims)
         return [self._spec.metric_namespace, name, *_flat(sorted(published.items())), {"stat": stat}]
 
     def _floor_dimensions(self, host: Host, extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        return sorted({HOST_DIMENSION: host.instance_id, **dict(host.dimensions), **dict(extra)}.items())
+        return sorted({host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(extra)}.items())
 
     def _search(self, host: Host, metric: str, dimension: str, index: int) -> list[Any]:
         """A SEARCH expression: devices and interfaces are whatever the host has, known only to its agent."""
-        sample = {HOST_DIMENSION: host.instance_id, **dict(host.dimensions), dimension: "*"}
+        sample = {host.id_dimension: host.instance_id, **dict(host.dimensions), dimension: "*"}
         name, published = resolve(self._spec.naming, metric, sample)
         schema = ",".join([self._spec.metric_namespace, *sorted(published)])
         filters = " ".join(f'{key}="{value}"' for key, value in sorted(published.items()) if value != "*")

@@ -15,6 +15,7 @@ import structlog
 from botocore.exceptions import ClientError
 
 from agent.config import HOST_DIMENSION
+from agent.fleet import HOST as HOSTNAME_DIMENSION
 from agent.naming import resolve
 from agent.schema import ConfigError, render
 from provisioning.aws import Caller
@@ -37,6 +38,8 @@ class Host:
     gpus: tuple[str, ...]  # GPU index values
     mounts: tuple[str, ...]
     throughput_floors: tuple[ThroughputFloor, ...] = ()
+    # `InstanceId` on EC2; an agent that found no instance metadata publishes its hostname as `Host`.
+    id_dimension: str = HOST_DIMENSION
 
 
 @dataclass(frozen=True)
@@ -90,20 +93,25 @@ class Discovery:
 
     def _hosts(self, group: HostGroup, path: str) -> list[Host]:
         if group.instance_ids:
-            instance_ids = list(group.instance_ids)
+            instance_ids = {instance_id: HOST_DIMENSION for instance_id in group.instance_ids}
         elif group.auto_scaling_group:
-            instance_ids = self._group_instances(group.auto_scaling_group, f"{path}.auto_scaling_group")
+            found = self._group_instances(group.auto_scaling_group, f"{path}.auto_scaling_group")
+            instance_ids = {instance_id: HOST_DIMENSION for instance_id in found}
         else:
-            instance_ids = self._series_values(
-                "Heartbeat", HOST_DIMENSION, dict(group.dimensions), AGENT_COMPONENT
-            )
+            instance_ids = {
+                host_id: id_dimension
+                for id_dimension in (HOST_DIMENSION, HOSTNAME_DIMENSION)
+                for host_id in self._series_values("Heartbeat", id_dimension, dict(group.dimensions),
+                                                   AGENT_COMPONENT)
+            }
         log.info("hosts_resolved", group=path, hosts=len(instance_ids))
+        gpus: dict[str, set[str]] = {}
+        mounts: dict[str, set[str]] = {}
         if group.discover_devices:
-            gpus = self._per_instance("GPUHealthy", "GPU", group)
-            mounts = self._per_instance("StorageUtilization", "MountPath", group)
+            for id_dimension in sorted(set(instance_ids.values())):
+                gpus.update(self._per_instance("GPUHealthy", "GPU", group, id_dimension))
+                mounts.update(self._per_instance("StorageUtilization", "MountPath", group, id_dimension))
         else:
-            gpus, mounts = {}, {}
-        if not group.discover_devices:
             every = tuple(str(index) for index in range(group.gpus))
             gpus = {instance_id: set(every) for instance_id in instance_ids}
             mounts = {instance_id: set(group.mounts) for instance_id in instance_ids}
@@ -114,8 +122,9 @@ class Discovery:
                 gpus=tuple(sorted(gpus.get(instance_id, ()), key=int)),
                 mounts=tuple(sorted(mounts.get(instance_id, ()))),
                 throughput_floors=group.throughput_floors,
+                id_dimension=id_dimension,
             )
-            for instance_id in instance_ids
+            for instance_id, id_dimension in instance_ids.items()
         ]
 
     def _group_instances(self, name: str, path: str) -> list[str]:
@@ -128,27 +137,30 @@ class Discovery:
         instances = groups["AutoScalingGroups"][0].get("Instances", [])
         return sorted(item["InstanceId"] for item in instances if item.get("LifecycleState") == "InService")
 
-    def _per_instance(self, metric: str, dimension: str, group: HostGroup) -> dict[str, set[str]]:
+    def _per_instance(
+        self, metric: str, dimension: str, group: HostGroup, id_dimension: str
+    ) -> dict[str, set[str]]:
         """{instance id: values of `dimension`} of the series of `metric` the group's hosts publish."""
         found: dict[str, set[str]] = {}
-        for instance_id, value in self._series(metric, dimension, dict(group.dimensions), {}):
+        for instance_id, value in self._series(metric, dimension, dict(group.dimensions), {}, id_dimension):
             found.setdefault(instance_id, set()).add(value)
         return found
 
     def _series_values(
-        self, metric: str, dimension: str, static: dict[str, str], fixed: dict[str, str]
+        self, metric: str, id_dimension: str, static: dict[str, str], fixed: dict[str, str]
     ) -> list[str]:
-        return sorted({instance_id for instance_id, _ in self._series(metric, dimension, static, fixed)})
+        """Host ids of the recently active series of `metric` identified by `id_dimension`."""
+        return sorted({host_id for host_id, _ in self._series(metric, id_dimension, static, fixed, id_dimension)})
 
     def _series(
-        self, metric: str, dimension: str, static: dict[str, str], fixed: dict[str, str]
+        self, metric: str, dimension: str, static: dict[str, str], fixed: dict[str, str], id_dimension: str
     ) -> Iterable[tuple[str, str]]:
-        """(instance id, value of `dimension`) of every recently active series of `metric` whose dimension set
+        """(host id, value of `dimension`) of every recently active series of `metric` whose dimension set
         is exactly what the alarms will use: a series with other dimensions would not match them."""
         profile = self._spec.naming
-        sample = {HOST_DIMENSION: "i-0", **static, **fixed, dimension: "0"}
+        sample = {id_dimension: "i-0", **static, **fixed, dimension: "0"}
         name, published = resolve(profile, metric, sample)
-        host_key = published_key(profile, metric, HOST_DIMENSION, sample)
+        host_key = published_key(profile, metric, id_dimension, sample)
         value_key = published_key(profile, metric, dimension, sample)
         wanted = {key: value for key, value in published.items() if key not in (host_key, value_key)}
         pages = self._call.pages(

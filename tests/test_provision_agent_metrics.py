@@ -36,7 +36,7 @@ class Swap:
     used = 0
 
 
-def run_agent_cycle(client: Any, instance_id: str) -> None:
+def run_agent_cycle(client: Any, instance_id: str, id_dimension: str = "InstanceId") -> None:
     """Two collections and a flush of the agent's own loop, collectors, aggregator and publisher, on a fake
     8-GPU host (counters such as CPU time and ECC errors publish from their second reading)."""
     stats = AgentStats()
@@ -52,7 +52,7 @@ def run_agent_cycle(client: Any, instance_id: str) -> None:
     ]
     agent = Agent(collectors=collectors, aggregator=Aggregator(), stats=stats,
                   submit=Publisher(client, "InfraWatch", stats=stats).publish,
-                  host_dimensions=(("InstanceId", instance_id),))
+                  host_dimensions=((id_dimension, instance_id),))
     agent.collect()
     clock.advance(10)
     agent.collect()
@@ -96,3 +96,26 @@ def test_every_host_alarm_watches_a_series_the_agent_published(tmp_path: Path) -
         assert (
             "Heartbeat", (("Component", "agent"), ("InstanceId", HOSTS[0]))
         ) in watched
+
+
+def test_an_agent_off_ec2_is_discovered_and_every_alarm_watches_its_host_series(tmp_path: Path) -> None:
+    with mock_aws():
+        provisioner = Provisioner(tmp_path)
+        cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+        run_agent_cycle(cloudwatch, "gpu-box-1", id_dimension="Host")
+        spec = 'stack = "ml"\n[[hosts]]\ndiscover = true\ndiscover_devices = true\n'
+        assert provisioner.run(spec, "--yes").code == 0
+        published = {
+            (metric["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in metric["Dimensions"])))
+            for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace="InfraWatch")
+            for metric in page["Metrics"]
+        }
+        alarms = [alarm for page in cloudwatch.get_paginator("describe_alarms").paginate()
+                  for alarm in page["MetricAlarms"]]
+        watched = {
+            (alarm["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"])))
+            for alarm in alarms
+        }
+    assert len(alarms) == 6 + 5 * GPUS  # cpu, memory, 2 mounts, gpu utilization, heartbeat; 5 per GPU
+    assert watched - published == set()
+    assert ("Heartbeat", (("Component", "agent"), ("Host", "gpu-box-1"))) in watched

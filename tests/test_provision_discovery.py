@@ -106,3 +106,16 @@ def test_a_named_endpoint_keeps_only_the_variants_the_spec_lists(provisioner: Pr
     create_endpoint(provisioner, "ranker", {"blue": "ml.g4dn.12xlarge", "green": "ml.c5.xlarge"})
     found = inventory(provisioner, {"endpoints": [{"name": "ranker", "variants": ["green"]}]})
     assert found.variants == (Variant("ranker", "green", "ml.c5.xlarge", vcpus=4, gpus=0),)
+
+
+def test_an_agent_off_ec2_is_found_by_its_host_dimension_with_its_devices(provisioner: Provisioner) -> None:
+    # Off EC2 the agent publishes its hostname as `Host` instead of `InstanceId`; its alarms must use it.
+    publish(provisioner, "Heartbeat", InstanceId=A, Component="agent")
+    publish(provisioner, "Heartbeat", Host="gpu-box-1", Component="agent")
+    publish(provisioner, "GPUHealthy", Host="gpu-box-1", GPU="0")
+    publish(provisioner, "StorageUtilization", Host="gpu-box-1", MountPath="/data")
+    found = inventory(provisioner, {"hosts": [{"discover": True, "discover_devices": True}]})
+    assert found.hosts == (
+        Host(A, (), (), ()),
+        Host("gpu-box-1", (), ("0",), ("/data",), id_dimension="Host"),
+    )
