@@ -7,7 +7,6 @@ import dataclasses
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from agent.schema import ConfigError
 from agent.sdnotify import Notifier, ServiceStatus, Watchdog
 from agent.selfstats import AgentStats, ProcessUsage
 from agent.spool import Spool, open_spool
+from agent.wakeup import WakeupFlag
 
 log = structlog.get_logger()
 
@@ -199,7 +199,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     is opened once, from the config at start: a reload keeps it and its [spool] settings.
     """
     stats = AgentStats()
-    stop = threading.Event()
+    stop = WakeupFlag()  # set from signal handlers: threading.Event.set could deadlock there
     received: list[int] = []
     watchdog = Watchdog(notifier := Notifier())
     status = ServiceStatus(notifier, watchdog)
@@ -254,6 +254,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     finished = worker_slot[0].close(config.shutdown_timeout)
     if spool is not None:
         spool.close()
+    stop.close()
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
              dropped=dict(stats.dropped), spooled=spool.datapoints if spool is not None else 0)
     return EXIT_OK

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -110,6 +111,12 @@ class PublishWorker:
         return False
 
 
+class StopFlag(Protocol):
+    """What `Agent.run` waits on: a threading.Event, or a WakeupFlag when signal handlers set it."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 class Agent:
     def __init__(
         self,
@@ -163,7 +170,7 @@ class Agent:
 
     def run(
         self,
-        stop: threading.Event,
+        stop: StopFlag,
         *,
         collect_interval: float,
         publish_interval: float,
