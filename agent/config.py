@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalogue import CATALOGUE
-from agent.schema import ConfigError, build, load_toml, section, setting
+from agent.schema import ConfigError, build, load_toml, render, section, setting
+from agent.statsd.address import split_host_port
+from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
+from agent.statsd.parser import TAG_KEY
 
 MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
 HOST_DIMENSION = "InstanceId"
@@ -99,6 +102,47 @@ class NetworkConfig:
     )
 
 
+def _address_problem(value: str) -> str | None:
+    try:
+        split_host_port(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _dimension_keys_problem(value: tuple[str, ...]) -> str | None:
+    for key in value:
+        if key == HOST_DIMENSION:
+            return f'"{HOST_DIMENSION}" is set by the agent'
+        if not TAG_KEY.fullmatch(key):
+            return f'"{key}" must be 1..255 of A-Z a-z 0-9 _ . - /'
+    return None
+
+
+@dataclass(frozen=True)
+class StatsdConfig:
+    enabled: bool = setting(True, "Listen for StatsD/DogStatsD metrics from jobs on this host.")
+    address: str = setting(
+        "127.0.0.1:8125", 'UDP "host:port" to listen on; loopback keeps other hosts out.',
+        check=_address_problem,
+    )
+    dimension_keys: tuple[str, ...] = setting(
+        (), "DogStatsD tag keys that become dimensions (each value is a billed metric); others are dropped.",
+        check=_dimension_keys_problem,
+    )
+    max_series: int = setting(
+        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted.",
+        range=(1, 100_000),
+    )
+    byte_counters: tuple[str, ...] = setting(
+        DEFAULT_BYTE_COUNTERS, "Counter name globs published in Bytes and Bytes/Second instead of Count."
+    )
+    expire_after: float = setting(
+        300.0, "Seconds without a line after which a series is no longer published (counters publish 0 until "
+        "then) and stops counting toward max_series.", range=(10, 86_400), unit="seconds",
+    )
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     namespace: str = setting("InfraWatch", "CloudWatch namespace of every metric.", check=_namespace_problem)
@@ -117,6 +161,7 @@ class AgentConfig:
     storage: StorageConfig = section(StorageConfig, "Filesystem collector.")
     diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
     network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
+    statsd: StatsdConfig = section(StatsdConfig, "StatsD listener for application throughput.")
 
 
 def parse(data: dict[str, Any]) -> AgentConfig:
@@ -127,6 +172,12 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         problems.append(
             f"publish.interval: must be at least collect.interval ({config.collect.interval}), "
             f"got {config.publish.interval}"
+        )
+    static = {name for name, _ in config.dimensions} & set(config.statsd.dimension_keys)
+    if static:
+        problems.append(
+            f"statsd.dimension_keys: {', '.join(sorted(static))} already set by the static dimensions, "
+            f"got {render(config.statsd.dimension_keys)}"
         )
     if problems:
         raise ConfigError(problems)
