@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run demo bench lint clean
+.PHONY: test run demo bench lint docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,14 @@ test: $(STAMP)
 # This machine's real readings, one collect→publish cycle, printed instead of sent.
 run: $(STAMP)
 	$(BIN)/infrawatch-agent --once --dry-run --format table
+
+# Rewrites the README's generated reference tables (config keys, metric catalogue) from the code.
+docs: $(STAMP)
+	$(BIN)/python -m agent.docs
+
+# Every bench/ script; writes bench/RESULTS.md and the README's performance section.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent provisioning tests bench

@@ -25,13 +25,15 @@ def _namespace_problem(value: str) -> str | None:
 
 
 def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
-    reserved = {HOST_DIMENSION} | {name for metric in CATALOGUE for name in metric.dimensions}
+    reserved = {HOST_DIMENSION} | {
+        name for metric in CATALOGUE for name in metric.dimensions + metric.optional_dimensions
+    }
     for name, dim_value in value:
         if name in reserved:
             return f'dimension "{name}" is set by the agent and cannot be overridden'
         if not 1 <= len(name) <= 255 or not 1 <= len(dim_value) <= 1024:
             return f'dimension "{name}" needs a name of 1..255 and a value of 1..1024 characters'
-    widest = max(len(metric.dimensions) for metric in CATALOGUE)
+    widest = max(len(metric.dimensions) + len(metric.optional_dimensions) for metric in CATALOGUE)
     if len(value) + 1 + widest > MAX_DIMENSIONS:
         return f"at most {MAX_DIMENSIONS - 1 - widest} static dimensions fit CloudWatch's {MAX_DIMENSIONS}"
     return None
@@ -97,7 +99,7 @@ class NetworkConfig:
     enabled: bool = setting(True, "Collect bytes and packets per second per network interface.")
     include_interfaces: tuple[str, ...] = setting((), "Interface name globs to keep; empty keeps all.")
     exclude_interfaces: tuple[str, ...] = setting(
-        ("lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*"),
+        ("lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*", "ifb*"),
         "Interface name globs to skip (loopback and container plumbing by default).",
     )
 
@@ -144,6 +146,18 @@ class StatsdConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    enabled: str | bool = setting(
+        "auto",
+        '"auto": collect when NVML and a driver are present, else log once and go on; '
+        "true: their absence is a startup error; false: never touch NVML.",
+        choices=("auto", True, False),
+    )
+    uuid_dimension: bool = setting(False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric).")
+    name_dimension: bool = setting(False, "Add the GPUName dimension to per-GPU series (a billed metric per name).")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     namespace: str = setting("InfraWatch", "CloudWatch namespace of every metric.", check=_namespace_problem)
     dimensions: tuple[tuple[str, str], ...] = setting(
@@ -161,6 +175,7 @@ class AgentConfig:
     storage: StorageConfig = section(StorageConfig, "Filesystem collector.")
     diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
     network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
+    gpu: GpuConfig = section(GpuConfig, "NVIDIA GPU collector (NVML, in-process).")
     statsd: StatsdConfig = section(StatsdConfig, "StatsD listener for application throughput.")
 
 

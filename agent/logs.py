@@ -31,7 +31,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
 
 
 class LogOnce:
-    """Warn about a recurring condition once, not every cycle; `reset` re-arms it when it clears."""
+    """Log a recurring condition once, not every cycle; `reset` re-arms it when it clears."""
 
     def __init__(self, logger: Any) -> None:
         self._logger = logger
@@ -41,6 +41,12 @@ class LogOnce:
         if key not in self._seen:
             self._seen.add(key)
             self._logger.warning(event, **context)
+
+    def info(self, key: Hashable, event: str, **context: Any) -> None:
+        """For a lasting fact worth saying once (a GPU without a sensor), not a problem."""
+        if key not in self._seen:
+            self._seen.add(key)
+            self._logger.info(event, **context)
 
     def reset(self, key: Hashable) -> None:
         self._seen.discard(key)

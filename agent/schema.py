@@ -38,7 +38,7 @@ def setting(
     default: Any,
     doc: str,
     *,
-    range: tuple[float, float] | None = None,  # noqa: A002 - reads best at the call sites
+    range: tuple[float, float] | None = None,
     unit: str = "",
     choices: tuple[Any, ...] | None = None,
     check: Check | None = None,

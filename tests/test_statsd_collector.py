@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,19 +12,15 @@ from structlog.testing import capture_logs
 from agent.catalogue import METRICS
 from agent.samples import Sample
 from agent.statsd.collector import StatsdCollector
+from tests.fakes.host import FakeClock
 
 
-class FakeClock:
-    """A monotonic clock that moves only when the test says so."""
+class RecordingDrops:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
 
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+    def __call__(self, reason: str, count: int) -> None:
+        self.counts[reason] += count
 
 
 def self_metrics(dropped: int = 0, parse_errors: int = 0) -> list[Sample]:
@@ -275,28 +273,27 @@ def test_parse_errors_are_counted_exactly_and_the_first_five_logged() -> None:
 
 
 def test_timer_values_past_the_window_budget_are_dropped_and_counted() -> None:
-    clock = FakeClock()
-    statsd = collector(clock, max_values=25)
+    clock, drops = FakeClock(), RecordingDrops()
+    statsd = collector(clock, max_values=25, on_drop=drops)
     statsd.receive(b"A:1|ms|@0.1\nA:2|ms|@0.1\nA:3|ms\nA:4|ms|@0.2\nA:5|ms")
     clock.advance(1)
     samples = statsd.collect()
     assert [s.value for s in app_samples(samples)] == [1.0] * 10 + [2.0] * 10 + [3.0, 5.0]
-    assert METRICS["DatapointsDropped"].sample(5, Component="agent", Reason="StatsdValueLimit") in samples
+    assert drops.counts == {"statsd_value_limit": 5}
     statsd.receive(b"A:4|ms|@0.2")  # the budget is per window
     clock.advance(1)
     assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds")] * 5
 
 
 def test_totals_beyond_what_cloudwatch_accepts_are_dropped_and_counted() -> None:
-    clock = FakeClock()
-    statsd = collector(clock)
+    clock, drops = FakeClock(), RecordingDrops()
+    statsd = collector(clock, on_drop=drops)
     statsd.receive(b"Huge:2e108|c\nHuge:2e108|c\nBig:+2e108|g\nBig:+2e108|g\nFine:1|c")
     clock.advance(1)
-    samples = statsd.collect()
-    assert app_samples(samples) == [
-        Sample("Fine", 1.0, "Count"), Sample("FinePerSecond", 1.0, "Count/Second")
+    assert statsd.collect() == [
+        Sample("Fine", 1.0, "Count"), Sample("FinePerSecond", 1.0, "Count/Second"), *self_metrics()
     ]
-    assert METRICS["DatapointsDropped"].sample(3, Component="agent", Reason="StatsdOutOfRange") in samples
+    assert drops.counts == {"statsd_out_of_range": 3}  # the counter's total and rate, the gauge
 
 
 def test_no_rate_when_no_time_passed() -> None:

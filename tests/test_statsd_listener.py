@@ -14,16 +14,9 @@ from agent.catalogue import METRICS
 from agent.samples import Sample
 from agent.statsd.collector import StatsdCollector
 from agent.statsd.listener import MAX_DATAGRAM, StatsdListener
+from tests.fakes.host import FakeClock
 
 WAIT = 10.0  # seconds; only reached when a test is failing
-
-
-class FakeClock:
-    def __init__(self, now: float = 50.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -74,7 +67,7 @@ def test_every_type_end_to_end_with_exact_totals_rates_and_values(
         b"QueueDepth:10|g\nQueueDepth:-3|g\nQueueDepth:+1|g",
         b"BatchTokens:4096|h\nBatchTokens:2048|d|@0.5",
     ])
-    clock.now += 20
+    clock.advance(20)
     samples = statsd.collect()
     llama = (("model", "llama"),)
     assert published(samples, "SamplesProcessed") == [(20_100.0, "Count", llama)]
@@ -103,7 +96,7 @@ def test_largest_datagram_is_handled_whole(
     packet = b"\n".join([line] * count)
     assert 65_000 < len(packet) <= 65_507 <= MAX_DATAGRAM
     send_all(sender, listener, [packet, packet])
-    clock.now += 1
+    clock.advance(1)
     assert published(statsd.collect(), "Rows") == [(2.0 * count, "Count", ())]
 
 
@@ -111,7 +104,7 @@ def test_oversized_line_and_garbage_are_counted_not_fatal(
     clock: FakeClock, statsd: StatsdCollector, listener: StatsdListener, sender: socket.socket
 ) -> None:
     send_all(sender, listener, [b"A" * 60_000 + b":1|c", b"\x00\xff" * 1000, b"", b"Rows:3|c"])
-    clock.now += 1
+    clock.advance(1)
     samples = statsd.collect()
     assert published(samples, "Rows") == [(3.0, "Count", ())]
     assert METRICS["StatsdParseErrors"].sample(2, Component="agent") in samples
@@ -176,7 +169,7 @@ def test_ipv6_loopback(statsd: StatsdCollector, clock: FakeClock) -> None:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
             send_all(sender, listening, [b"Rows:5|c"])
-        clock.now += 1
+        clock.advance(1)
         assert published(statsd.collect(), "Rows") == [(5.0, "Count", ())]
     finally:
         listening.close()

@@ -15,17 +15,10 @@ from agent.meter import MAX_PACKET, Meter, MeterClient
 from agent.samples import Sample
 from agent.statsd.collector import StatsdCollector
 from agent.statsd.listener import StatsdListener
+from tests.fakes.host import Sequence
 
 WAIT = 10.0  # seconds; only reached when a test is failing
 NEVER = 3600.0  # flush interval for tests that flush by hand
-
-
-class FakeClock:
-    def __init__(self, *readings: float) -> None:
-        self.readings = list(readings)
-
-    def __call__(self) -> float:
-        return self.readings.pop(0)
 
 
 @pytest.fixture
@@ -110,9 +103,9 @@ def test_timer_records_milliseconds_also_when_the_block_raises(
     client: MeterClient, listener: StatsdListener, statsd: StatsdCollector
 ) -> None:
     meter = Meter("StepTime", client=client)
-    with meter.time(clock=FakeClock(100.0, 100.0125)):
+    with meter.time(clock=Sequence(100.0, 100.0125)):
         pass
-    with pytest.raises(ZeroDivisionError), meter.time(clock=FakeClock(7.0, 7.5)):
+    with pytest.raises(ZeroDivisionError), meter.time(clock=Sequence(7.0, 7.5)):
         _ = 1 / 0
     meter.record_milliseconds(3.25)
     deliver(client, listener)

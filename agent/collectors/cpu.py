@@ -54,7 +54,8 @@ class CpuCollector:
             ]
         if self._per_core:
             cores = self._cpu_times(percpu=True)
-            for index, (before, now) in enumerate(zip(self._previous_cores, cores)):
+            # strict=False: nothing to pair on the first read, and CPUs can be hot-plugged between reads.
+            for index, (before, now) in enumerate(zip(self._previous_cores, cores, strict=False)):
                 core_shares = _shares(before, now)
                 if core_shares is not None:
                     samples.append(METRICS["CPUCoreUtilization"].sample(core_shares[0], Core=str(index)))

@@ -65,10 +65,10 @@ class StorageCollector:
             return False
         if not self._mounts.allows(partition.mountpoint):
             return False
-        include = self._fstypes.include
-        if include and any(fnmatchcase(partition.fstype, pattern) for pattern in include):
+        # include_fstypes rescues a type from the default ignore list; it does not narrow the rest.
+        if any(fnmatchcase(partition.fstype, pattern) for pattern in self._fstypes.include):
             return True
-        return self._fstypes.allows(partition.fstype)
+        return not any(fnmatchcase(partition.fstype, pattern) for pattern in self._fstypes.exclude)
 
     def collect(self) -> list[Sample]:
         partitions = [p for p in self._disk_partitions(all=True) if self._wanted(p)]

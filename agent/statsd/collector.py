@@ -28,12 +28,12 @@ import structlog
 from agent.catalogue import BYTES, BYTES_PER_SECOND, COUNT, COUNT_PER_SECOND, METRICS, MILLISECONDS, NONE
 from agent.logs import LogOnce
 from agent.samples import Dimensions, Sample
+from agent.selfstats import COMPONENT
 from agent.statsd.parser import MAX_VALUE, Kind, Rejected, Tags, parse_packet
 
 log = structlog.get_logger()
 
 RATE_SUFFIX = "PerSecond"
-COMPONENT = "agent"
 DEFAULT_BYTE_COUNTERS = ("*Bytes*", "*bytes*")
 MAX_REPEATS = 100  # a timer value at sample rate 0.001 counts 100 times, not 1,000 (bounded memory)
 DEFAULT_MAX_VALUES = 200_000  # timer/histogram values held per window, repeats included
@@ -76,16 +76,19 @@ class StatsdCollector:
         byte_counters: tuple[str, ...] = DEFAULT_BYTE_COUNTERS,
         expire_after: float = 300.0,
         max_values: int = DEFAULT_MAX_VALUES,
+        on_drop: Callable[[str, int], None] = lambda reason, count: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`max_dimensions`: how many tag dimensions a series may carry, leaving room for the ones the
-        agent adds (CloudWatch's 30 less InstanceId less the static dimensions)."""
+        agent adds (CloudWatch's 30 less InstanceId less the static dimensions). `on_drop(reason, n)`
+        counts datapoints lost to `max_values` or to CloudWatch's range, as the aggregator's does."""
         self._max_series = max_series
         self._priority = {key: index for index, key in enumerate(dimension_keys)}
         self._max_dimensions = max_dimensions
         self._byte_counters = byte_counters
         self._expire_after = expire_after
         self._max_values = max_values
+        self._on_drop = on_drop
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._series: dict[tuple[str, Dimensions], _Series] = {}
@@ -94,7 +97,6 @@ class StatsdCollector:
         self._pending_values = 0
         self._series_dropped = 0
         self._parse_errors = 0
-        self._datapoints_dropped: dict[str, int] = {}  # by reason
         self._logged_rejections = 0
         self._warn = LogOnce(log)
 
@@ -176,7 +178,7 @@ class StatsdCollector:
     def _add_value(self, series: _Series, value: float, sample_rate: float) -> None:
         repeats = 1 if sample_rate == 1.0 else min(MAX_REPEATS, max(1, round(1 / sample_rate)))
         if self._pending_values + repeats > self._max_values:
-            self._drop("StatsdValueLimit", repeats)
+            self._on_drop("statsd_value_limit", repeats)
             self._warn.warning("values", "statsd_value_limit", metric=series.name, limit=self._max_values)
             return
         self._pending_values += repeats
@@ -192,9 +194,6 @@ class StatsdCollector:
                 self._warn.reset("cap")
             samples.append(METRICS["StatsdSeriesDropped"].sample(self._series_dropped, Component=COMPONENT))
             samples.append(METRICS["StatsdParseErrors"].sample(self._parse_errors, Component=COMPONENT))
-            for reason, count in sorted(self._datapoints_dropped.items()):
-                samples.append(METRICS["DatapointsDropped"].sample(count, Component=COMPONENT, Reason=reason))
-            self._datapoints_dropped = {}
             self._series_dropped = self._parse_errors = self._pending_values = 0
         return samples
 
@@ -242,8 +241,5 @@ class StatsdCollector:
 
     def _out_of_range(self, series: _Series, datapoints: int) -> None:
         """Sums and gauge deltas can leave the range CloudWatch accepts even when every line was in it."""
-        self._drop("StatsdOutOfRange", datapoints)
+        self._on_drop("statsd_out_of_range", datapoints)
         self._warn.warning("range", "statsd_value_out_of_range", metric=series.name)
-
-    def _drop(self, reason: str, datapoints: int) -> None:
-        self._datapoints_dropped[reason] = self._datapoints_dropped.get(reason, 0) + datapoints

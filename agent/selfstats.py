@@ -1,0 +1,80 @@
+"""The agent's own accounting: every datapoint is delivered or counted as dropped, with the reason."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from agent.catalogue import METRICS
+from agent.samples import Sample
+
+COMPONENT = "agent"
+
+
+class AgentStats:
+    """Thread-safe counters, read as self-metric samples once per publish interval.
+
+    Totals since start stay available for tests, benches and the shutdown log line; `interval_samples`
+    reports what changed since its previous call.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.collected = 0
+        self.published = 0
+        self.dropped: Counter[str] = Counter()
+        self.publish_errors: Counter[str] = Counter()
+        self.collector_errors: Counter[str] = Counter()
+        self.requests = 0
+        self._latencies_ms: list[float] = []
+        self._reported: dict[str, Counter[str]] = {}
+
+    def add_collected(self, count: int) -> None:
+        with self._lock:
+            self.collected += count
+
+    def add_published(self, count: int, latency_ms: float) -> None:
+        with self._lock:
+            self.published += count
+            self.requests += 1
+            self._latencies_ms.append(latency_ms)
+
+    def add_dropped(self, reason: str, count: int) -> None:
+        with self._lock:
+            self.dropped[reason] += count
+
+    def add_publish_error(self, code: str) -> None:
+        with self._lock:
+            self.publish_errors[code] += 1
+
+    def add_collector_error(self, collector: str) -> None:
+        with self._lock:
+            self.collector_errors[collector] += 1
+
+    def _since_last(self, name: str, totals: Counter[str]) -> Counter[str]:
+        previous = self._reported.get(name, Counter())
+        self._reported[name] = Counter(totals)
+        return Counter({key: totals[key] - previous[key] for key in totals if totals[key] > previous[key]})
+
+    def interval_samples(self) -> list[Sample]:
+        """Self-metrics for the interval since the previous call, plus the Heartbeat."""
+        component = {"Component": COMPONENT}
+        with self._lock:
+            scalars = self._since_last(
+                "scalars", Counter({"DatapointsCollected": self.collected, "DatapointsPublished": self.published})
+            )
+            dropped = self._since_last("dropped", self.dropped)
+            errors = self._since_last("errors", self.publish_errors)
+            collector_errors = self._since_last("collector_errors", self.collector_errors)
+            latencies, self._latencies_ms = self._latencies_ms, []
+        samples = [METRICS["Heartbeat"].sample(1, **component)]
+        samples += [METRICS[name].sample(scalars[name], **component)
+                    for name in ("DatapointsCollected", "DatapointsPublished")]
+        samples += [METRICS["DatapointsDropped"].sample(n, Reason=reason, **component)
+                    for reason, n in sorted(dropped.items())]
+        samples += [METRICS["PublishErrors"].sample(n, ErrorCode=code, **component)
+                    for code, n in sorted(errors.items())]
+        samples += [METRICS["CollectorErrors"].sample(n, Collector=name, **component)
+                    for name, n in sorted(collector_errors.items())]
+        samples += [METRICS["PublishLatency"].sample(ms, **component) for ms in latencies]
+        return samples

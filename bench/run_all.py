@@ -1,0 +1,62 @@
+"""`make bench`: runs every bench script, writes bench/RESULTS.md, and puts it in the README.
+
+Each script prints its own markdown section; this runner only collects them, with the command that
+made each one, so every number in the README can be reproduced.
+
+    .venv/bin/python bench/run_all.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- BEGIN generated: performance -->\n)(.*?)(<!-- END generated: performance -->)", re.DOTALL)
+
+# (script, full-run arguments, --quick arguments)
+SCRIPTS: list[tuple[str, list[str], list[str]]] = [
+    ("agent_overhead.py", ["--seconds", "150"], ["--seconds", "30"]),
+    ("publish_efficiency.py", [], []),
+    ("gpu_sweep.py", [], []),
+    ("gpu_vs_nvidia_smi.py", [], []),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test of the benches")
+    args = parser.parse_args()
+    sections = [f"Measured {dt.date.today().isoformat()} on {os.cpu_count()} cores "
+                f"({'quick run' if args.quick else 'full run'}); medians where a bench repeats.\n"]
+    failed = []
+    for script, full, quick in SCRIPTS:
+        arguments = quick if args.quick else full
+        command = " ".join(["bench/" + script, *arguments])
+        print(f"running {command}", file=sys.stderr, flush=True)
+        result = subprocess.run([sys.executable, str(BENCH / script), *arguments], cwd=ROOT,
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            failed.append(script)
+            sections.append(f"### {script}: failed (exit {result.returncode})\n\n```\n{result.stderr[-2000:]}\n```\n")
+            continue
+        body = result.stdout.strip().replace("\n## ", "\n### ")
+        body = re.sub(r"^## ", "### ", body)
+        sections.append(f"{body}\n\n_Command: `.venv/bin/python {command}`_\n")
+    results = "\n".join(sections)
+    (BENCH / "RESULTS.md").write_text("# Benchmark results\n\n" + results)
+    text = README.read_text()
+    README.write_text(BLOCK.sub(lambda m: m.group(1) + results + m.group(3), text))
+    print("wrote bench/RESULTS.md and the README's performance section", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

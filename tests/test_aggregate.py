@@ -1,0 +1,90 @@
+"""Per-minute aggregation: Values/Counts must reproduce every statistic CloudWatch computes, exactly."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.aggregate import MAX_VALUES_PER_DATUM, Aggregator, Datum
+from agent.samples import Sample
+
+MINUTE_START = 1_790_000_040.0  # a whole minute, in epoch seconds
+HOST = (("InstanceId", "i-0abc"),)
+
+
+def statistics(datums: list[Datum]) -> tuple[int, float, float, float]:
+    values = [v for d in datums for v, c in zip(d.values, d.counts, strict=True) for _ in range(int(c))]
+    return len(values), math.fsum(values), min(values), max(values)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 59), st.sampled_from([0.0, 12.5, 50.0, 99.25, 100.0, 7.125, 33.0])),
+                min_size=1, max_size=240))
+def test_values_and_counts_reproduce_sample_count_sum_min_max(readings: list[tuple[int, float]]) -> None:
+    aggregator = Aggregator()
+    for second, value in readings:
+        aggregator.add([Sample("CPUUtilization", value, "Percent")], MINUTE_START + second, HOST)
+    datums = aggregator.drain()
+    assert len(datums) == 1
+    assert datums[0].timestamp == MINUTE_START
+    assert datums[0].dimensions == HOST
+    values = [v for _, v in readings]
+    assert statistics(datums) == (len(values), math.fsum(values), min(values), max(values))
+
+
+def test_two_hundred_distinct_values_make_two_datums_and_lose_nothing() -> None:
+    aggregator = Aggregator()
+    for i in range(200):
+        aggregator.add([Sample("GPUUtilization", float(i), "Percent", (("GPU", "0"),))], MINUTE_START + i * 0.25)
+    datums = aggregator.drain()
+    assert [len(d.values) for d in datums] == [MAX_VALUES_PER_DATUM, 50]
+    assert {d.timestamp for d in datums} == {MINUTE_START}
+    assert statistics(datums) == (200, float(sum(range(200))), 0.0, 199.0)
+
+
+def test_minutes_are_separate_datums_stamped_at_their_start() -> None:
+    aggregator = Aggregator()
+    aggregator.add([Sample("MemoryUtilization", 10.0, "Percent")], MINUTE_START + 59.9)
+    aggregator.add([Sample("MemoryUtilization", 20.0, "Percent")], MINUTE_START + 60.0)
+    assert [(d.timestamp, d.values, d.counts) for d in aggregator.drain()] == [
+        (MINUTE_START, (10.0,), (1.0,)),
+        (MINUTE_START + 60, (20.0,), (1.0,)),
+    ]
+    assert aggregator.drain() == []
+
+
+def test_high_resolution_buckets_by_second() -> None:
+    aggregator = Aggregator(high_resolution=True)
+    for offset in (0.1, 0.6, 1.2):
+        aggregator.add([Sample("CPUUtilization", offset, "Percent")], MINUTE_START + offset)
+    datums = aggregator.drain()
+    assert [(d.timestamp, d.counts, d.storage_resolution) for d in datums] == [
+        (MINUTE_START, (1.0, 1.0), 1), (MINUTE_START + 1, (1.0,), 1),
+    ]
+    assert datums[0].to_api()["StorageResolution"] == 1
+
+
+def test_non_finite_and_out_of_range_values_are_dropped_and_counted() -> None:
+    dropped: Counter[str] = Counter()
+    aggregator = Aggregator(on_drop=lambda reason, n: dropped.update({reason: n}))
+    kept = aggregator.add([Sample("X", v, "None") for v in (1.0, math.nan, math.inf, -math.inf, 2.0**361)],
+                          MINUTE_START)
+    assert kept == 1
+    assert dropped == {"invalid_value": 4}
+    assert [d.values for d in aggregator.drain()] == [(1.0,)]
+
+
+def test_datum_api_shape() -> None:
+    datum = Datum("DiskReadBytesPerSecond", (("Device", "nvme0n1"), ("InstanceId", "i-1")), MINUTE_START,
+                  "Bytes/Second", (1.0, 2.5), (3.0, 1.0))
+    api = datum.to_api()
+    assert api["Timestamp"].isoformat() == "2026-09-21T14:14:00+00:00"
+    assert {k: v for k, v in api.items() if k != "Timestamp"} == {
+        "MetricName": "DiskReadBytesPerSecond",
+        "Dimensions": [{"Name": "Device", "Value": "nvme0n1"}, {"Name": "InstanceId", "Value": "i-1"}],
+        "Values": [1.0, 2.5], "Counts": [3.0, 1.0], "Unit": "Bytes/Second",
+    }
+    assert datum.datapoints == 4

@@ -1,0 +1,72 @@
+"""The command line: dry-run output, the cost line, and a clean stop on SIGTERM in a real process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.cli import run_once
+from agent.config import load
+from agent.dryrun import PrintingClient
+
+
+def test_dry_run_json_prints_exact_request_parameters_and_the_cost_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    out = io.StringIO()
+    client = PrintingClient(out, "json")
+    slept: list[float] = []
+    assert run_once(load(None), client, sleep=slept.append) == 0
+    assert slept == [1.0]
+    requests = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(requests) == 1
+    assert set(requests[0]) == {"Namespace", "MetricData"}
+    assert requests[0]["Namespace"] == "InfraWatch"
+    names = {d["MetricName"] for d in requests[0]["MetricData"]}
+    assert {"CPUUtilization", "MemoryUtilization", "Heartbeat"} <= names
+    for datum in requests[0]["MetricData"]:
+        assert datum["Timestamp"].endswith(":00Z")  # ISO 8601, start of the minute, UTC
+        assert len(datum["Values"]) == len(datum["Counts"])
+        assert {"Name": "InstanceId", "Value": os.uname().nodename} in datum["Dimensions"]
+    series = len(requests[0]["MetricData"])
+    monthly = series * 0.30 + 60 * 730 * 0.01 / 1000
+    assert capsys.readouterr().out == f"{series} series, 60 requests/hour, about ${monthly:.2f}/month at list prices\n"
+
+
+def test_dry_run_table_lists_each_series() -> None:
+    out = io.StringIO()
+    client = PrintingClient(out, "table")
+    client.put_metric_data(Namespace="InfraWatch", MetricData=[{
+        "MetricName": "GPUUtilization", "Unit": "Percent", "Values": [10.0, 30.0], "Counts": [1.0, 3.0],
+        "Dimensions": [{"Name": "GPU", "Value": "0"}, {"Name": "InstanceId", "Value": "i-1"}],
+    }])
+    assert out.getvalue().splitlines() == [
+        "# PutMetricData request 1: namespace InfraWatch, 1 datums",
+        "METRIC          DIMENSIONS  UNIT     N  MIN  MEAN  MAX",
+        "GPUUtilization  GPU=0       Percent  4  10   25    30",
+    ]
+
+
+def test_sigterm_ends_the_loop_after_a_last_flush_with_exit_0(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[collect]\ninterval = 1\n[publish]\ninterval = 300\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--config", str(config), "--dry-run"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if '"agent_started"' in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    assert process.wait(timeout=15) == 0
+    requests = [json.loads(line) for line in rest.splitlines() if line.startswith('{"MetricData"')]
+    # publish.interval is 300 s, so the only request is the last flush made on the way out.
+    assert len(requests) == 1
+    assert "MemoryUtilization" in {d["MetricName"] for d in requests[0]["MetricData"]}
+    events = [json.loads(line)["event"] for line in rest.splitlines() if '"event"' in line]
+    assert events[-2:] == ["stop_requested", "agent_stopped"]

@@ -1,0 +1,215 @@
+"""Host collectors against fake OS sources, with hand-computed expected values."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from agent.catalogue import METRICS
+from agent.collectors.cpu import CpuCollector
+from agent.collectors.diskio import DiskIOCollector
+from agent.collectors.memory import MemoryCollector
+from agent.collectors.network import NetworkCollector
+from agent.collectors.storage import StorageCollector
+from agent.config import DEFAULT_IGNORED_FSTYPES
+from agent.filters import NameFilter
+from agent.rates import CounterTracker
+from agent.samples import Sample
+from tests.fakes.host import (
+    TRAINING_HOST_PARTITIONS,
+    TRAINING_HOST_STATVFS,
+    DiskCounters,
+    FakeClock,
+    NicCounters,
+    Sequence,
+    StatVfs,
+    SwapMemory,
+    VirtualMemory,
+    cpu,
+    statvfs_from,
+)
+
+
+def by_name(samples: list[Sample]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, s.dimensions): s.value for s in samples}
+
+
+def test_counter_tracker_primes_then_rates_and_never_goes_negative() -> None:
+    tracker = CounterTracker()
+    assert tracker.rate("eth0", 1000, now=10.0) is None  # first reading only primes
+    assert tracker.rate("eth0", 3000, now=12.0) == 1000.0
+    assert tracker.rate("eth0", 500, now=13.0) is None  # wrapped or reset: no sample
+    assert tracker.rate("eth0", 1500, now=15.0) == 500.0  # re-primed at 500
+    assert tracker.rate("eth0", 1500, now=15.0) is None  # no time elapsed
+
+
+def test_counter_tracker_forgets_vanished_keys() -> None:
+    tracker = CounterTracker()
+    tracker.rate("sdb", 10, now=1.0)
+    tracker.forget_unseen()
+    tracker.forget_unseen()  # sdb not read in this cycle: forgotten
+    assert tracker.rate("sdb", 20, now=2.0) is None
+
+
+def test_cpu_utilization_iowait_and_steal_from_deltas() -> None:
+    # Δ: user 30, system 10, idle 40, iowait 15, steal 5, guest 10 (already inside user) → total 100.
+    times = Sequence(cpu(user=100, system=50, idle=500, iowait=20, steal=5, guest=0),
+                     cpu(user=130, system=60, idle=540, iowait=35, steal=10, guest=10))
+    collector = CpuCollector(cpu_times=times)
+    assert collector.collect() == []  # priming
+    values = by_name(collector.collect())
+    # busy = 100 − idle 40 − iowait 15 = 45 → 45 %
+    assert values[("CPUUtilization", ())] == pytest.approx(45.0)
+    assert values[("CPUIOWait", ())] == pytest.approx(15.0)
+    assert values[("CPUSteal", ())] == pytest.approx(5.0)
+
+
+def test_cpu_per_core_only_when_configured_and_counter_reset_gives_nothing() -> None:
+    whole = Sequence(cpu(idle=10), cpu(user=1, idle=11), cpu(user=0, idle=0))
+    cores = Sequence([cpu(idle=5), cpu(idle=5)], [cpu(user=1, idle=5), cpu(idle=7)], [cpu(), cpu()])
+
+    def cpu_times(percpu: bool = False) -> object:
+        return cores() if percpu else whole()
+
+    collector = CpuCollector(per_core=True, cpu_times=cpu_times)
+    collector.collect()
+    values = by_name(collector.collect())
+    assert values[("CPUUtilization", ())] == pytest.approx(50.0)
+    assert values[("CPUCoreUtilization", (("Core", "0"),))] == pytest.approx(100.0)
+    assert values[("CPUCoreUtilization", (("Core", "1"),))] == pytest.approx(0.0)
+    assert collector.collect() == []  # every counter went backwards (host counters reset)
+
+
+def test_memory_utilization_and_swap_absent_without_swap() -> None:
+    collector = MemoryCollector(
+        virtual_memory=lambda: VirtualMemory(total=64 * 2**30, available=16 * 2**30),
+        swap_memory=lambda: SwapMemory(total=0, used=0),
+    )
+    assert by_name(collector.collect()) == {
+        ("MemoryUtilization", ()): 75.0,
+        ("MemoryAvailable", ()): float(16 * 2**30),
+    }
+    with_swap = MemoryCollector(
+        virtual_memory=lambda: VirtualMemory(total=100, available=40),
+        swap_memory=lambda: SwapMemory(total=8, used=2),
+    )
+    assert by_name(with_swap.collect())[("SwapUtilization", ())] == 25.0
+
+
+def test_storage_ignores_pseudo_filesystems_and_computes_df_utilization() -> None:
+    collector = StorageCollector(
+        fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
+        disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+        statvfs=statvfs_from(TRAINING_HOST_STATVFS),
+    )
+    # "/": used 600,000 blocks, usable = 600,000 + 350,000 → 63.157894…%; inodes 49,152 / 65,536 = 75 %.
+    # "/data": 25 % used; no inode table → no inode series. tmpfs, overlay, loop, proc, cgroup2, fuse: skipped.
+    assert by_name(collector.collect()) == {
+        ("StorageUtilization", (("MountPath", "/"),)): pytest.approx(600_000 / 950_000 * 100),
+        ("StorageInodeUtilization", (("MountPath", "/"),)): 75.0,
+        ("StorageUtilization", (("MountPath", "/data"),)): 25.0,
+    }
+
+
+def test_storage_include_and_exclude_by_mount_and_fstype() -> None:
+    collector = StorageCollector(
+        mounts=NameFilter(exclude=("/data",)),
+        fstypes=NameFilter(include=("tmpfs",), exclude=DEFAULT_IGNORED_FSTYPES),
+        disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+        statvfs=statvfs_from({**TRAINING_HOST_STATVFS, "/run": StatVfs(4096, 100, 50, 50, 10, 5)}),
+    )
+    assert sorted({dict(s.dimensions)["MountPath"] for s in collector.collect()}) == ["/", "/run"]
+
+
+def test_hung_mount_is_skipped_within_the_timeout_and_not_piled_up() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hang(path: str) -> None:
+        calls.append(path)
+        if path == "/data":
+            release.wait(30)
+
+    collector = StorageCollector(
+        fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
+        timeout=0.05,
+        disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+        statvfs=statvfs_from(TRAINING_HOST_STATVFS, hang=hang),
+    )
+    first = collector.collect()
+    assert sorted({dict(s.dimensions)["MountPath"] for s in first}) == ["/"]
+    second = collector.collect()  # /data still hung: not called again, "/" still published
+    assert sorted({dict(s.dimensions)["MountPath"] for s in second}) == ["/"]
+    assert calls.count("/data") == 1
+    assert collector.skipped_hung == 2
+    release.set()
+
+
+def test_disk_throughput_whole_disks_only_with_wrap_giving_no_sample() -> None:
+    clock = FakeClock()
+    counters = Sequence(
+        {"nvme0n1": DiskCounters(1000, 2000, 10, 20), "nvme0n1p1": DiskCounters(1, 1, 1, 1),
+         "loop0": DiskCounters(0, 0, 0, 0)},
+        {"nvme0n1": DiskCounters(5000, 2000 + 8192, 30, 24), "nvme0n1p1": DiskCounters(2, 2, 2, 2),
+         "loop0": DiskCounters(9, 9, 9, 9)},
+        {"nvme0n1": DiskCounters(100, 20_000, 40, 30), "nvme0n1p1": DiskCounters(3, 3, 3, 3),
+         "loop0": DiskCounters(9, 9, 9, 9)},
+    )
+    collector = DiskIOCollector(
+        devices=NameFilter(exclude=("loop*",)), disk_io_counters=counters,
+        whole_disks=lambda: {"nvme0n1", "loop0"}, monotonic=clock,
+    )
+    assert collector.collect() == []
+    clock.advance(2.0)
+    assert by_name(collector.collect()) == {
+        ("DiskReadBytesPerSecond", (("Device", "nvme0n1"),)): 2000.0,
+        ("DiskWriteBytesPerSecond", (("Device", "nvme0n1"),)): 4096.0,
+        ("DiskReadOpsPerSecond", (("Device", "nvme0n1"),)): 10.0,
+        ("DiskWriteOpsPerSecond", (("Device", "nvme0n1"),)): 2.0,
+    }
+    clock.advance(1.0)
+    # read_bytes went backwards: that one series is absent; the others carry on.
+    assert by_name(collector.collect()) == {
+        ("DiskWriteBytesPerSecond", (("Device", "nvme0n1"),)): 20_000.0 - 10_192,
+        ("DiskReadOpsPerSecond", (("Device", "nvme0n1"),)): 10.0,
+        ("DiskWriteOpsPerSecond", (("Device", "nvme0n1"),)): 6.0,
+    }
+
+
+def test_network_throughput_excludes_loopback() -> None:
+    clock = FakeClock()
+    counters = Sequence(
+        {"lo": NicCounters(0, 0, 0, 0), "ens5": NicCounters(1_000, 2_000, 10, 20)},
+        {"lo": NicCounters(500, 500, 5, 5), "ens5": NicCounters(11_000, 7_000, 60, 30)},
+    )
+    collector = NetworkCollector(net_io_counters=counters, monotonic=clock)
+    collector.collect()
+    clock.advance(5.0)
+    assert by_name(collector.collect()) == {
+        ("NetworkReceiveBytesPerSecond", (("Interface", "ens5"),)): 2000.0,
+        ("NetworkTransmitBytesPerSecond", (("Interface", "ens5"),)): 1000.0,
+        ("NetworkReceivePacketsPerSecond", (("Interface", "ens5"),)): 10.0,
+        ("NetworkTransmitPacketsPerSecond", (("Interface", "ens5"),)): 2.0,
+    }
+
+
+def test_every_host_sample_is_in_the_catalogue_with_its_unit() -> None:
+    clock = FakeClock()
+    collectors = [
+        CpuCollector(cpu_times=Sequence(cpu(idle=1), cpu(user=1, idle=2))),
+        MemoryCollector(virtual_memory=lambda: VirtualMemory(10, 5), swap_memory=lambda: SwapMemory(4, 1)),
+        StorageCollector(disk_partitions=lambda all: TRAINING_HOST_PARTITIONS[:1],
+                         statvfs=statvfs_from(TRAINING_HOST_STATVFS)),
+        NetworkCollector(net_io_counters=Sequence({"ens5": NicCounters(0, 0, 0, 0)},
+                                                  {"ens5": NicCounters(1, 1, 1, 1)}), monotonic=clock),
+    ]
+    for collector in collectors:
+        collector.collect()
+    clock.advance(1.0)
+    samples = [sample for collector in collectors for sample in collector.collect()]
+    assert len(samples) == 12
+    for sample in samples:
+        metric = METRICS[sample.name]
+        assert sample.unit == metric.unit
+        assert tuple(name for name, _ in sample.dimensions) == tuple(sorted(metric.dimensions))

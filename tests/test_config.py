@@ -1,0 +1,75 @@
+"""Configuration: every default, and bad files rejected with one exact line per problem and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import AgentConfig, load
+
+BAD_FILES = [
+    ("[collect]\ninterval = 0\n", ["collect.interval: must be 1..300 seconds, got 0"]),
+    ("[collect]\ninterval = 2.5\n", ["collect.interval: must be an integer, got 2.5"]),
+    ("[publish]\ninterval = 301\n", ["publish.interval: must be 10..300 seconds, got 301"]),
+    ("[publish]\nhigh_resolution = \"yes\"\n", ['publish.high_resolution: must be true or false, got "yes"']),
+    ("[colect]\ninterval = 5\n", ['colect: unknown key, did you mean "collect"?']),
+    ("[storage]\nexlude_mounts = [\"/data\"]\n",
+     ['storage.exlude_mounts: unknown key, did you mean "exclude_mounts"?']),
+    ('namespace = "AWS/EC2"\n', ['namespace: must not start with "AWS/" (reserved for AWS services), got "AWS/EC2"']),
+    ("namespace = \"\"\n", ['namespace: must be 1..255 characters, got ""']),
+    ("[dimensions]\nInstanceId = \"x\"\n",
+     ['dimensions: dimension "InstanceId" is set by the agent and cannot be overridden, got {InstanceId = "x"}']),
+    ("[dimensions]\nTeam = 7\n", ["dimensions: must be a table of string values, got {Team = 7}"]),
+    ("[network]\nexclude_interfaces = \"lo\"\n", ['network.exclude_interfaces: must be a list of strings, got "lo"']),
+    ('log_level = "verbose"\n',
+     ['log_level: must be "debug" or "info" or "warning" or "error", got "verbose"']),
+    ("cpu = true\n", ["cpu: must be a table, got true"]),
+    ("[collect]\ninterval = 60\n[publish]\ninterval = 30\n",
+     ["publish.interval: must be at least collect.interval (60), got 30"]),
+    ("[storage]\ntimeout = 0\n", ["storage.timeout: must be 0.05..30 seconds, got 0"]),
+    # Several problems in one file: every one is reported, in file order.
+    ("[collect]\ninterval = -1\n[cpu]\nper_core = 1\nenabled = \"no\"\n",
+     ["collect.interval: must be 1..300 seconds, got -1", "cpu.enabled: must be true or false, got \"no\"",
+      "cpu.per_core: must be true or false, got 1"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_FILES)
+def test_bad_file_exits_2_with_exact_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           text: str, expected: list[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == expected
+    assert captured.out == ""
+
+
+def test_invalid_toml_names_the_file_and_position(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("[collect\ninterval = 5\n")
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}: invalid TOML: ")
+
+
+def test_missing_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
+    assert capsys.readouterr().err == f"{tmp_path / 'nope.toml'}: cannot read: No such file or directory\n"
+
+
+def test_the_agent_runs_with_no_file_at_all() -> None:
+    config = load(None)
+    assert config == AgentConfig()
+    assert (config.namespace, config.collect.interval, config.publish.interval) == ("InfraWatch", 10, 60)
+    assert config.publish.high_resolution is False
+
+
+def test_a_valid_file_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('namespace = "ML/Training"\n[collect]\ninterval = 1\n[dimensions]\nTeam = "vision"\n')
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: valid\n"
+    config = load(path)
+    assert (config.namespace, config.collect.interval, config.dimensions) == ("ML/Training", 1, (("Team", "vision"),))
