@@ -27,6 +27,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("publish_efficiency.py", [], []),
     ("gpu_sweep.py", [], []),
     ("gpu_vs_nvidia_smi.py", [], []),
+    ("statsd_ingest.py", [], ["--repeats", "1"]),
+    ("meter_add.py", [], ["--runs", "3"]),
 ]
 
 

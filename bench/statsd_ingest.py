@@ -12,12 +12,17 @@ lines received. Medians over --repeats runs of the ramp.
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
+import os
 import socket
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+
+import structlog
 
 from agent.statsd.collector import StatsdCollector
 from agent.statsd.listener import StatsdListener
@@ -101,13 +106,31 @@ def run_step(
     )
 
 
+def in_process_ns_per_line(packet: bytes, lines_per_packet: int, calls: int = 20_000, runs: int = 5) -> float:
+    """The listener's own work per line (parse and aggregate, no socket): median over runs."""
+    statsd = StatsdCollector()
+    results = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        for _ in range(calls // lines_per_packet):
+            statsd.receive(packet)
+        results.append((time.perf_counter_ns() - start) / (calls // lines_per_packet * lines_per_packet))
+        statsd.collect()
+    return statistics.median(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     # Long enough that the 16 MiB receive buffer cannot hide a rate the listener does not sustain.
     parser.add_argument("--step-seconds", type=float, default=1.5)
     args = parser.parse_args()
+    structlog.configure(  # stdout is the report; the listener's logs go to stderr
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
+    load = os.getloadavg()
     statsd = StatsdCollector()
     listener = StatsdListener(statsd.receive, address=("127.0.0.1", 0))
     listener.start()
@@ -126,9 +149,11 @@ def main() -> None:
         process.join()
         listener.close()
 
+    print("## StatsD ingest over loopback from a sender process\n")
     print(
-        f"receive buffer: {listener.receive_buffer} bytes; "
-        f"{args.repeats} runs of {args.step_seconds} s per step; medians\n"
+        f"Receive buffer {listener.receive_buffer:,} bytes; {args.repeats} runs of {args.step_seconds} s per step; "
+        f"medians. Datagrams: `{SINGLE.decode()}`, or 20 such lines of 20 series. Sender and listener share "
+        f"this machine's {os.cpu_count()} cores (load average {load[0]:.2f} when the bench started).\n"
     )
     print("| lines/datagram | offered lines/s | sent lines/s | ingested lines/s | lost | runs with loss "
           "| CPU s per M lines |")
@@ -143,6 +168,11 @@ def main() -> None:
             f"| {statistics.median(s.cpu_per_million for s in runs):.2f} |"
         )
     print()
+    print("| lines/datagram | parse + aggregate, ns per line (no socket) |")
+    print("|---:|---:|")
+    for lines_per_packet, packet in ((1, SINGLE), (20, BATCH)):
+        print(f"| {lines_per_packet} | {in_process_ns_per_line(packet, lines_per_packet):,.0f} |")
+    print()
     for lines_per_packet in RAMPS:
         clean = [
             statistics.median(s.ingest_rate for s in runs)
@@ -154,10 +184,13 @@ def main() -> None:
             for (size, rate), runs in steps.items()
             if size == lines_per_packet and rate and any(s.lost for s in runs)
         ]
+        saturated = statistics.median(s.cpu_per_million for s in steps[(lines_per_packet, 0)])
         print(
             f"- {lines_per_packet}-line datagrams: highest ingest rate with zero loss in every run "
             f"{max(clean, default=0):,.0f} lines/s; loss begins at an offered "
-            f"{f'{min(lossy):,}' if lossy else 'rate above the ramp'} lines/s"
+            f"{f'{min(lossy):,}' if lossy else 'rate above the ramp'} lines/s; saturated, the listener "
+            f"spends {saturated:.2f} CPU s per million lines, so a core of its own would take "
+            f"{1e6 / saturated:,.0f} lines/s"
         )
 
 

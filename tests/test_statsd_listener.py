@@ -118,12 +118,15 @@ def test_a_failing_callback_is_counted_and_the_listener_carries_on(sender: socke
             raise RuntimeError("collector bug")
         received.append(packet)
 
-    listening = StatsdListener(on_packet, address=("127.0.0.1", 0))
+    errors: list[None] = []
+    listening = StatsdListener(on_packet, address=("127.0.0.1", 0), on_error=lambda: errors.append(None))
     listening.start()
     try:
-        send_all(sender, listening, [b"boom", b"A:1|c", b"boom", b"B:1|c"])
+        with capture_logs() as logs:
+            send_all(sender, listening, [b"boom", b"A:1|c", b"boom", b"B:1|c"])
         assert received == [b"A:1|c", b"B:1|c"]
-        assert listening.callback_errors == 2
+        assert (listening.callback_errors, len(errors)) == (2, 2)
+        assert [log["event"] for log in logs] == ["statsd_packet_failed"]
     finally:
         listening.close()
 

@@ -28,7 +28,10 @@ _SO_RCVBUFFORCE = 33  # Linux's <asm-generic/socket.h>; Python does not export i
 
 
 class StatsdListener:
-    """Binds on construction (so a taken port fails where the caller can decide); reads after `start`."""
+    """Binds on construction (so a taken port fails where the caller can decide); reads after `start`.
+
+    `on_error()` is called for each datagram whose callback raised, to count it (CollectorErrors).
+    """
 
     def __init__(
         self,
@@ -37,10 +40,12 @@ class StatsdListener:
         address: tuple[str, int] = ("127.0.0.1", 8125),
         receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
         error_pause: float = ERROR_PAUSE,
+        on_error: Callable[[], None] = lambda: None,
         socket_factory: Callable[[int, int], Any] = socket.socket,
     ) -> None:
         self._on_packet = on_packet
         self._error_pause = error_pause
+        self._on_error = on_error
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._socket = socket_factory(family, socket.SOCK_DGRAM)
         try:
@@ -104,6 +109,7 @@ class StatsdListener:
                 self._on_packet(packet)
             except Exception:  # a bad packet must never stop the listener
                 self.callback_errors += 1
+                self._on_error()
                 self._warn.warning("callback", "statsd_packet_failed", exc_info=True)
             self.packets += 1
             if self._waiters:
