@@ -109,9 +109,11 @@ class MeterClient:
             counts, self._counts = self._counts, {}
             lines, self._lines, self._lines_size = self._lines, [], 0
         for (name, suffix), total in counts.items():
-            if math.isfinite(total):
+            try:
+                if not math.isfinite(total):
+                    raise ValueError(total)
                 lines.append(f"{name}:{_number(total)}{suffix}")
-            else:
+            except (TypeError, ValueError):  # add(nan), or a sum of something that is not a number
                 self.errors += 1
         if lines:
             self._send(lines)
@@ -137,7 +139,10 @@ class MeterClient:
 
     def _flush_periodically(self) -> None:
         while not self._closed.wait(self._flush_interval):
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive any one bad flush, or metering stops for good
+                self.errors += 1
 
     def _send(self, lines: list[str]) -> None:
         with self._send_lock:

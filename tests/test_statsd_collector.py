@@ -322,3 +322,16 @@ def test_nothing_a_client_sends_makes_receive_or_collect_raise(packets: list[byt
     clock.advance(1)
     for sample in statsd.collect():
         assert abs(sample.value) <= 2.0**360
+
+
+def test_many_tag_sets_for_the_same_series_stay_one_series() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, max_series=2, dimension_keys=("model",))
+    for request in range(50):  # a per-request tag that is not a dimension: 50 tag sets, 1 series
+        statsd.receive(f"Rows:1|c|#model:llama,request:{request}".encode())
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Rows", 50.0, "Count", (("model", "llama"),)),
+        Sample("RowsPerSecond", 50.0, "Count/Second", (("model", "llama"),)),
+        *self_metrics(),
+    ]

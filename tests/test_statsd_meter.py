@@ -167,6 +167,13 @@ def test_close_sends_what_is_pending_and_stops_the_thread(raw_receiver: socket.s
     assert not any(thread.name == "meter-flush" and thread.is_alive() for thread in threading.enumerate())
 
 
+class Vector:
+    """Adds like an array would: the sum is not a number, which only shows when the flush formats it."""
+
+    def __radd__(self, other: object) -> Vector:
+        return self
+
+
 def test_add_and_time_never_raise_into_the_job(raw_receiver: socket.socket) -> None:
     client = MeterClient(f"127.0.0.1:{raw_receiver.getsockname()[1]}", flush_interval=NEVER)
     try:
@@ -175,10 +182,11 @@ def test_add_and_time_never_raise_into_the_job(raw_receiver: socket.socket) -> N
         meter.record_milliseconds("slow")  # type: ignore[arg-type]
         meter.record_milliseconds(float("nan"))
         Meter("Inf", client=client).add(float("inf"))
+        Meter("Vector", client=client).add(Vector())  # type: ignore[arg-type]
         meter.add(2)
         client.flush()
         assert raw_receiver.recv(65535) == b"Rows:2|c"
-        assert client.errors == 4
+        assert client.errors == 5
     finally:
         client.close()
 

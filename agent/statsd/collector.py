@@ -153,7 +153,8 @@ class StatsdCollector:
             chosen = {key: chosen[key] for key in kept}
         dims = tuple(sorted(chosen.items()))
         if len(self._dimensions_of) >= 4 * self._max_series:
-            self._dimensions_of = {(): ()}  # a memo only; bounded however many tag sets clients invent
+            self._dimensions_of.clear()  # a memo only; bounded however many tag sets clients invent
+            self._dimensions_of[()] = ()
         self._dimensions_of[tags] = dims
         return dims
 
