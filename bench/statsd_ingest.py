@@ -186,12 +186,14 @@ def main() -> None:
             if size == lines_per_packet and rate and any(s.lost for s in runs)
         ]
         saturated = statistics.median(s.cpu_per_million for s in steps[(lines_per_packet, 0)])
+        loss = (
+            f"loss begins at an offered {min(lossy):,} lines/s" if lossy
+            else f"no loss at any paced rate up to {max(RAMPS[lines_per_packet]):,} lines/s"
+        )
         print(
             f"- {lines_per_packet}-line datagrams: highest ingest rate with zero loss in every run "
-            f"{max(clean, default=0):,.0f} lines/s; loss begins at an offered "
-            f"{f'{min(lossy):,}' if lossy else 'rate above the ramp'} lines/s; saturated, the listener "
-            f"spends {saturated:.2f} CPU s per million lines, so a core of its own would take "
-            f"{1e6 / saturated:,.0f} lines/s"
+            f"{max(clean, default=0):,.0f} lines/s; {loss}; saturated, the listener spends {saturated:.2f} CPU s "
+            f"per million lines, so a core of its own would take {1e6 / saturated:,.0f} lines/s"
         )
 
 
