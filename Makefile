@@ -19,16 +19,21 @@ test: $(STAMP)
 run: $(STAMP)
 	$(BIN)/infrawatch-agent --once --dry-run --format table
 
-# Rewrites the README's generated reference tables (config keys, metric catalogue) from the code.
+# Rewrites the README's generated reference tables (config keys, metric catalogue, spec, alarms) from the code.
 docs: $(STAMP)
 	$(BIN)/python -m agent.docs
+	$(BIN)/python -m provisioning.docs
 
 # Every bench/ script; writes bench/RESULTS.md and the README's performance section.
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# The agent and the provisioner end to end against a moto server on loopback: no AWS account needed.
+demo: $(STAMP)
+	$(BIN)/python -m demo.run
+
 lint: $(STAMP)
-	$(BIN)/ruff check agent provisioning tests bench
+	$(BIN)/ruff check agent provisioning tests bench demo
 	$(BIN)/mypy
 
 clean:

@@ -160,6 +160,14 @@ CATALOGUE: tuple[Metric, ...] = (
            "agent", "Throttling, 5xx, connection errors and rejections, by error code."),
     Metric("PublishLatency", MILLISECONDS, ("Component",), "wall time of one PutMetricData request", "agent",
            "Latency of the CloudWatch API as this host sees it."),
+    Metric("SpoolDatums", COUNT, ("Component",), "datums held in the spool at flush time", "agent spool (SQLite)",
+           "Datums CloudWatch has not accepted yet, kept on disk for replay; grows during an outage."),
+    Metric("SpoolOldestAgeSeconds", SECONDS, ("Component",), "now − timestamp of the oldest spooled datum",
+           "agent spool (SQLite)", "How far replay is behind; absent while the spool is empty."),
+    Metric("AgentCPUUtilization", PERCENT, ("Component",), "Δ process CPU time (user + system) / Δ wall time × 100",
+           "psutil.Process().cpu_times", "CPU the agent used since the previous flush, in % of one core."),
+    Metric("AgentMemoryRSS", BYTES, ("Component",), "resident set size", "psutil.Process().memory_info",
+           "Memory the agent holds."),
     # --- StatsD listener -------------------------------------------------------------------------
     Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
            "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "

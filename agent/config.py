@@ -39,6 +39,10 @@ def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
     return None
 
 
+def _path_problem(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     interval: int = setting(10, "Seconds between two samples of every collector.", range=(1, 300), unit="seconds")
@@ -52,6 +56,12 @@ class PublishConfig:
     )
     high_resolution: bool = setting(
         False, "Publish with StorageResolution=1: one datum per series per second (billed as high resolution)."
+    )
+    phase: float = setting(
+        -1.0,
+        "Seconds past each wall-clock multiple of publish.interval at which this host flushes; "
+        "negative: a random phase drawn at start, so a fleet's requests spread over the interval.",
+        range=(-1, 299), unit="seconds",
     )
 
 
@@ -158,6 +168,27 @@ class GpuConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    enabled: bool = setting(
+        True, "Keep datums CloudWatch has not accepted in an SQLite file and replay them; off: count them dropped."
+    )
+    path: str = setting(
+        "/var/lib/infrawatch/spool.db",
+        "The spool file (the unit's state directory). If its directory cannot be written, the agent warns once "
+        "and runs without a spool.",
+        check=_path_problem,
+    )
+    max_bytes: int = setting(
+        256 * 1024 * 1024, "Most bytes the spool's database may hold; when full, the oldest datums are dropped.",
+        range=(1024 * 1024, 64 * 1024**3), unit="bytes",
+    )
+    replay_requests_per_second: float = setting(
+        5.0, "Most PutMetricData requests per second that replay spooled datums, after live data.",
+        range=(0.1, 100), unit="requests/second",
+    )
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     namespace: str = setting("InfraWatch", "CloudWatch namespace of every metric.", check=_namespace_problem)
     dimensions: tuple[tuple[str, str], ...] = setting(
@@ -176,6 +207,7 @@ class AgentConfig:
     diskio: DiskIOConfig = section(DiskIOConfig, "Block device throughput collector.")
     network: NetworkConfig = section(NetworkConfig, "Network throughput collector.")
     gpu: GpuConfig = section(GpuConfig, "NVIDIA GPU collector (NVML, in-process).")
+    spool: SpoolConfig = section(SpoolConfig, "Durable spool for datums CloudWatch has not accepted yet.")
     statsd: StatsdConfig = section(StatsdConfig, "StatsD listener for application throughput.")
 
 
@@ -187,6 +219,11 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         problems.append(
             f"publish.interval: must be at least collect.interval ({config.collect.interval}), "
             f"got {config.publish.interval}"
+        )
+    if config.publish.phase >= config.publish.interval:
+        problems.append(
+            f"publish.phase: must be below publish.interval ({config.publish.interval}), "
+            f"got {config.publish.phase:g}"
         )
     static = {name for name, _ in config.dimensions} & set(config.statsd.dimension_keys)
     if static:

@@ -47,8 +47,9 @@ def block_pattern(name: str) -> re.Pattern[str]:
 
 def regenerate(text: str) -> str:
     for name, render_block in BLOCKS.items():
-        generated = render_block()
-        text = block_pattern(name).sub(lambda match: match.group(1) + generated + "\n" + match.group(3), text)
+        match = block_pattern(name).search(text)
+        if match:
+            text = text[: match.start(2)] + render_block() + "\n" + text[match.end(2) :]
     return text
 
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """JSON when stdout is not a terminal (systemd, pipes), key=value when a person is watching."""
+def configure(level: str = "info", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+    """JSON when the stream is not a terminal (systemd, pipes), key=value when a person is watching.
+
+    `stream` defaults to stdout (journald); a command whose stdout is its output logs to stderr.
+    """
+    stream = stream if stream is not None else sys.stdout
     if json is None:
-        json = not sys.stdout.isatty()
+        json = not stream.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
@@ -25,7 +29,9 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write per line (PrintLogger writes the line and its newline separately), so a line never
+        # interleaves with --dry-run's requests, which the publish thread writes to the same stdout.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import math
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -14,7 +15,8 @@ from agent.aggregate import Aggregator, Datum
 from agent.collectors import Collector
 from agent.logs import LogOnce
 from agent.publisher import Publisher
-from agent.samples import Dimensions
+from agent.replay import Replayer
+from agent.samples import Dimensions, Sample
 from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
@@ -27,28 +29,84 @@ def next_tick(deadline: float, interval: float, now: float) -> float:
     return deadline + interval * (math.floor((now - deadline) / interval) + 1)
 
 
-class PublishWorker:
-    """Publishes on its own thread, so a slow or retrying CloudWatch never delays the next sample."""
+class _Replay(enum.Enum):
+    DUE = enum.auto()
 
-    def __init__(self, publisher: Publisher) -> None:
+
+class PublishWorker:
+    """Publishes on its own thread, so a slow or retrying CloudWatch never delays the next sample.
+
+    Live batches always go first; spooled datums are replayed only when no live batch waits, at the
+    replayer's pace. `close` gives what is queued one last attempt within the shutdown timeout and hands
+    whatever is left, the batch in flight included, to the publisher's `on_undeliverable` (the spool):
+    each batch is handed over exactly once, by the worker or, if it is stuck in a request, by `close`.
+    """
+
+    def __init__(self, publisher: Publisher, replayer: Replayer | None = None) -> None:
         self._publisher = publisher
-        self._queue: queue.Queue[Sequence[Datum] | None] = queue.Queue()
+        self._replayer = replayer
+        self._wakeup = threading.Condition()
+        self._batches: deque[list[Datum]] = deque()
+        self._in_flight: list[Datum] | None = None
+        self._closing = False
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._thread.start()
 
     def submit(self, datums: Sequence[Datum]) -> None:
-        if datums:
-            self._queue.put(datums)
+        if not datums:
+            return
+        batches = self._publisher.pack(datums)
+        with self._wakeup:
+            self._batches.extend(batches)
+            self._wakeup.notify()
+
+    def _next_work(self) -> list[Datum] | _Replay | None:
+        """The next live batch, or REPLAY when none waits and a replay is due; None when closed."""
+        with self._wakeup:
+            while not self._batches and not self._closing:
+                due = self._replayer.due_in() if self._replayer is not None else None
+                if due == 0:
+                    return _Replay.DUE
+                self._wakeup.wait(due)
+            if self._abandoned or not self._batches:
+                return None
+            self._in_flight = self._batches.popleft()
+            return self._in_flight
 
     def _run(self) -> None:
-        while (datums := self._queue.get()) is not None:
-            self._publisher.publish(datums)
+        while (work := self._next_work()) is not None:
+            if isinstance(work, _Replay):
+                assert self._replayer is not None
+                self._replayer.replay_one()
+                continue
+            self._publisher.send(work, on_undeliverable=self._undeliverable)
+            with self._wakeup:
+                self._in_flight = None
+
+    def _undeliverable(self, datums: Sequence[Datum], reason: str) -> None:
+        # Under the lock, so `close` cannot take the same batch over at the same moment.
+        with self._wakeup:
+            if not self._abandoned:
+                self._publisher.on_undeliverable(datums, reason)
 
     def close(self, timeout: float) -> bool:
-        """Publish what is queued within `timeout`; returns False if the thread was still busy."""
-        self._queue.put(None)
+        """One last attempt for what is queued within `timeout`, then hand over the rest; returns False
+        if the thread was still busy (stuck in a request) when the time was up."""
+        self._publisher.abort()
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if not self._thread.is_alive():
+            return True
+        with self._wakeup:
+            self._abandoned = True
+            left = [*(self._in_flight or ()), *(datum for batch in self._batches for datum in batch)]
+            self._batches.clear()
+            if left:
+                self._publisher.on_undeliverable(left, "shutdown")
+        return False
 
 
 class Agent:
@@ -61,8 +119,10 @@ class Agent:
         submit: Callable[[Sequence[Datum]], object],
         host_dimensions: Dimensions = (),
         wall_clock: Callable[[], float] = time.time,
+        gauges: Sequence[Callable[[], list[Sample]]] = (),
     ) -> None:
         self.collectors = list(collectors)
+        self.gauges = list(gauges)  # self-metrics read at each flush: process usage, spool depth
         self.aggregator = aggregator
         self.stats = stats
         self.host_dimensions = host_dimensions
@@ -89,7 +149,7 @@ class Agent:
 
     def flush(self) -> None:
         """Hand everything aggregated so far, with this interval's self-metrics, to the publisher."""
-        self_metrics = self.stats.interval_samples()
+        self_metrics = self.stats.interval_samples() + [sample for gauge in self.gauges for sample in gauge()]
         self.stats.add_collected(self.aggregator.add(self_metrics, self._wall_clock(), self.host_dimensions))
         self._submit(self.aggregator.drain())
 
@@ -109,7 +169,7 @@ class Agent:
         next_flush = now + (flush_phase - self._wall_clock()) % publish_interval
         log.info("agent_started", collectors=[c.name for c in self.collectors],
                  collect_interval=collect_interval, publish_interval=publish_interval)
-        while not stop.is_set():
+        while True:  # the first collection always happens, so even an immediate stop flushes a reading
             now = monotonic()
             if now >= next_collect:
                 self.collect()
@@ -118,5 +178,6 @@ class Agent:
             if now >= next_flush:
                 self.flush()
                 next_flush = next_tick(next_flush, publish_interval, monotonic())
-            stop.wait(max(0.0, min(next_collect, next_flush) - monotonic()))
+            if stop.wait(max(0.0, min(next_collect, next_flush) - monotonic())):
+                break
         self.flush()

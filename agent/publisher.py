@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -119,6 +120,9 @@ class Publisher:
     reason `rejected`, logged with the offending datum), or undeliverable for now (throttled past the
     deadline, endpoint down, no credentials): handed to `on_undeliverable`, which the spool implements;
     without it they are dropped with reason `undeliverable`.
+
+    `abort()` ends retrying for good (shutdown): the retry in progress stops at its next check, its
+    backoff sleep wakes up, and every later batch gets one attempt before it is handed over.
     """
 
     def __init__(
@@ -130,7 +134,7 @@ class Publisher:
         retry_deadline: float = 30.0,
         sizer: RequestSizer | None = None,
         on_undeliverable: Undeliverable | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         backoff_base: float = 0.25,
         backoff_max: float = 8.0,
@@ -140,13 +144,21 @@ class Publisher:
         self._stats = stats
         self._retry_deadline = retry_deadline
         self._sizer = sizer or RequestSizer()
-        self._on_undeliverable = on_undeliverable or self._drop_undeliverable
-        self._sleep = sleep
+        self.on_undeliverable: Undeliverable = on_undeliverable or self._drop_undeliverable
+        self._aborted = threading.Event()
+        self._sleep = sleep or self._backoff_sleep
         self._monotonic = monotonic
+        self.reachable: bool | None = None  # did the last request get an answer (None: none sent yet)
         self._wait = wait_random_exponential(multiplier=backoff_base, max=backoff_max)  # full jitter
 
     def _drop_undeliverable(self, datums: Sequence[Datum], reason: str) -> None:
         self._stats.add_dropped("undeliverable", sum(datum.datapoints for datum in datums))
+
+    def abort(self) -> None:
+        self._aborted.set()
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        self._aborted.wait(seconds)  # a backoff that abort() cuts short
 
     def measure(self, metric_data: list[dict[str, Any]]) -> int:
         return self._sizer.body_bytes(self._namespace, metric_data)
@@ -154,15 +166,28 @@ class Publisher:
     def publish(self, datums: Sequence[Datum]) -> int:
         """Send every datum; returns how many requests succeeded."""
         delivered = 0
-        for batch in pack(datums, self.measure):
-            delivered += self._send(batch)
+        for batch in self.pack(datums):
+            delivered += self.send(batch)
         return delivered
 
-    def _send(self, batch: list[Datum]) -> int:
+    def pack(self, datums: Sequence[Datum]) -> list[list[Datum]]:
+        return pack(datums, self.measure)
+
+    def send(
+        self, batch: list[Datum], *, on_undeliverable: Undeliverable | None = None, retry_deadline: float | None = None
+    ) -> int:
+        """Send one packed batch with retries; returns how many requests succeeded.
+
+        `on_undeliverable` and `retry_deadline` override the publisher's for this batch (replay makes one
+        attempt and keeps what fails in the spool)."""
+        give_up = on_undeliverable or self.on_undeliverable
+        deadline = self._retry_deadline if retry_deadline is None else retry_deadline
         started = self._monotonic()
 
         def past_deadline(state: RetryCallState) -> bool:
-            return self._monotonic() - started + state.upcoming_sleep >= self._retry_deadline
+            if self._aborted.is_set():
+                return True
+            return self._monotonic() - started + state.upcoming_sleep >= deadline
 
         def count_error(state: RetryCallState) -> None:
             if state.outcome is not None and state.outcome.failed:
@@ -187,29 +212,35 @@ class Publisher:
                     latency_ms = (self._monotonic() - sent_at) * 1000
         except botocore.exceptions.ClientError as error:
             self._stats.add_publish_error(error_code(error))
-            return self._handle_refusal(batch, error)
+            return self._handle_refusal(batch, error, give_up, deadline)
         except Exception as error:
             self._stats.add_publish_error(error_code(error))
             log.warning("publish_failed", error=error_code(error), detail=str(error), datums=len(batch))
-            self._on_undeliverable(batch, error_code(error))
+            self.reachable = False
+            give_up(batch, error_code(error))
             return 0
+        self.reachable = True
         self._stats.add_published(sum(datum.datapoints for datum in batch), latency_ms)
         return 1
 
-    def _handle_refusal(self, batch: list[Datum], error: botocore.exceptions.ClientError) -> int:
+    def _handle_refusal(
+        self, batch: list[Datum], error: botocore.exceptions.ClientError, give_up: Undeliverable, deadline: float
+    ) -> int:
         code = error_code(error)
         if http_status(error) == 413 and len(batch) > 1:
             # Our measurement was wrong for this body: halve and resend, so every datum still goes once.
             log.warning("request_too_large", datums=len(batch))
             half = len(batch) // 2
-            return self._send(batch[:half]) + self._send(batch[half:])
+            return (self.send(batch[:half], on_undeliverable=give_up, retry_deadline=deadline)
+                    + self.send(batch[half:], on_undeliverable=give_up, retry_deadline=deadline))
         if code in REJECTED_CODES or http_status(error) == 413:
             offending = self._offending(batch, str(error))
             log.error("publish_rejected", error=code, detail=str(error), datums=len(batch), offending=offending)
             self._stats.add_dropped("rejected", sum(datum.datapoints for datum in batch))
             return 0
         log.warning("publish_failed", error=code, detail=str(error), datums=len(batch))
-        self._on_undeliverable(batch, code)
+        self.reachable = False
+        give_up(batch, code)
         return 0
 
     @staticmethod

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import psutil
 
 from agent.catalogue import METRICS
 from agent.samples import Sample
@@ -77,4 +82,31 @@ class AgentStats:
         samples += [METRICS["CollectorErrors"].sample(n, Collector=name, **component)
                     for name, n in sorted(collector_errors.items())]
         samples += [METRICS["PublishLatency"].sample(ms, **component) for ms in latencies]
+        return samples
+
+
+class ProcessUsage:
+    """The agent's own CPU (% of one core since the previous reading) and resident memory.
+
+    `process` is anything shaped like `psutil.Process`: `cpu_times()` with user and system seconds,
+    `memory_info()` with rss bytes. The first reading is taken at construction, so the first interval
+    already has a CPU figure.
+    """
+
+    def __init__(self, process: Any = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._process = process if process is not None else psutil.Process()
+        self._monotonic = monotonic
+        self._previous = (monotonic(), self._cpu_seconds())
+
+    def _cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def samples(self) -> list[Sample]:
+        component = {"Component": COMPONENT}
+        now, cpu = self._monotonic(), self._cpu_seconds()
+        (then, cpu_then), self._previous = self._previous, (now, cpu)
+        samples = [METRICS["AgentMemoryRSS"].sample(self._process.memory_info().rss, **component)]
+        if now > then:
+            samples.append(METRICS["AgentCPUUtilization"].sample((cpu - cpu_then) / (now - then) * 100, **component))
         return samples

@@ -27,6 +27,10 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("publish_efficiency.py", [], []),
     ("gpu_sweep.py", [], []),
     ("gpu_vs_nvidia_smi.py", [], []),
+    ("provision_500.py", ["--repeat", "3"], ["--repeat", "1"]),
+    ("cost_estimate.py", [], []),
+    ("outage.py", ["--runs", "3"], ["--runs", "1"]),
+    ("spool_overhead.py", ["--seconds", "300", "--repeats", "7"], ["--seconds", "100", "--repeats", "3"]),
     ("statsd_ingest.py", [], ["--repeats", "1"]),
     ("meter_add.py", [], ["--runs", "3"]),
 ]

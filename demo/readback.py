@@ -19,11 +19,13 @@ def sparkline(values: list[float]) -> str:
 
 def series_table(cloudwatch: Any, namespace: str, start: dt.datetime, end: dt.datetime, period: int) -> list[str]:
     """One line per series: datapoints, min, mean, max over the run, and a sparkline of its averages."""
-    metrics = [m for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace=namespace)
-               for m in page["Metrics"]]
+    unique = {}  # moto lists a series once per put; CloudWatch once
+    for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace=namespace):
+        for metric in page["Metrics"]:
+            key = (metric["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in metric["Dimensions"])))
+            unique[key] = metric
     rows = []
-    for metric in sorted(metrics, key=lambda m: (m["MetricName"], sorted((d["Name"], d["Value"])
-                                                                         for d in m["Dimensions"]))):
+    for _, metric in sorted(unique.items()):
         points = cloudwatch.get_metric_statistics(
             Namespace=namespace, MetricName=metric["MetricName"], Dimensions=metric["Dimensions"],
             StartTime=start, EndTime=end, Period=period,
@@ -46,9 +48,13 @@ def alarm_lines(cloudwatch: Any, prefix: str) -> list[str]:
     lines = []
     for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix):
         for alarm in page["MetricAlarms"]:
-            statistic = alarm.get("ExtendedStatistic") or alarm.get("Statistic") or "metric math"
-            metric = alarm.get("MetricName") or "expression"
-            lines.append(f"{alarm['AlarmName']}: {metric} {statistic} {alarm['ComparisonOperator']} "
-                         f"{alarm.get('Threshold', '')} for {alarm.get('DatapointsToAlarm', '?')} of "
-                         f"{alarm['EvaluationPeriods']} × {alarm.get('Period', '')} s")
+            statistic = alarm.get("ExtendedStatistic") or alarm.get("Statistic")
+            what = f"{alarm.get('MetricName')} {statistic}"
+            period = alarm.get("Period")
+            if "MetricName" not in alarm:  # metric math: show the expression and its metrics' period
+                queries = alarm.get("Metrics", [])
+                what = next((q["Expression"] for q in queries if q.get("ReturnData")), "metric math")
+                period = next((q["MetricStat"]["Period"] for q in queries if "MetricStat" in q), None)
+            lines.append(f"{alarm['AlarmName']}: {what} {alarm['ComparisonOperator']} {alarm.get('Threshold', '')} "
+                         f"for {alarm.get('DatapointsToAlarm', '?')} of {alarm['EvaluationPeriods']} × {period} s")
     return lines

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.cli import run_once
+from agent.cli import build_collectors, run_once
 from agent.config import load
 from agent.dryrun import PrintingClient
 
@@ -19,21 +19,23 @@ def test_dry_run_json_prints_exact_request_parameters_and_the_cost_line(capsys) 
     out = io.StringIO()
     client = PrintingClient(out, "json")
     slept: list[float] = []
-    assert run_once(load(None), client, sleep=slept.append) == 0
+    config = load(None)
+    assert run_once(config, client, build_collectors(config), sleep=slept.append) == 0
     assert slept == [1.0]
     requests = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(requests) == 1
     assert set(requests[0]) == {"Namespace", "MetricData"}
     assert requests[0]["Namespace"] == "InfraWatch"
     names = {d["MetricName"] for d in requests[0]["MetricData"]}
-    assert {"CPUUtilization", "MemoryUtilization", "Heartbeat"} <= names
+    assert {"MemoryUtilization", "MemoryAvailable", "Heartbeat"} <= names  # rates need real elapsed time
     for datum in requests[0]["MetricData"]:
         assert datum["Timestamp"].endswith(":00Z")  # ISO 8601, start of the minute, UTC
         assert len(datum["Values"]) == len(datum["Counts"])
         assert {"Name": "InstanceId", "Value": os.uname().nodename} in datum["Dimensions"]
     series = len(requests[0]["MetricData"])
     monthly = series * 0.30 + 60 * 730 * 0.01 / 1000
-    assert capsys.readouterr().out == f"{series} series, 60 requests/hour, about ${monthly:.2f}/month at list prices\n"
+    last_line = capsys.readouterr().out.splitlines()[-1]
+    assert last_line == f"{series} series, 60 requests/hour, about ${monthly:.2f}/month at list prices"
 
 
 def test_dry_run_table_lists_each_series() -> None:
@@ -62,8 +64,10 @@ def test_sigterm_ends_the_loop_after_a_last_flush_with_exit_0(tmp_path: Path) ->
         if '"agent_started"' in line:
             break
     process.send_signal(signal.SIGTERM)
+    # wait() first: what is left to print fits the pipe buffer, and communicate() would bypass what the
+    # line iterator above has already buffered.
+    assert process.wait(timeout=20) == 0
     rest = process.stdout.read()
-    assert process.wait(timeout=15) == 0
     requests = [json.loads(line) for line in rest.splitlines() if line.startswith('{"MetricData"')]
     # publish.interval is 300 s, so the only request is the last flush made on the way out.
     assert len(requests) == 1

@@ -1,0 +1,68 @@
+"""Estimated monthly CloudWatch cost of one 8-GPU host: infrawatch's default config next to the
+CloudWatch agent's default GPU config.
+
+infrawatch's figures come from the real command, `infrawatch-agent --dry-run --once --fake-gpus 8`
+(this machine's disks and interfaces, eight simulated H100s), whose last line counts the series
+and requests. The CloudWatch agent's are counted from its documented defaults (assumptions listed
+in the output). Prices: $0.30 per metric-month, $0.01 per 1,000 PutMetricData requests.
+
+    .venv/bin/python bench/cost_estimate.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.dryrun import HOURS_PER_MONTH, PRICE_PER_1000_REQUESTS, PRICE_PER_METRIC_MONTH
+
+ROOT = Path(__file__).resolve().parent.parent
+GPUS = 8
+# The CloudWatch agent's nvidia_gpu plugin with no `measurement` list publishes every field it knows.
+CWAGENT_GPU_FIELDS = 18
+# Its wizard's "standard" host set: cpu usage_idle/iowait/user/system (cpu-total), disk used_percent and
+# inodes_free per mount, diskio io_time per device, mem used_percent, swap used_percent.
+CWAGENT_HOST_PER_HOST, CWAGENT_PER_MOUNT, CWAGENT_PER_DEVICE = 6, 2, 1
+CWAGENT_REQUESTS_PER_HOUR = 60  # one flush a minute, every datum of it in one request
+
+
+def monthly(series: int, requests_per_hour: float) -> float:
+    return series * PRICE_PER_METRIC_MONTH + requests_per_hour * HOURS_PER_MONTH * PRICE_PER_1000_REQUESTS / 1000
+
+
+def main() -> int:
+    output = subprocess.run(
+        [sys.executable, "-m", "agent", "--dry-run", "--once", "--fake-gpus", str(GPUS)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip().splitlines()
+    match = re.fullmatch(r"(\d+) series, (\d+) requests/hour, about \$([\d.]+)/month at list prices", output[-1])
+    if match is None:
+        raise SystemExit(f"unexpected last line: {output[-1]!r}")
+    series, requests, dollars = int(match[1]), int(match[2]), float(match[3])
+    requests_made = [json.loads(line) for line in output[:-1] if line.startswith('{"MetricData"')]
+    dimension_values = [(d["Name"], d["Value"]) for request in requests_made for datum in request["MetricData"]
+                        for d in datum["Dimensions"]]
+    mounts = len({value for name, value in dimension_values if name == "MountPath"})
+    devices = len({value for name, value in dimension_values if name == "Device"})
+    cw_series = (GPUS * CWAGENT_GPU_FIELDS + CWAGENT_HOST_PER_HOST + mounts * CWAGENT_PER_MOUNT
+                 + devices * CWAGENT_PER_DEVICE)
+    cw_dollars = monthly(cw_series, CWAGENT_REQUESTS_PER_HOUR)
+    print(f"## Estimated monthly CloudWatch cost, one {GPUS}-GPU host")
+    print()
+    print("| Agent | Series (custom metrics) | Requests/hour | $/month at list prices |")
+    print("|---|---|---|---|")
+    print(f"| infrawatch, default config | {series} | {requests} | ${dollars:.2f} |")
+    print(f"| CloudWatch agent, default GPU config | {cw_series} | {CWAGENT_REQUESTS_PER_HOUR} | ${cw_dollars:.2f} |")
+    print()
+    print(f"This machine: {mounts} mount(s) and {devices} block device(s) after the default ignore lists. "
+          f"The CloudWatch agent column assumes its {CWAGENT_GPU_FIELDS} nvidia_gpu fields per GPU and its "
+          "wizard's standard host set; it publishes no GPU health (Xid, ECC, remapped rows, throttling) "
+          "and no host-level GPU roll-up, which are most of infrawatch's extra series.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

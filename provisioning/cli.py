@@ -1,0 +1,140 @@
+"""`provision-alarms`: read the spec, plan against what exists, print the plan, apply it.
+
+Exit codes: 0 success or nothing to do; 1 AWS refused something (what was applied is listed), or a
+resource with one of this stack's names is not this stack's; 2 the spec is invalid, or names something
+that does not exist, or fails CloudWatch's limits (every problem listed; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+from agent.logs import LEVELS, configure
+from agent.schema import ConfigError
+from provisioning import validate
+from provisioning.apply import Applier
+from provisioning.aws import ALARM_WRITES, DEFAULT_RATES, Account, Caller, Clients, RateLimiter, error_code
+from provisioning.discovery import Discovery
+from provisioning.notifications import preflight_problems, send_test_notifications
+from provisioning.plan import CONFLICT, Planner
+from provisioning.spec import load
+from provisioning.stack import desired_stack
+from provisioning.state import StateReader
+
+log = structlog.get_logger()
+
+OK, REFUSED, INVALID = 0, 1, 2
+
+Confirm = Callable[[str], bool]
+
+
+def _ask(question: str) -> bool:
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="provision-alarms",
+        description="Create and keep CloudWatch alarms, dashboards, SNS topics and an EventBridge rule "
+        "for infrawatch hosts and SageMaker endpoints, from a declarative spec.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the spec (TOML)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; make no write call")
+    parser.add_argument(
+        "--prune", action="store_true", help="delete this stack's resources the spec no longer wants"
+    )
+    parser.add_argument("--yes", action="store_true", help="apply without asking")
+    parser.add_argument(
+        "--test-notification", action="store_true",
+        help="publish a test message to each topic; change nothing",
+    )
+    parser.add_argument(
+        "--alarm-writes-per-second", type=float, metavar="RATE",
+        help="override apply.alarm_writes_per_second (PutMetricAlarm and DeleteAlarms calls per second)",
+    )
+    parser.add_argument("--log-level", default="warning", choices=tuple(LEVELS))
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    clients: Clients | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    confirm: Confirm | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    args = parser().parse_args(argv)
+    configure(args.log_level, stream=err)
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    try:
+        spec = load(args.config)
+    except ConfigError as error:
+        return _invalid(error, err)
+    rate = args.alarm_writes_per_second or spec.apply.alarm_writes_per_second
+    if rate <= 0:
+        print(f"--alarm-writes-per-second: must be above 0, got {rate}", file=err)
+        return INVALID
+    limiter = RateLimiter({**DEFAULT_RATES, **dict.fromkeys(ALARM_WRITES, rate)}, clock=clock, sleep=sleep)
+    caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
+    try:
+        account = Account.lookup(caller)
+        desired = desired_stack(spec, account, Discovery(spec, caller).inventory())
+        problems = preflight_problems(spec, desired.topics, caller)
+        problems += validate.problems(desired.alarms, desired.dashboards)
+        if problems:
+            raise ConfigError(problems)
+        if args.test_notification:
+            for line in send_test_notifications(spec, desired.topics, caller):
+                say(line)
+            return OK
+        actual = StateReader(spec.stack, account, caller).read()
+    except ConfigError as error:
+        return _invalid(error, err)
+    except (NoRegionError, NoCredentialsError) as error:
+        print(f"AWS configuration: {error}", file=err)
+        return INVALID
+    except (ClientError, BotoCoreError) as error:
+        print(f"AWS refused a call: {error_code(error)}: {error}", file=err)
+        return REFUSED
+
+    plan = Planner(desired, actual, prune=args.prune).plan()
+    for line in plan.lines():
+        say(line)
+    conflicts = plan.count(CONFLICT)
+    if args.dry_run or not plan.writes:
+        return REFUSED if conflicts else OK
+    if not args.yes:
+        asker = confirm if confirm is not None else (_ask if sys.stdin.isatty() else None)
+        if asker is None:
+            print("stdin is not a terminal: pass --yes to apply the plan", file=err)
+            return INVALID
+        if not asker(f"Apply {plan.writes} writes?"):
+            say("Nothing applied.")
+            return OK
+    outcome = Applier(caller, say).apply(plan)
+    say(f"Applied {len(outcome.applied)} changes; {len(outcome.failed)} failed.")
+    if conflicts:
+        say(f"{conflicts} resources with this stack's names are not this stack's and were left alone.")
+    return OK if outcome.ok and not conflicts else REFUSED
+
+
+def _invalid(error: ConfigError, err: TextIO) -> int:
+    for problem in error.problems:
+        print(problem, file=err)
+    return INVALID

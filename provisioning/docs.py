@@ -1,0 +1,107 @@
+"""The README's provision-alarms tables, generated from the spec, the alarm catalogue and the example.
+
+`python -m provisioning.docs` rewrites these generated blocks of README.md in place (the agent's blocks
+are `agent.docs`'s); a test fails when the README differs from what this module renders.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.docs import README, block_pattern
+from agent.schema import render
+from provisioning.alarm_catalogue import (
+    ABOVE,
+    GPU,
+    HOST,
+    KINDS,
+    MOUNT,
+    THROUGHPUT_KEY,
+    VARIANT,
+    AlarmKind,
+)
+from provisioning.spec import ThroughputFloor, reference
+
+EXAMPLE = Path(__file__).resolve().parent / "examples" / "alarms.toml"
+TARGETS = {HOST: "host", GPU: "GPU", MOUNT: "mount", VARIANT: "endpoint variant"}
+
+
+def _default(value: Any) -> str:
+    if value == ():
+        return "(none)"
+    return "`" + render(value).replace("|", "\\|") + "`"
+
+
+def spec_table() -> str:
+    rows = ["| Key | Default | Meaning |", "|---|---|---|"]
+    for path, default, doc in reference():
+        per_alarm = path.startswith("alarms.<key>.")
+        default_text = "per alarm: see the alarm catalogue" if per_alarm else _default(default)
+        rows.append(f"| `{path}` | {default_text} | {doc} |")
+    return "\n".join(rows)
+
+
+def _metric(kind: AlarmKind) -> str:
+    if not kind.metric:
+        return "(4XX + 5XX) / Invocations"
+    namespace = kind.namespace or "agent namespace"
+    per_core = f" ÷ {kind.per_core}" if kind.per_core else ""
+    return f"`{kind.metric}`{per_core} ({namespace})"
+
+
+def _row(key: str, kind: AlarmKind) -> str:
+    sign = ">" if kind.comparison == ABOVE else "<"
+    unit = f" {kind.unit}" if kind.unit else ""
+    threshold = f"{sign} {kind.threshold:g}{unit}"
+    m_of_n = f"{kind.datapoints} of {kind.evaluation_periods} × {kind.period} s"
+    enabled = "yes" if kind.enabled else "opt-in"
+    return (
+        f"| `{key}` | {TARGETS[kind.target]} | {_metric(kind)} | {kind.statistic} | {threshold} | {m_of_n} | "
+        f"{kind.severity} | {kind.missing_data} | {enabled} | {kind.note} |"
+    )
+
+
+def alarms_table() -> str:
+    rows = [
+        "| Alarm (`[alarms.<key>]`) | Per | Metric | Statistic | Threshold (default) | M of N × period | Severity "
+        "| Missing data | On by default | Note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows += [_row(key, kind) for key, kind in KINDS.items()]
+    floor = ThroughputFloor()
+    rows.append(
+        f"| `{THROUGHPUT_KEY}` | host | `hosts[].throughput_floors[].metric` (agent namespace) | {floor.statistic} "
+        f"| < `minimum` | {floor.datapoints} of {floor.evaluation_periods} × {floor.period} s | {floor.severity} "
+        "| breaching | per floor | set in each `[[hosts.throughput_floors]]`; no throughput means no datapoints |"
+    )
+    return "\n".join(rows)
+
+
+def example_block() -> str:
+    return "```toml\n" + EXAMPLE.read_text().rstrip("\n") + "\n```"
+
+
+BLOCKS = {"provisioning-spec": spec_table, "provisioning-alarms": alarms_table, "provisioning-example": example_block}
+
+
+def regenerate(text: str) -> str:
+    for name, render_block in BLOCKS.items():
+        match = block_pattern(name).search(text)
+        if match:
+            text = text[: match.start(2)] + render_block() + "\n" + text[match.end(2) :]
+    return text
+
+
+def main() -> int:
+    text = README.read_text()
+    updated = regenerate(text)
+    if updated != text:
+        README.write_text(updated)
+        print(f"updated {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

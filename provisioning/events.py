@@ -1,0 +1,93 @@
+"""EventBridge: a rule on this stack's alarm state changes, to the critical topic and an automated response.
+
+CloudWatch emits `CloudWatch Alarm State Change` events for every alarm; the rule matches this stack's
+alarms by their name prefix (`<stack>/`, which no other stack's names can start with since a stack name
+has no `/`). A Lambda target's resource policy must let events.amazonaws.com invoke it from the rule's ARN;
+an SSM Automation target needs `events.role_arn`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from provisioning.aws import Account
+from provisioning.notifications import canonical_json, rule_notifies
+from provisioning.spec import Spec
+
+CRITICAL_TOPIC_TARGET = "critical-topic"
+AUTOMATION_TARGET = "automated-response"
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    arn: str
+    role_arn: str = ""
+
+    def request(self) -> dict[str, str]:
+        target = {"Id": self.id, "Arn": self.arn}
+        if self.role_arn:
+            target["RoleArn"] = self.role_arn
+        return target
+
+    @classmethod
+    def from_described(cls, raw: Mapping[str, Any]) -> Target:
+        return cls(id=raw["Id"], arn=raw["Arn"], role_arn=raw.get("RoleArn", ""))
+
+
+@dataclass(frozen=True)
+class RuleDefinition:
+    name: str
+    arn: str
+    pattern: str  # canonical JSON
+    description: str
+    state: str = "ENABLED"
+    targets: tuple[Target, ...] = ()  # sorted by id
+
+    def request(self) -> dict[str, Any]:
+        """PutRule's parameters, without Tags (applied only at creation; reconciled separately)."""
+        return {
+            "Name": self.name,
+            "EventPattern": self.pattern,
+            "State": self.state,
+            "Description": self.description,
+        }
+
+
+def rule_name(stack: str) -> str:
+    return f"{stack}-alarm-state"
+
+
+def rule_arn(account: Account, stack: str) -> str:
+    return account.arn("events", f"rule/{rule_name(stack)}")
+
+
+def alarm_name_prefix(stack: str) -> str:
+    return f"{stack}/"
+
+
+def desired_rule(spec: Spec, account: Account, critical_topic_arn: str) -> RuleDefinition | None:
+    if not spec.events.enabled:
+        return None
+    pattern = {
+        "source": ["aws.cloudwatch"],
+        "detail-type": ["CloudWatch Alarm State Change"],
+        "detail": {
+            "alarmName": [{"prefix": alarm_name_prefix(spec.stack)}],
+            "state": {"value": sorted(spec.events.states)},
+        },
+    }
+    targets = []
+    if rule_notifies(spec):
+        targets.append(Target(CRITICAL_TOPIC_TARGET, critical_topic_arn))
+    if spec.events.target_arn:
+        targets.append(Target(AUTOMATION_TARGET, spec.events.target_arn, spec.events.role_arn))
+    return RuleDefinition(
+        name=rule_name(spec.stack),
+        arn=rule_arn(account, spec.stack),
+        pattern=canonical_json(pattern),
+        description=f"infrawatch stack {spec.stack}: state changes of its alarms",
+        targets=tuple(sorted(targets, key=lambda target: target.id)),
+    )

@@ -1,0 +1,186 @@
+"""SNS: one topic per severity, its policy, encryption and subscriptions, and the test notification.
+
+A topic the spec does not name is created as `<stack>-<severity>` (by name, then configured: CreateTopic
+is idempotent only with identical attributes). Its policy lets only CloudWatch alarms of this stack, and
+the stack's EventBridge rule when it targets the topic, publish. A topic the spec names by ARN is used as
+it is and never modified.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from agent.schema import render
+from provisioning.alarm_catalogue import SEVERITIES
+from provisioning.alarms import Actions
+from provisioning.aws import Account, Caller
+from provisioning.spec import Spec, Topic
+
+CLOUDWATCH = "cloudwatch.amazonaws.com"
+EVENTS = "events.amazonaws.com"
+KMS_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey*")
+NOT_FOUND = ("NotFound", "NotFoundException")
+
+
+def canonical_json(document: Any) -> str:
+    """One spelling per document, so equal policies, patterns and bodies compare equal as strings."""
+    if isinstance(document, str):
+        document = json.loads(document)
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class TopicDefinition:
+    severity: str
+    name: str
+    arn: str
+    managed: bool  # created and configured by this stack; False: an existing topic used as it is
+    attributes: tuple[tuple[str, str], ...] = ()  # Policy (canonical JSON) and KmsMasterKeyId
+    subscriptions: tuple[tuple[str, str], ...] = ()  # (protocol, endpoint)
+
+
+def topic_name(stack: str, severity: str) -> str:
+    return f"{stack}-{severity}"
+
+
+def desired_topics(spec: Spec, account: Account, rule_arn: str) -> dict[str, TopicDefinition]:
+    """Topics by severity; `rule_arn` is the stack's rule when it publishes to the critical topic, else ""."""
+    topics = {}
+    for severity in SEVERITIES:
+        settings: Topic = getattr(spec.notifications, severity)
+        if settings.topic_arn:
+            topics[severity] = TopicDefinition(
+                severity, settings.topic_arn.rsplit(":", 1)[1], settings.topic_arn, managed=False
+            )
+            continue
+        name = topic_name(spec.stack, severity)
+        arn = account.arn("sns", name)
+        publisher_rule = rule_arn if severity == "critical" else ""
+        topics[severity] = TopicDefinition(
+            severity, name, arn, managed=True,
+            attributes=(
+                ("KmsMasterKeyId", settings.kms_key_id),
+                ("Policy", topic_policy(arn, account, spec.stack, publisher_rule)),
+            ),
+            subscriptions=tuple(sorted((item.protocol, item.endpoint) for item in settings.subscriptions)),
+        )
+    return topics
+
+
+def rule_notifies(spec: Spec) -> bool:
+    """Whether the stack's EventBridge rule publishes to the critical topic."""
+    return spec.events.enabled and spec.events.notify_critical_topic
+
+
+def topic_policy(topic_arn: str, account: Account, stack: str, rule_arn: str) -> str:
+    statements: list[dict[str, Any]] = [{
+        "Sid": "CloudWatchAlarmsOfThisStack",
+        "Effect": "Allow",
+        "Principal": {"Service": CLOUDWATCH},
+        "Action": "sns:Publish",
+        "Resource": topic_arn,
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": account.id},
+            "ArnLike": {"aws:SourceArn": account.arn("cloudwatch", f"alarm:{stack}/*")},
+        },
+    }]
+    if rule_arn:
+        statements.append({
+            "Sid": "EventBridgeAlarmStateRule",
+            "Effect": "Allow",
+            "Principal": {"Service": EVENTS},
+            "Action": "sns:Publish",
+            "Resource": topic_arn,
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account.id},
+                "ArnEquals": {"aws:SourceArn": rule_arn},
+            },
+        })
+    return canonical_json({"Version": "2012-10-17", "Id": f"infrawatch-{stack}", "Statement": statements})
+
+
+def actions(spec: Spec, topics: Mapping[str, TopicDefinition]) -> dict[str, Actions]:
+    return {
+        severity: Actions(
+            alarm=(topic.arn,),
+            ok=(topic.arn,) if getattr(spec.notifications, severity).ok_notifications else (),
+        )
+        for severity, topic in topics.items()
+    }
+
+
+def preflight_problems(spec: Spec, topics: Mapping[str, TopicDefinition], caller: Caller) -> list[str]:
+    """Existing topics must exist; encryption keys must be customer-managed and usable by the publishers."""
+    problems = []
+    for severity, topic in topics.items():
+        settings: Topic = getattr(spec.notifications, severity)
+        path = f"notifications.{severity}"
+        if not topic.managed:
+            try:
+                caller("sns", "GetTopicAttributes", TopicArn=topic.arn)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in NOT_FOUND:
+                    raise
+                problems.append(
+                    f"{path}.topic_arn: no such topic (GetTopicAttributes), got {render(topic.arn)}"
+                )
+        elif settings.kms_key_id:
+            publishers = [CLOUDWATCH, *([EVENTS] if severity == "critical" and rule_notifies(spec) else [])]
+            problem = _key_problem(settings.kms_key_id, publishers, caller)
+            if problem:
+                problems.append(f"{path}.kms_key_id: {problem}, got {render(settings.kms_key_id)}")
+    return problems
+
+
+def _key_problem(key_id: str, publishers: list[str], caller: Caller) -> str | None:
+    try:
+        metadata = caller("kms", "DescribeKey", KeyId=key_id)["KeyMetadata"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in NOT_FOUND:
+            raise
+        return "no such KMS key (DescribeKey)"
+    if metadata.get("KeyManager") != "CUSTOMER":
+        return "must be a customer-managed key: CloudWatch cannot use AWS-managed keys"
+    policy_text = caller("kms", "GetKeyPolicy", KeyId=metadata["KeyId"], PolicyName="default")["Policy"]
+    policy = json.loads(policy_text)
+    missing = [principal for principal in publishers if not _allows(policy, principal)]
+    if missing:
+        return f"the key policy must allow {' and '.join(missing)} to use {' and '.join(KMS_ACTIONS)}"
+    return None
+
+
+def _allows(policy: Mapping[str, Any], service: str) -> bool:
+    granted: set[str] = set()
+    for statement in _as_list(policy.get("Statement", [])):
+        if statement.get("Effect") != "Allow" or "Condition" in statement:
+            continue
+        principal = statement.get("Principal", {})
+        services = _as_list(principal.get("Service", [])) if isinstance(principal, dict) else [principal]
+        if service in services or "*" in services:
+            granted.update(action.lower() for action in _as_list(statement.get("Action", [])))
+    return "kms:*" in granted or all(action.lower() in granted for action in KMS_ACTIONS)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def send_test_notifications(spec: Spec, topics: Mapping[str, TopicDefinition], caller: Caller) -> list[str]:
+    """Publishes one message to each topic; returns a line per topic with its message id."""
+    lines = []
+    for severity, topic in topics.items():
+        result = caller(
+            "sns", "Publish", TopicArn=topic.arn,
+            Subject=f"infrawatch test notification ({spec.stack}, {severity})",
+            Message=(
+                f"This is a test of the {severity} notifications of infrawatch stack {spec.stack}. "
+                f"Alarms of this severity will notify this topic ({topic.arn})."
+            ),
+        )
+        lines.append(f"sent test notification to {topic.arn} (message {result['MessageId']})")
+    return lines

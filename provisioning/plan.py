@@ -1,0 +1,295 @@
+"""The plan: desired vs actual state, one change per resource, each with exactly the writes it needs.
+
+A resource whose normalized form and tags equal the desired ones is unchanged and needs no write, so a
+second run with the same spec writes nothing. A resource with one of this stack's names that is not
+this stack's (no tags or marker) is a conflict and left alone. Resources of this stack the spec no longer
+wants are deleted only with `--prune`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from provisioning.alarms import AlarmDefinition
+from provisioning.dashboards import DashboardDefinition
+from provisioning.events import RuleDefinition
+from provisioning.notifications import TopicDefinition
+from provisioning.stack import DesiredStack
+from provisioning.state import ActualRule, ActualStack, ActualTopic, owned
+
+CREATE, UPDATE, DELETE, UNCHANGED = "create", "update", "delete", "unchanged"
+CONFLICT, KEEP = "conflict", "keep"
+NOT_OURS = ("exists without this stack's tags; left alone",)
+NOT_MARKED = ("exists without this stack's marker; left alone",)
+SYMBOLS = {CREATE: "+", UPDATE: "~", DELETE: "-", UNCHANGED: "=", CONFLICT: "!", KEEP: "!"}
+MAX_SHOWN_VALUE = 60  # longer values (policies, bodies, lists) are named, not printed
+
+
+@dataclass(frozen=True)
+class Write:
+    service: str
+    operation: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str
+    kind: str
+    name: str
+    details: tuple[str, ...] = ()
+    writes: tuple[Write, ...] = ()
+
+    def line(self) -> str:
+        text = f"{SYMBOLS[self.action]} {self.action} {self.kind} {self.name}"
+        return f"{text} ({'; '.join(self.details)})" if self.details else text
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+
+    @property
+    def writes(self) -> int:
+        return sum(len(change.writes) for change in self.changes)
+
+    def count(self, action: str) -> int:
+        return sum(1 for change in self.changes if change.action == action)
+
+    def lines(self) -> list[str]:
+        summary = (
+            f"Plan: {self.count(CREATE)} to create, {self.count(UPDATE)} to update, "
+            f"{self.count(DELETE)} to delete, {self.count(UNCHANGED)} unchanged"
+        )
+        extra = [f"{self.count(action)} {label}" for action, label in ((CONFLICT, "in conflict"),
+                                                                       (KEEP, "kept without --prune"))
+                 if self.count(action)]
+        return [change.line() for change in self.changes] + [", ".join([summary, *extra]) + "."]
+
+
+def _set_attribute(topic_arn: str, name: str, value: str) -> Write:
+    params = {"TopicArn": topic_arn, "AttributeName": name, "AttributeValue": value}
+    return Write("sns", "SetTopicAttributes", params)
+
+
+def _tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def _changed(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
+    """One detail per differing field: `Threshold 90.0 -> 85.0`, or just the name for long values."""
+    details = []
+    for key in sorted(set(desired) | set(actual)):
+        old, new = actual.get(key), desired.get(key)
+        if old == new:
+            continue
+        shown = f"{old!r} -> {new!r}"
+        details.append(f"{key} {shown}" if len(shown) <= MAX_SHOWN_VALUE else key)
+    return details
+
+
+def _tag_writes(
+    service: str, arn_key: str, arn: str, desired: Mapping[str, str], actual: Mapping[str, str]
+) -> list[Write]:
+    """TagResource / UntagResource so the resource carries exactly the desired tags."""
+    writes = []
+    missing = {key: value for key, value in desired.items() if actual.get(key) != value}
+    if missing:
+        writes.append(Write(service, "TagResource", {arn_key: arn, "Tags": _tag_list(missing)}))
+    extra = sorted(set(actual) - set(desired))
+    if extra:
+        writes.append(Write(service, "UntagResource", {arn_key: arn, "TagKeys": extra}))
+    return writes
+
+
+def _tag_details(desired: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
+    return ["Tags"] if dict(desired) != dict(actual) else []
+
+
+class Planner:
+    def __init__(self, desired: DesiredStack, actual: ActualStack, *, prune: bool) -> None:
+        self._desired = desired
+        self._actual = actual
+        self._prune = prune
+        self._tags = desired.tags
+
+    def plan(self) -> Plan:
+        changes = [
+            *self._topics(),
+            *self._alarms(),
+            *self._dashboards(),
+            *self._rule(),
+        ]
+        ordered = [change for change in changes if change.action != DELETE]
+        ordered += self._deletions_in_order([change for change in changes if change.action == DELETE])
+        return Plan(tuple(ordered))
+
+    def _removed(self, kind: str, name: str, writes: Iterable[Write], why: str = "") -> Change:
+        if self._prune:
+            return Change(DELETE, kind, name, writes=tuple(writes))
+        return Change(KEEP, kind, name, (why or "no longer in the spec; --prune deletes it",))
+
+    @staticmethod
+    def _deletions_in_order(deletions: list[Change]) -> list[Change]:
+        # The rule first (it targets the topic), topics last (alarms notify them).
+        order = {"rule": 0, "dashboard": 1, "alarm": 2, "subscription": 3, "topic": 4}
+        return sorted(deletions, key=lambda change: order[change.kind])
+
+    # --- topics and subscriptions -----------------------------------------------------------------
+
+    def _topics(self) -> list[Change]:
+        changes = []
+        wanted = {topic.name for topic in self._desired.topics.values() if topic.managed}
+        for topic in self._desired.topics.values():
+            if not topic.managed:
+                changes.append(Change(UNCHANGED, "topic", topic.arn, ("existing topic, used as it is",)))
+                continue
+            actual = self._actual.topics.get(topic.name)
+            if actual is not None and not owned(actual.tags, self._desired.stack):
+                changes.append(Change(CONFLICT, "topic", topic.name, NOT_OURS))
+                continue
+            changes.append(self._topic(topic, actual))
+            changes += self._subscriptions(topic, actual)
+        for name, actual in self._actual.topics.items():
+            if name not in wanted and owned(actual.tags, self._desired.stack):
+                deletion = Write("sns", "DeleteTopic", {"TopicArn": actual.arn})
+                changes.append(self._removed("topic", name, [deletion]))
+        return changes
+
+    def _topic(self, topic: TopicDefinition, actual: ActualTopic | None) -> Change:
+        attributes = dict(topic.attributes)
+        if actual is None:
+            writes = [Write("sns", "CreateTopic", {"Name": topic.name, "Tags": _tag_list(self._tags)})]
+            writes += [_set_attribute(topic.arn, key, value) for key, value in attributes.items() if value]
+            return Change(CREATE, "topic", topic.name, writes=tuple(writes))
+        writes = [
+            _set_attribute(topic.arn, key, value)
+            for key, value in attributes.items() if actual.attributes.get(key, "") != value
+        ]
+        writes += _tag_writes("sns", "ResourceArn", topic.arn, self._tags, actual.tags)
+        details = _changed(attributes, {key: actual.attributes.get(key, "") for key in attributes})
+        details += _tag_details(self._tags, actual.tags)
+        return Change(UPDATE if writes else UNCHANGED, "topic", topic.name, tuple(details), tuple(writes))
+
+    def _subscriptions(self, topic: TopicDefinition, actual: ActualTopic | None) -> list[Change]:
+        existing = {(item.protocol, item.endpoint): item for item in (actual.subscriptions if actual else ())}
+        changes = []
+        for protocol, endpoint in topic.subscriptions:
+            name = f"{topic.name} {protocol}:{endpoint}"
+            if (protocol, endpoint) in existing:
+                changes.append(Change(UNCHANGED, "subscription", name))
+            else:
+                params = {"TopicArn": topic.arn, "Protocol": protocol, "Endpoint": endpoint}
+                subscribe = Write("sns", "Subscribe", params)
+                changes.append(Change(CREATE, "subscription", name, writes=(subscribe,)))
+        for key, item in existing.items():
+            if key in topic.subscriptions:
+                continue
+            name = f"{topic.name} {item.protocol}:{item.endpoint}"
+            if not item.confirmed:
+                pending = ("pending confirmation: SNS cannot remove it yet",)
+                changes.append(Change(KEEP, "subscription", name, pending))
+            else:
+                changes.append(self._removed(
+                    "subscription", name, [Write("sns", "Unsubscribe", {"SubscriptionArn": item.arn})]
+                ))
+        return changes
+
+    # --- alarms -----------------------------------------------------------------------------------
+
+    def _alarms(self) -> list[Change]:
+        changes = [self._alarm(alarm) for alarm in self._desired.alarms]
+        wanted = {alarm.name for alarm in self._desired.alarms}
+        for name, actual in self._actual.alarms.items():
+            if name not in wanted and owned(actual.tags, self._desired.stack):
+                deletion = Write("cloudwatch", "DeleteAlarms", {"AlarmNames": [name]})
+                changes.append(self._removed("alarm", name, [deletion]))
+        return changes
+
+    def _alarm(self, alarm: AlarmDefinition) -> Change:
+        actual = self._actual.alarms.get(alarm.name)
+        request = alarm.request()
+        if actual is None:
+            write = Write("cloudwatch", "PutMetricAlarm", {**request, "Tags": _tag_list(self._tags)})
+            return Change(CREATE, "alarm", alarm.name, writes=(write,))
+        if not owned(actual.tags, self._desired.stack):
+            return Change(CONFLICT, "alarm", alarm.name, NOT_OURS)
+        details = _changed(request, actual.definition.request())
+        writes = [Write("cloudwatch", "PutMetricAlarm", request)] if details else []
+        writes += _tag_writes("cloudwatch", "ResourceARN", actual.arn, self._tags, actual.tags)
+        details += _tag_details(self._tags, actual.tags)
+        return Change(UPDATE if writes else UNCHANGED, "alarm", alarm.name, tuple(details), tuple(writes))
+
+    # --- dashboards -------------------------------------------------------------------------------
+
+    def _dashboards(self) -> list[Change]:
+        changes = [self._dashboard(dashboard) for dashboard in self._desired.dashboards]
+        wanted = {dashboard.name for dashboard in self._desired.dashboards}
+        for name, actual in self._actual.dashboards.items():
+            if name not in wanted and actual.owned:
+                changes.append(self._removed(
+                    "dashboard", name, [Write("cloudwatch", "DeleteDashboards", {"DashboardNames": [name]})]
+                ))
+        return changes
+
+    def _dashboard(self, dashboard: DashboardDefinition) -> Change:
+        actual = self._actual.dashboards.get(dashboard.name)
+        params = {"DashboardName": dashboard.name, "DashboardBody": dashboard.body}
+        write = Write("cloudwatch", "PutDashboard", params)
+        if actual is None:
+            return Change(CREATE, "dashboard", dashboard.name, writes=(write,))
+        if not actual.owned:
+            return Change(CONFLICT, "dashboard", dashboard.name, NOT_MARKED)
+        if actual.body != dashboard.body:
+            return Change(UPDATE, "dashboard", dashboard.name, ("DashboardBody",), (write,))
+        return Change(UNCHANGED, "dashboard", dashboard.name)
+
+    # --- EventBridge rule -------------------------------------------------------------------------
+
+    def _rule(self) -> list[Change]:
+        desired, actual = self._desired.rule, self._actual.rule
+        if actual is not None and not owned(actual.tags, self._desired.stack):
+            name = actual.definition.name
+            return [Change(CONFLICT, "rule", name, NOT_OURS)] if desired else []
+        if desired is None:
+            if actual is None:
+                return []
+            return [self._removed("rule", actual.definition.name, self._rule_deletion(actual))]
+        if actual is None:
+            writes = [Write("events", "PutRule", {**desired.request(), "Tags": _tag_list(self._tags)})]
+            if desired.targets:
+                writes.append(Write("events", "PutTargets", {
+                    "Rule": desired.name, "Targets": [target.request() for target in desired.targets],
+                }))
+            return [Change(CREATE, "rule", desired.name, writes=tuple(writes))]
+        return [self._rule_update(desired, actual)]
+
+    def _rule_update(self, desired: RuleDefinition, actual: ActualRule) -> Change:
+        details = _changed(desired.request(), actual.definition.request())
+        writes = [Write("events", "PutRule", desired.request())] if details else []
+        current = {target.id: target for target in actual.definition.targets}
+        stale = [target for target in desired.targets if current.get(target.id) != target]
+        if stale:
+            writes.append(Write("events", "PutTargets", {
+                "Rule": desired.name, "Targets": [target.request() for target in stale],
+            }))
+        extra = sorted(set(current) - {target.id for target in desired.targets})
+        if extra:
+            writes.append(Write("events", "RemoveTargets", {"Rule": desired.name, "Ids": extra}))
+        if stale or extra:
+            details.append("Targets")
+        writes += _tag_writes("events", "ResourceARN", desired.arn, self._tags, actual.tags)
+        details += _tag_details(self._tags, actual.tags)
+        return Change(UPDATE if writes else UNCHANGED, "rule", desired.name, tuple(details), tuple(writes))
+
+    @staticmethod
+    def _rule_deletion(actual: ActualRule) -> list[Write]:
+        name = actual.definition.name
+        writes = []
+        if actual.definition.targets:
+            ids = [target.id for target in actual.definition.targets]
+            writes.append(Write("events", "RemoveTargets", {"Rule": name, "Ids": ids}))
+        writes.append(Write("events", "DeleteRule", {"Name": name}))
+        return writes

@@ -1,0 +1,162 @@
+"""The actual state of one stack, read from AWS and normalized into the same shapes as the desired state.
+
+Only names this stack can own are read: alarms under `<stack>/`, the topics `<stack>-critical` and
+`<stack>-warning`, dashboards under `<stack>-`, and the rule `<stack>-alarm-state`. Whether each is
+actually this stack's is decided by its tags (or, for dashboards, which cannot be tagged, its marker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from provisioning.alarm_catalogue import SEVERITIES
+from provisioning.alarms import AlarmDefinition
+from provisioning.aws import Account, Caller
+from provisioning.dashboards import is_owned
+from provisioning.events import RuleDefinition, Target, alarm_name_prefix, rule_name
+from provisioning.notifications import NOT_FOUND, canonical_json, topic_name
+from provisioning.spec import MANAGED_BY, STACK_TAG
+
+Tags = Mapping[str, str]
+DESCRIBE_ALARMS_PAGE = 100  # the most DescribeAlarms returns per call
+
+
+def owned(tags: Tags, stack: str) -> bool:
+    return tags.get(MANAGED_BY[0]) == MANAGED_BY[1] and tags.get(STACK_TAG) == stack
+
+
+@dataclass(frozen=True)
+class ActualAlarm:
+    definition: AlarmDefinition
+    arn: str
+    tags: Tags
+
+
+@dataclass(frozen=True)
+class ActualSubscription:
+    protocol: str
+    endpoint: str
+    arn: str  # "PendingConfirmation" until the endpoint confirms
+
+    @property
+    def confirmed(self) -> bool:
+        return self.arn.startswith("arn:")
+
+
+@dataclass(frozen=True)
+class ActualTopic:
+    name: str
+    arn: str
+    attributes: Mapping[str, str]  # the attributes this stack manages, normalized
+    tags: Tags
+    subscriptions: tuple[ActualSubscription, ...]
+
+
+@dataclass(frozen=True)
+class ActualDashboard:
+    name: str
+    body: str  # canonical JSON
+    owned: bool
+
+
+@dataclass(frozen=True)
+class ActualRule:
+    definition: RuleDefinition
+    tags: Tags
+
+
+@dataclass(frozen=True)
+class ActualStack:
+    alarms: Mapping[str, ActualAlarm]
+    topics: Mapping[str, ActualTopic]  # by name
+    dashboards: Mapping[str, ActualDashboard]
+    rule: ActualRule | None
+
+
+def _tags(raw: list[Mapping[str, str]]) -> dict[str, str]:
+    return {item["Key"]: item["Value"] for item in raw}
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class StateReader:
+    def __init__(self, stack: str, account: Account, caller: Caller) -> None:
+        self._stack = stack
+        self._account = account
+        self._call = caller
+
+    def read(self) -> ActualStack:
+        return ActualStack(self.alarms(), self.topics(), self.dashboards(), self.rule())
+
+    def alarms(self) -> dict[str, ActualAlarm]:
+        alarms = {}
+        pages = self._call.pages(
+            "cloudwatch", "DescribeAlarms", AlarmNamePrefix=alarm_name_prefix(self._stack),
+            AlarmTypes=["MetricAlarm"], MaxRecords=DESCRIBE_ALARMS_PAGE,
+        )
+        for page in pages:
+            for raw in page.get("MetricAlarms", []):
+                arn = raw["AlarmArn"]
+                tags = self._call("cloudwatch", "ListTagsForResource", ResourceARN=arn)["Tags"]
+                alarms[raw["AlarmName"]] = ActualAlarm(AlarmDefinition.from_described(raw), arn, _tags(tags))
+        return alarms
+
+    def topics(self) -> dict[str, ActualTopic]:
+        topics = {}
+        for severity in SEVERITIES:
+            name = topic_name(self._stack, severity)
+            arn = self._account.arn("sns", name)
+            try:
+                attributes = self._call("sns", "GetTopicAttributes", TopicArn=arn)["Attributes"]
+            except ClientError as error:
+                if _code(error) not in NOT_FOUND:
+                    raise
+                continue
+            tags = self._call("sns", "ListTagsForResource", ResourceArn=arn)["Tags"]
+            subscriptions = tuple(
+                ActualSubscription(item["Protocol"], item["Endpoint"], item["SubscriptionArn"])
+                for page in self._call.pages("sns", "ListSubscriptionsByTopic", TopicArn=arn)
+                for item in page.get("Subscriptions", [])
+            )
+            managed = {
+                "KmsMasterKeyId": attributes.get("KmsMasterKeyId", ""),
+                "Policy": canonical_json(attributes["Policy"]) if attributes.get("Policy") else "",
+            }
+            topics[name] = ActualTopic(name, arn, managed, _tags(tags), subscriptions)
+        return topics
+
+    def dashboards(self) -> dict[str, ActualDashboard]:
+        dashboards = {}
+        for page in self._call.pages("cloudwatch", "ListDashboards", DashboardNamePrefix=f"{self._stack}-"):
+            for entry in page.get("DashboardEntries", []):
+                name = entry["DashboardName"]
+                body = self._call("cloudwatch", "GetDashboard", DashboardName=name)["DashboardBody"]
+                mine = is_owned(body, self._stack)
+                dashboards[name] = ActualDashboard(name, canonical_json(body) if mine else body, mine)
+        return dashboards
+
+    def rule(self) -> ActualRule | None:
+        name = rule_name(self._stack)
+        try:
+            raw = self._call("events", "DescribeRule", Name=name)
+        except ClientError as error:
+            if _code(error) != "ResourceNotFoundException":
+                raise
+            return None
+        targets = tuple(sorted(
+            (Target.from_described(item)
+             for page in self._call.pages("events", "ListTargetsByRule", Rule=name)
+             for item in page.get("Targets", [])),
+            key=lambda target: target.id,
+        ))
+        tags = self._call("events", "ListTagsForResource", ResourceARN=raw["Arn"])["Tags"]
+        definition = RuleDefinition(
+            name=name, arn=raw["Arn"], pattern=canonical_json(raw.get("EventPattern", "{}")),
+            description=raw.get("Description", ""), state=raw.get("State", ""), targets=targets,
+        )
+        return ActualRule(definition, _tags(tags))

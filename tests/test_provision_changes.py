@@ -1,0 +1,241 @@
+"""Idempotence and change: reruns, edits, drift, pruning, conflicts, dry runs and refusals, counted in API calls."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from tests.fakes.aws import Provisioner
+
+HOST = "i-0000000000000000a"
+FLOOR_ALARM = f"ml/host/{HOST}/throughput_low@SamplesProcessedPerSecond"
+SCORER = "ml/sagemaker/scorer/AllTraffic/"
+
+SPEC = f"""
+stack = "ml"
+tags = {{ team = "ml-platform" }}
+
+[[notifications.critical.subscriptions]]
+protocol = "email"
+endpoint = "oncall@example.com"
+
+[[hosts]]
+instance_ids = ["{HOST}"]
+gpus = 1
+
+[[hosts.throughput_floors]]
+metric = "SamplesProcessedPerSecond"
+minimum = 1000.0
+
+[[endpoints]]
+name = "ranker"
+variants = ["AllTraffic"]
+instance_type = "ml.g5.2xlarge"
+"""
+SCORER_ENTRY = """
+[[endpoints]]
+name = "scorer"
+variants = ["AllTraffic"]
+instance_type = "ml.c5.xlarge"
+"""
+
+# 1 host with 1 GPU: cpu, memory, storage@/, GPU utilization, heartbeat, 5 per-GPU and 1 throughput alarm;
+# ranker (a GPU instance) 12; scorer (no GPU) 10.
+HOST_ALARMS = 11
+RANKER_ALARMS = 12
+SCORER_ALARMS = 10
+
+
+@pytest.fixture
+def provisioner(tmp_path: Path) -> Iterator[Provisioner]:
+    with mock_aws():
+        yield Provisioner(tmp_path)
+
+
+def alarm_names(provisioner: Provisioner) -> set[str]:
+    pages = provisioner.client("cloudwatch").get_paginator("describe_alarms").paginate()
+    return {alarm["AlarmName"] for page in pages for alarm in page["MetricAlarms"]}
+
+
+def alarm(provisioner: Provisioner, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = provisioner.client("cloudwatch").describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+    return found
+
+
+def tags(provisioner: Provisioner, name: str) -> dict[str, str]:
+    cloudwatch = provisioner.client("cloudwatch")
+    listed = cloudwatch.list_tags_for_resource(ResourceARN=alarm(provisioner, name)["AlarmArn"])["Tags"]
+    return {tag["Key"]: tag["Value"] for tag in listed}
+
+
+def test_dry_run_prints_the_plan_and_makes_no_write_call(provisioner: Provisioner) -> None:
+    run = provisioner.run(SPEC + SCORER_ENTRY, "--dry-run")
+    assert (run.code, run.err) == (0, "")
+    assert provisioner.recorder.writes == Counter()
+    assert run.lines[:3] == ["+ create topic ml-critical", "+ create subscription ml-critical email:oncall@example.com",
+                             "+ create topic ml-warning"]
+    assert f"+ create alarm ml/host/{HOST}/gpu_unhealthy@gpu0" in run.lines
+    assert run.lines[-1] == "Plan: 40 to create, 0 to update, 0 to delete, 0 unchanged."
+    assert alarm_names(provisioner) == set()
+    assert provisioner.client("sns").list_topics()["Topics"] == []
+
+
+def test_without_yes_the_plan_is_applied_only_when_confirmed(provisioner: Provisioner) -> None:
+    questions: list[str] = []
+
+    def decline(question: str) -> bool:
+        questions.append(question)
+        return False
+
+    declined = provisioner.run(SPEC, confirm=decline)
+    assert (declined.code, declined.lines[-1], questions) == (0, "Nothing applied.", ["Apply 32 writes?"])
+    assert provisioner.recorder.writes == Counter()
+    not_a_terminal = provisioner.run(SPEC)  # pytest's stdin is not a terminal
+    assert (not_a_terminal.code, not_a_terminal.err) == (2, "stdin is not a terminal: pass --yes to apply the plan\n")
+    assert provisioner.recorder.writes == Counter()
+    accepted = provisioner.run(SPEC, confirm=lambda question: True)
+    assert (accepted.code, accepted.lines[-1]) == (0, "Applied 29 changes; 0 failed.")
+
+
+def test_first_run_writes_and_second_run_writes_nothing(provisioner: Provisioner) -> None:
+    first = provisioner.run(SPEC + SCORER_ENTRY, "--yes")
+    assert first.code == 0
+    assert provisioner.recorder.writes == Counter({
+        "PutMetricAlarm": HOST_ALARMS + RANKER_ALARMS + SCORER_ALARMS,
+        "CreateTopic": 2, "SetTopicAttributes": 2, "Subscribe": 1, "PutDashboard": 3, "PutRule": 1, "PutTargets": 1,
+    })
+    assert first.lines[-1] == "Applied 40 changes; 0 failed."
+    second = provisioner.run(SPEC + SCORER_ENTRY, "--yes")
+    assert second.code == 0
+    assert provisioner.recorder.writes == Counter()
+    assert second.lines[-1] == "Plan: 0 to create, 0 to update, 0 to delete, 40 unchanged."
+
+
+def test_a_changed_threshold_is_exactly_one_put_metric_alarm(provisioner: Provisioner) -> None:
+    provisioner.run(SPEC, "--yes")
+    run = provisioner.run(SPEC.replace("minimum = 1000.0", "minimum = 500.0"), "--yes")
+    assert run.code == 0
+    assert provisioner.recorder.writes == Counter({"PutMetricAlarm": 1})
+    assert f"~ update alarm {FLOOR_ALARM} (AlarmDescription; Threshold 1000.0 -> 500.0)" in run.lines
+    assert alarm(provisioner, FLOOR_ALARM)["Threshold"] == 500.0
+    assert tags(provisioner, FLOOR_ALARM) == {
+        "managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform",
+    }
+
+
+def test_prune_deletes_the_removed_endpoints_alarms_and_dashboard_only(provisioner: Provisioner) -> None:
+    provisioner.run(SPEC + SCORER_ENTRY, "--yes")
+    provisioner.client("cloudwatch").put_metric_alarm(  # someone's own alarm under the same prefix, untagged
+        AlarmName=SCORER + "by-hand", Namespace="AWS/SageMaker", MetricName="Invocations", Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="LessThanThreshold",
+    )
+    kept = provisioner.run(SPEC, "--yes")
+    assert kept.code == 0
+    assert provisioner.recorder.writes == Counter()
+    assert f"! keep alarm {SCORER}endpoint_cpu_high (no longer in the spec; --prune deletes it)" in kept.lines
+
+    pruned = provisioner.run(SPEC, "--yes", "--prune")
+    assert pruned.code == 0
+    assert provisioner.recorder.writes == Counter({"DeleteAlarms": 1, "DeleteDashboards": 1})
+    assert f"- delete alarm {SCORER}endpoint_5xx_rate" in pruned.lines
+    assert "- delete dashboard ml-endpoint-scorer" in pruned.lines
+    remaining = alarm_names(provisioner)
+    assert {name for name in remaining if name.startswith(SCORER)} == {SCORER + "by-hand"}
+    assert len(remaining) == HOST_ALARMS + RANKER_ALARMS + 1
+    dashboards = provisioner.client("cloudwatch").list_dashboards()["DashboardEntries"]
+    assert sorted(entry["DashboardName"] for entry in dashboards) == ["ml-endpoint-ranker", "ml-fleet"]
+
+
+def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm(provisioner: Provisioner) -> None:
+    provisioner.run(SPEC, "--yes")
+    cloudwatch = provisioner.client("cloudwatch")
+    cpu = f"ml/host/{HOST}/cpu_high"
+    arn = alarm(provisioner, cpu)["AlarmArn"]
+    cloudwatch.untag_resource(ResourceARN=arn, TagKeys=["team"])
+    cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "temporary", "Value": "yes"}])
+    memory = alarm(provisioner, f"ml/host/{HOST}/memory_high")
+    cloudwatch.put_metric_alarm(
+        AlarmName=memory["AlarmName"], Namespace="InfraWatch", MetricName="MemoryUtilization", Statistic="Average",
+        Dimensions=memory["Dimensions"], Period=60, EvaluationPeriods=5, DatapointsToAlarm=3, Threshold=99.0,
+        ComparisonOperator="GreaterThanThreshold", AlarmActions=memory["AlarmActions"],
+        AlarmDescription=memory["AlarmDescription"], TreatMissingData="missing",
+    )
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 0
+    assert provisioner.recorder.writes == Counter({"TagResource": 1, "UntagResource": 1, "PutMetricAlarm": 1})
+    assert f"~ update alarm {cpu} (Tags)" in run.lines
+    assert f"~ update alarm ml/host/{HOST}/memory_high (Threshold 99.0 -> 90.0)" in run.lines
+    assert tags(provisioner, cpu) == {"managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform"}
+
+
+def test_a_resource_with_this_stacks_name_but_not_its_tags_is_left_alone(provisioner: Provisioner) -> None:
+    cpu = f"ml/host/{HOST}/cpu_high"
+    provisioner.client("cloudwatch").put_metric_alarm(
+        AlarmName=cpu, Namespace="Custom", MetricName="Load", Statistic="Average", Period=60,
+        EvaluationPeriods=1, Threshold=5.0, ComparisonOperator="GreaterThanThreshold",
+    )
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 1
+    assert f"! conflict alarm {cpu} (exists without this stack's tags; left alone)" in run.lines
+    assert run.lines[-1] == "1 resources with this stack's names are not this stack's and were left alone."
+    assert alarm(provisioner, cpu)["Namespace"] == "Custom"
+    assert len(alarm_names(provisioner)) == HOST_ALARMS + RANKER_ALARMS
+
+
+def refuse(operation: str, code: str, times: int | None = None) -> Any:
+    """A botocore `before-call` handler that answers `operation` with an AWS error instead of sending it."""
+    remaining = [times]
+
+    class Response:
+        status_code = 400
+
+    def handler(model: Any, **_: Any) -> Any:
+        if model.name != operation or remaining[0] == 0:
+            return None
+        if remaining[0] is not None:
+            remaining[0] -= 1
+        return Response(), {"Error": {"Code": code, "Message": f"{code} from the test"},
+                            "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+    return handler
+
+
+def test_a_refused_write_exits_1_and_reports_what_was_applied(provisioner: Provisioner) -> None:
+    provisioner.session.events.register("before-call", refuse("PutDashboard", "InvalidParameterInput"))
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 1
+    failures = [line for line in run.lines if line.startswith("failed")]
+    assert failures == [
+        f"failed + create dashboard {name}: InvalidParameterInput: An error occurred (InvalidParameterInput) when "
+        "calling the PutDashboard operation: InvalidParameterInput from the test"
+        for name in ("ml-fleet", "ml-endpoint-ranker")
+    ]
+    assert f"applied + create alarm ml/host/{HOST}/cpu_high" in run.lines
+    assert run.lines[-1] == "Applied 27 changes; 2 failed."
+    assert len(alarm_names(provisioner)) == HOST_ALARMS + RANKER_ALARMS
+
+
+def test_throttling_is_retried_with_backoff_until_it_passes(provisioner: Provisioner) -> None:
+    provisioner.session.events.register("before-call", refuse("PutMetricAlarm", "Throttling", times=3))
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 0
+    assert provisioner.recorder.calls.count("PutMetricAlarm") == HOST_ALARMS + RANKER_ALARMS + 3
+    assert len(alarm_names(provisioner)) == HOST_ALARMS + RANKER_ALARMS
+    logged = [json.loads(line) for line in run.err.splitlines()]
+    assert [(entry["event"], entry["operation"], entry["error_code"]) for entry in logged] == [
+        ("aws_call_retried", "PutMetricAlarm", "Throttling"),  # logged once, not once per retry
+    ]
+
+
+def test_alarm_writes_are_paced_to_the_configured_rate(provisioner: Provisioner) -> None:
+    run = provisioner.run(SPEC, "--yes", "--alarm-writes-per-second", "2")
+    assert run.code == 0
+    alarms = HOST_ALARMS + RANKER_ALARMS
+    # The fake clock moves only when the limiter sleeps: 23 writes at 2/s take 11 s, one dashboard gap 0.1 s.
+    assert sum(provisioner.clock.sleeps) == pytest.approx((alarms - 1) / 2 + 0.1)

@@ -1,0 +1,131 @@
+"""Replay: oldest first, one attempt per request, bounded rate, backoff, and live data always first."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+
+from agent.aggregate import Datum
+from agent.loop import PublishWorker
+from agent.publisher import Publisher, RequestSizer
+from agent.replay import Replayer, settled
+from agent.selfstats import AgentStats
+from agent.spool import Spool
+from tests.fakes.cloudwatch import RecordingClient, client_error
+from tests.fakes.host import FakeClock
+
+NOW = 1_790_000_040.0
+HOST = (("InstanceId", "i-0abc"),)
+SIZER = RequestSizer()
+DOWN = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+
+def datum(minute: int, name: str = "GPUUtilization") -> Datum:
+    return Datum(name, HOST, NOW + 60 * minute, "Percent", (50.0,), (6.0,))
+
+
+class Rig:
+    """A publisher, a spool on disk and a replayer sharing one fake monotonic clock."""
+
+    def __init__(self, tmp_path: Path, client: Any, rate: float = 5.0) -> None:
+        self.clock = FakeClock(0.0)
+        self.stats = AgentStats()
+        self.spool = Spool(tmp_path / "spool.db", stats=self.stats, wall_clock=lambda: NOW + 3600)
+        self.publisher = Publisher(client, "InfraWatch", stats=self.stats, sizer=SIZER, sleep=self.clock.sleep,
+                                   monotonic=self.clock, on_undeliverable=self.spool.put, retry_deadline=5.0)
+        self.replayer = Replayer(self.spool, self.publisher, requests_per_second=rate, monotonic=self.clock)
+
+
+def sent_minutes(client: RecordingClient) -> list[list[float]]:
+    return [[d["Timestamp"].timestamp() for d in request["MetricData"]] for request in client.accepted]
+
+
+def test_replay_sends_the_oldest_in_full_requests_at_the_configured_rate(tmp_path: Path) -> None:
+    client = RecordingClient()
+    rig = Rig(tmp_path, client, rate=4.0)
+    rig.spool.put([datum(minute) for minute in range(2500, 0, -1)], "503")
+    assert rig.replayer.due_in() == 0.0  # a fresh start tries at once
+    waits = []
+    while (due := rig.replayer.due_in()) is not None:
+        waits.append(due)
+        rig.clock.advance(due)
+        assert rig.replayer.replay_one() is True
+    assert waits == [0.0, 0.25, 0.25]
+    assert [len(r["MetricData"]) for r in client.accepted] == [1000, 1000, 500]
+    assert sent_minutes(client)[0][:2] == [NOW + 60, NOW + 120]
+    assert [t for request in sent_minutes(client) for t in request] == [NOW + 60 * m for m in range(1, 2501)]
+    assert (rig.spool.datums, rig.stats.published, rig.stats.dropped) == (0, 2500 * 6, {})
+
+
+def test_a_failed_replay_keeps_its_rows_and_waits_until_live_data_gets_through(tmp_path: Path) -> None:
+    down = [True]
+    client = RecordingClient(fail=lambda n, request: DOWN if down[0] else None)
+    rig = Rig(tmp_path, client, rate=5.0)
+    rig.spool.put([datum(1), datum(2)], "503")
+    assert rig.replayer.replay_one() is False
+    assert (len(client.calls), rig.clock.sleeps, rig.spool.datums) == (1, [], 2)  # one attempt, no retries
+    assert rig.replayer.due_in() is None  # the endpoint is failing: no replay traffic at all
+    rig.publisher.publish([datum(9, "Heartbeat")])  # the next live flush fails too, after its retries
+    assert (rig.replayer.due_in(), rig.spool.datums) == (None, 3)
+    down[0] = False
+    rig.publisher.publish([datum(10, "Heartbeat")])  # this one gets through
+    assert rig.replayer.due_in() == 0.0
+    assert rig.replayer.replay_one() is True
+    assert rig.replayer.due_in() is None  # nothing left
+    assert (rig.spool.datums, rig.stats.published, rig.stats.dropped) == (0, 4 * 6, {})
+    assert rig.stats.publish_errors["EndpointConnectionError"] == len(client.calls) - 2
+    assert len(client.accepted[1]["MetricData"]) == 3  # the replay carried datums 1, 2 and the spooled Heartbeat
+
+
+def test_a_rejected_replay_is_dropped_and_counted_not_retried_forever(tmp_path: Path) -> None:
+    client = RecordingClient(fail=lambda n, r: client_error("InvalidParameterValue", 400) if n == 1 else None)
+    rig = Rig(tmp_path, client)
+    rig.spool.put([datum(1), datum(2)], "503")
+    assert rig.replayer.replay_one() is True
+    assert (rig.spool.datums, rig.stats.dropped) == (0, {"rejected": 12})
+
+
+def test_settled_rows_match_kept_datums_as_a_multiset() -> None:
+    heartbeat = datum(0, "Heartbeat")  # two flushes in one minute spool two identical Heartbeats
+    rows = [(1, heartbeat), (2, datum(1)), (3, heartbeat)]
+    assert settled(rows, [heartbeat]) == [2, 3]
+    assert settled(rows, []) == [1, 2, 3]
+    assert settled(rows, [heartbeat, datum(1), heartbeat]) == []
+
+
+class GatedClient(RecordingClient):
+    """Holds its first request until `release` is set, so a test can queue live data behind a replay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_started = threading.Event()
+        self.release = threading.Event()
+
+    def put_metric_data(self, **request: Any) -> dict[str, Any]:
+        if not self.first_started.is_set():
+            self.first_started.set()
+            self.release.wait(10)
+        return super().put_metric_data(**request)
+
+
+def test_live_batches_go_before_the_rest_of_the_replay(tmp_path: Path) -> None:
+    client = GatedClient()
+    stats = AgentStats()
+    spool = Spool(tmp_path / "spool.db", stats=stats, wall_clock=lambda: NOW + 3600)
+    publisher = Publisher(client, "InfraWatch", stats=stats, sizer=SIZER, on_undeliverable=spool.put)
+    spool.put([datum(minute) for minute in range(1, 3001)], "503")  # three replay requests' worth
+    worker = PublishWorker(publisher, Replayer(spool, publisher, requests_per_second=100.0))
+    assert client.first_started.wait(10)  # the first replay request is in flight
+    worker.submit([datum(0, "Heartbeat")])
+    worker.submit([datum(0, "CPUUtilization")])
+    client.release.set()
+    deadline = threading.Event()
+    while spool.datums and not deadline.wait(0.01):
+        pass
+    assert worker.close(timeout=10.0) is True
+    order = [request["MetricData"][0]["MetricName"] for request in client.accepted]
+    assert order == ["GPUUtilization", "Heartbeat", "CPUUtilization", "GPUUtilization", "GPUUtilization"]
+    assert stats.published == 3000 * 6 + 2 * 6
