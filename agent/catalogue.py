@@ -6,6 +6,14 @@ metric names and dimensions from it instead of retyping them.
 
 `dimensions` lists the per-series dimensions a collector sets. Every series also carries the host
 dimensions (`InstanceId`, plus the static `dimensions` from the config), added by the agent.
+
+Application metrics received over StatsD (`agent.statsd`) are the one exception: their names come from
+the jobs that send them, so they cannot be entries here. They follow one rule instead: a counter
+`<name>` publishes `<name>` (its total, Count or Bytes) and `<name>PerSecond` (Count/Second or
+Bytes/Second); a timer `<name>` publishes `<name>` in Milliseconds; a histogram, distribution or gauge
+`<name>` publishes `<name>` with no unit; their dimensions are the allowed DogStatsD tags. A StatsD name
+that is a catalogue name (or whose `PerSecond` series would be) is refused, so a job cannot overwrite
+a host metric.
 """
 
 from __future__ import annotations
@@ -162,6 +170,12 @@ CATALOGUE: tuple[Metric, ...] = (
            "psutil.Process().cpu_times", "CPU the agent used since the previous flush, in % of one core."),
     Metric("AgentMemoryRSS", BYTES, ("Component",), "resident set size", "psutil.Process().memory_info",
            "Memory the agent holds."),
+    # --- StatsD listener -------------------------------------------------------------------------
+    Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
+           "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "
+           "a catalogue metric, or was first sent with another type."),
+    Metric("StatsdParseErrors", COUNT, ("Component",), "malformed lines in the interval", "StatsD listener",
+           "StatsD lines that did not parse; the first few are logged."),
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}

@@ -39,6 +39,7 @@ from agent.schema import ConfigError
 from agent.sdnotify import Notifier, ServiceStatus, Watchdog
 from agent.selfstats import AgentStats, ProcessUsage
 from agent.spool import Spool, open_spool
+from agent.statsd.service import start_statsd
 from agent.wakeup import WakeupFlag
 
 log = structlog.get_logger()
@@ -199,6 +200,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     is opened once, from the config at start: a reload keeps it and its [spool] settings.
     """
     stats = AgentStats()
+    statsd = start_statsd(config, on_drop=stats.add_dropped, on_error=lambda: stats.add_collector_error("statsd"))
     stop = WakeupFlag()  # set from signal handlers: threading.Event.set could deadlock there
     received: list[int] = []
     watchdog = Watchdog(notifier := Notifier())
@@ -224,7 +226,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
                 log.warning("watchdog_too_short", ping_every_s=watchdog.interval,
                             collect_interval=config.collect.interval, hint="raise WatchdogSec in a drop-in")
             plan_slot[:] = [host.plan(config)]
-            agent, publisher = build_agent(config, client, stats, collectors, plan_slot[0],
+            running = [*collectors, *([statsd] if statsd is not None else [])]
+            agent, publisher = build_agent(config, client, stats, running, plan_slot[0],
                                            submit=lambda datums: worker_slot[0].submit(datums), spool=spool)
             replayer = (Replayer(spool, publisher, requests_per_second=config.spool.replay_requests_per_second)
                         if spool is not None else None)
@@ -247,6 +250,10 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
         flushed = worker_slot[0].close(config.shutdown_timeout)
         close_collectors(collectors)
         config, collectors[:] = reloaded
+        if statsd is not None:
+            statsd.close()  # before the new listener binds: it may want the same port
+        statsd = start_statsd(config, on_drop=stats.add_dropped,
+                              on_error=lambda: stats.add_collector_error("statsd"))
         logs.configure(config.log_level)
         log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)
         agent = None
@@ -255,6 +262,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     if spool is not None:
         spool.close()
     stop.close()
+    if statsd is not None:
+        statsd.close()
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
              dropped=dict(stats.dropped), spooled=spool.datapoints if spool is not None else 0)
     return EXIT_OK

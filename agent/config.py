@@ -10,6 +10,9 @@ from agent.catalogue import CATALOGUE, METRICS
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
 from agent.naming import DEFAULT_NAMESPACE, PROFILES
 from agent.schema import ConfigError, build, load_toml, render, section, setting
+from agent.statsd.address import split_host_port
+from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
+from agent.statsd.parser import TAG_KEY
 
 MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
 HOST_DIMENSION = "InstanceId"  # the per-host dimension on EC2 by default (`Host` off EC2)
@@ -125,6 +128,47 @@ class NetworkConfig:
     )
 
 
+def _address_problem(value: str) -> str | None:
+    try:
+        split_host_port(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _dimension_keys_problem(value: tuple[str, ...]) -> str | None:
+    for key in value:
+        if key == HOST_DIMENSION:
+            return f'"{HOST_DIMENSION}" is set by the agent'
+        if not TAG_KEY.fullmatch(key):
+            return f'"{key}" must be 1..255 of A-Z a-z 0-9 _ . - /'
+    return None
+
+
+@dataclass(frozen=True)
+class StatsdConfig:
+    enabled: bool = setting(True, "Listen for StatsD/DogStatsD metrics from jobs on this host.")
+    address: str = setting(
+        "127.0.0.1:8125", 'UDP "host:port" to listen on; loopback keeps other hosts out.',
+        check=_address_problem,
+    )
+    dimension_keys: tuple[str, ...] = setting(
+        (), "DogStatsD tag keys that become dimensions (each value is a billed metric); others are dropped.",
+        check=_dimension_keys_problem,
+    )
+    max_series: int = setting(
+        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted.",
+        range=(1, 100_000),
+    )
+    byte_counters: tuple[str, ...] = setting(
+        DEFAULT_BYTE_COUNTERS, "Counter name globs published in Bytes and Bytes/Second instead of Count."
+    )
+    expire_after: float = setting(
+        300.0, "Seconds without a line after which a series is no longer published (counters publish 0 until "
+        "then) and stops counting toward max_series.", range=(10, 86_400), unit="seconds",
+    )
+
+
 @dataclass(frozen=True)
 class GpuConfig:
     enabled: str | bool = setting(
@@ -219,6 +263,7 @@ class AgentConfig:
     gpu: GpuConfig = section(GpuConfig, "NVIDIA GPU collector (NVML, in-process).")
     spool: SpoolConfig = section(SpoolConfig, "Durable spool for datums CloudWatch has not accepted yet.")
     ec2: Ec2Config = section(Ec2Config, "EC2 identity and tags.")
+    statsd: StatsdConfig = section(StatsdConfig, "StatsD listener for application throughput.")
 
     def __post_init__(self) -> None:
         if not self.namespace:  # unset: the naming profile's namespace
@@ -241,6 +286,12 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         problems.append(
             f"publish.phase: must be below publish.interval ({config.publish.interval}), "
             f"got {config.publish.phase:g}"
+        )
+    static = {name for name, _ in config.dimensions} & set(config.statsd.dimension_keys)
+    if static:
+        problems.append(
+            f"statsd.dimension_keys: {', '.join(sorted(static))} already set by the static dimensions, "
+            f"got {render(config.statsd.dimension_keys)}"
         )
     if problems:
         raise ConfigError(problems)

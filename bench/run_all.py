@@ -32,6 +32,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("outage.py", ["--runs", "3"], ["--runs", "1"]),
     ("spool_overhead.py", ["--seconds", "300", "--repeats", "7"], ["--seconds", "100", "--repeats", "3"]),
     ("systemd_security.py", [], []),
+    ("statsd_ingest.py", [], ["--repeats", "1"]),
+    ("meter_add.py", [], ["--runs", "3"]),
 ]
 
 

@@ -55,6 +55,7 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
     "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+    "StatsdSeriesDropped", "StatsdParseErrors",
 }
 
 

@@ -1,0 +1,337 @@
+"""The StatsD collector fed datagrams directly: what each collect publishes, exactly, and every limit."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from agent.catalogue import METRICS
+from agent.samples import Sample
+from agent.statsd.collector import StatsdCollector
+from tests.fakes.host import FakeClock
+
+
+class RecordingDrops:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, reason: str, count: int) -> None:
+        self.counts[reason] += count
+
+
+def self_metrics(dropped: int = 0, parse_errors: int = 0) -> list[Sample]:
+    return [
+        METRICS["StatsdSeriesDropped"].sample(dropped, Component="agent"),
+        METRICS["StatsdParseErrors"].sample(parse_errors, Component="agent"),
+    ]
+
+
+def app_samples(samples: list[Sample]) -> list[Sample]:
+    return [sample for sample in samples if sample.name not in METRICS]
+
+
+def collector(clock: FakeClock, **options: object) -> StatsdCollector:
+    return StatsdCollector(monotonic=clock, **options)  # type: ignore[arg-type]
+
+
+def test_counter_total_and_rate_over_the_window() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(b"SamplesProcessed:32|c\nSamplesProcessed:32|c")
+    statsd.receive(b"SamplesProcessed:36|c")
+    clock.advance(10)
+    assert statsd.collect() == [
+        Sample("SamplesProcessed", 100.0, "Count"),
+        Sample("SamplesProcessedPerSecond", 10.0, "Count/Second"),
+        *self_metrics(),
+    ]
+
+
+def test_counter_windows_sum_to_the_exact_total() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    totals = []
+    for window in range(6):
+        for _ in range(window + 1):
+            statsd.receive(b"Rows:7|c")
+        clock.advance(10)
+        totals += [s.value for s in statsd.collect() if s.name == "Rows"]
+    assert totals == [7.0, 14.0, 21.0, 28.0, 35.0, 42.0]
+    assert sum(totals) == 7 * 21
+
+
+def test_sample_rate_scales_counter_increments() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(b"Rows:1|c|@0.1\nRows:3|c|@0.5\nRows:2|c")
+    clock.advance(2)
+    assert app_samples(statsd.collect()) == [
+        Sample("Rows", 18.0, "Count"), Sample("RowsPerSecond", 9.0, "Count/Second")
+    ]
+
+
+def test_byte_counters_by_default_name_rule_and_by_config() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, byte_counters=("*Bytes*", "Payload*"))
+    statsd.receive(b"ReadBytes:4096|c\nPayloadSize:10|c\nbytes_read:1|c")
+    clock.advance(4)
+    assert app_samples(statsd.collect()) == [
+        Sample("ReadBytes", 4096.0, "Bytes"),
+        Sample("ReadBytesPerSecond", 1024.0, "Bytes/Second"),
+        Sample("PayloadSize", 10.0, "Bytes"),
+        Sample("PayloadSizePerSecond", 2.5, "Bytes/Second"),
+        Sample("bytes_read", 1.0, "Count"),
+        Sample("bytes_readPerSecond", 0.25, "Count/Second"),
+    ]
+
+
+def test_idle_counter_publishes_zero_until_it_expires_then_starts_afresh() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, expire_after=30)
+    statsd.receive(b"Rows:5|c")
+    published = []
+    for _ in range(5):
+        clock.advance(10)
+        published.append([s.value for s in app_samples(statsd.collect()) if s.name == "Rows"])
+    assert published == [[5.0], [0.0], [0.0], [], []]
+    statsd.receive(b"Rows:1|c")
+    clock.advance(10)
+    assert [s.value for s in app_samples(statsd.collect()) if s.name == "Rows"] == [1.0]
+
+
+def test_gauge_set_deltas_and_one_sample_per_collect() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, expire_after=20)
+    statsd.receive(b"QueueDepth:+5|g")  # a delta before any value starts from 0
+    statsd.receive(b"QueueDepth:-2|g\nQueueDepth:+0.5|g")
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [Sample("QueueDepth", 3.5, "None")]
+    statsd.receive(b"QueueDepth:10|g\nQueueDepth:-1|g")
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [Sample("QueueDepth", 9.0, "None")]
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [Sample("QueueDepth", 9.0, "None")]
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == []
+
+
+def test_timer_values_each_become_a_sample_once_per_window() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(b"StepTime:120|ms\nStepTime:80.5|ms\nStepTime:120|ms")
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [
+        Sample("StepTime", 120.0, "Milliseconds"),
+        Sample("StepTime", 120.0, "Milliseconds"),
+        Sample("StepTime", 80.5, "Milliseconds"),
+    ]
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == []
+
+
+def test_histogram_and_distribution_are_one_unitless_series() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(b"BatchTokens:512|h\nBatchTokens:256|d")
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [
+        Sample("BatchTokens", 512.0, "None"), Sample("BatchTokens", 256.0, "None")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rate", "repeats"), [("0.5", 2), ("0.1", 10), ("0.01", 100), ("0.3", 3), ("0.001", 100)]
+)
+def test_sampled_timer_values_repeat_round_one_over_rate_at_most_100(rate: str, repeats: int) -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(f"StepTime:7|ms|@{rate}".encode())
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [Sample("StepTime", 7.0, "Milliseconds")] * repeats
+
+
+def test_allowed_tags_become_sorted_dimensions_and_others_are_ignored() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, dimension_keys=("model", "rank"))
+    statsd.receive(b"Tokens:10|c|#rank:3,host:a,model:llama\nTokens:5|c|#model:llama,rank:3,host:b")
+    statsd.receive(b"Tokens:1|c|#model:gpt,rank,canary")  # a bare tag has no value to be a dimension
+    clock.advance(1)
+    assert app_samples(statsd.collect()) == [
+        Sample("Tokens", 15.0, "Count", (("model", "llama"), ("rank", "3"))),
+        Sample("TokensPerSecond", 15.0, "Count/Second", (("model", "llama"), ("rank", "3"))),
+        Sample("Tokens", 1.0, "Count", (("model", "gpt"),)),
+        Sample("TokensPerSecond", 1.0, "Count/Second", (("model", "gpt"),)),
+    ]
+
+
+def test_first_value_of_a_repeated_tag_wins() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, dimension_keys=("env",))
+    statsd.receive(b"Rows:1|c|#env:prod,env:dev")
+    clock.advance(1)
+    assert app_samples(statsd.collect())[0].dimensions == (("env", "prod"),)
+
+
+def test_dimensions_past_the_room_left_keep_the_keys_listed_first() -> None:
+    clock = FakeClock()
+    keys = tuple(f"k{index:02d}" for index in range(30))
+    statsd = collector(clock, dimension_keys=keys, max_dimensions=27)
+    tags = ",".join(f"{key}:v" for key in reversed(keys))
+    with capture_logs() as logs:
+        statsd.receive(f"Rows:1|c|#{tags}".encode())
+        statsd.receive(f"Rows:1|c|#{tags}".encode())
+    clock.advance(1)
+    rows = app_samples(statsd.collect())[0]
+    assert rows.dimensions == tuple((key, "v") for key in keys[:27])
+    assert rows.value == 2.0
+    assert logs == [
+        {"event": "statsd_dimensions_truncated", "metric": "Rows", "kept": 27, "log_level": "warning"}
+    ]
+
+
+def test_series_cap_drops_and_counts_lines_of_new_series_only() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, max_series=3, dimension_keys=("id",))
+    packet = "\n".join(f"Rows:1|c|#id:{index}" for index in range(5)).encode()
+    with capture_logs() as logs:
+        statsd.receive(packet)
+        statsd.receive(packet)  # the three admitted series still count; 2 lines dropped twice
+    clock.advance(1)
+    samples = statsd.collect()
+    assert [(s.name, s.value, s.dimensions) for s in app_samples(samples) if s.name == "Rows"] == [
+        ("Rows", 2.0, (("id", "0"),)), ("Rows", 2.0, (("id", "1"),)), ("Rows", 2.0, (("id", "2"),)),
+    ]
+    assert samples[-2:] == self_metrics(dropped=4)
+    assert logs == [{"event": "statsd_series_limit", "metric": "Rows", "limit": 3, "log_level": "warning"}]
+    clock.advance(1)
+    assert statsd.collect()[-2:] == self_metrics(dropped=0)
+
+
+def test_expired_series_free_their_place_under_the_cap() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, max_series=1, expire_after=10)
+    statsd.receive(b"Old:1|ms")
+    clock.advance(10)
+    statsd.collect()
+    statsd.receive(b"New:1|ms")  # still over the cap: Old expires at the next collect
+    clock.advance(10)
+    assert statsd.collect()[-2:] == self_metrics(dropped=1)
+    statsd.receive(b"New:2|ms")
+    clock.advance(10)
+    assert statsd.collect() == [Sample("New", 2.0, "Milliseconds"), *self_metrics()]
+
+
+def test_catalogue_names_are_refused_so_a_job_cannot_overwrite_host_metrics() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    with capture_logs() as logs:
+        statsd.receive(b"Heartbeat:1|c\nCPUUtilization:5|g\nDiskReadBytes:10|c\nDiskReadBytes:10|g")
+    clock.advance(1)
+    assert statsd.collect() == [Sample("DiskReadBytes", 10.0, "None"), *self_metrics(dropped=3)]
+    assert logs == [{"event": "statsd_reserved_name", "metric": "Heartbeat", "log_level": "warning"}]
+
+
+def test_a_series_keeps_the_type_of_its_first_line() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    with capture_logs() as logs:
+        statsd.receive(b"Rows:1|c\nRows:5|g\nRows:2|c\nLat:3|h\nLat:4|d\nLat:5|ms")
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Rows", 3.0, "Count"),
+        Sample("RowsPerSecond", 3.0, "Count/Second"),
+        Sample("Lat", 3.0, "None"),
+        Sample("Lat", 4.0, "None"),
+        *self_metrics(dropped=2),
+    ]
+    assert logs == [
+        {"event": "statsd_type_conflict", "metric": "Rows", "first": "c", "got": "g", "log_level": "warning"}
+    ]
+
+
+def test_parse_errors_are_counted_exactly_and_the_first_five_logged() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    with capture_logs() as logs:
+        statsd.receive(b"\n".join([b"bad%d" % index for index in range(4)] + [b"Rows:1|c"]))
+        statsd.receive(b"A:nan|c\nB:1|x\n\xff\xfe")
+    clock.advance(1)
+    assert statsd.collect()[-2:] == self_metrics(parse_errors=7)
+    assert [(log["line"], log["reason"]) for log in logs] == [
+        ("bad0", 'no ":" between name and value'),
+        ("bad1", 'no ":" between name and value'),
+        ("bad2", 'no ":" between name and value'),
+        ("bad3", 'no ":" between name and value'),
+        ("A:nan|c", "value must be a decimal number, got 'nan'"),
+    ]
+    clock.advance(1)
+    assert statsd.collect()[-2:] == self_metrics(parse_errors=0)
+
+
+def test_timer_values_past_the_window_budget_are_dropped_and_counted() -> None:
+    clock, drops = FakeClock(), RecordingDrops()
+    statsd = collector(clock, max_values=25, on_drop=drops)
+    statsd.receive(b"A:1|ms|@0.1\nA:2|ms|@0.1\nA:3|ms\nA:4|ms|@0.2\nA:5|ms")
+    clock.advance(1)
+    samples = statsd.collect()
+    assert [s.value for s in app_samples(samples)] == [1.0] * 10 + [2.0] * 10 + [3.0, 5.0]
+    assert drops.counts == {"statsd_value_limit": 5}
+    statsd.receive(b"A:4|ms|@0.2")  # the budget is per window
+    clock.advance(1)
+    assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds")] * 5
+
+
+def test_totals_beyond_what_cloudwatch_accepts_are_dropped_and_counted() -> None:
+    clock, drops = FakeClock(), RecordingDrops()
+    statsd = collector(clock, on_drop=drops)
+    statsd.receive(b"Huge:2e108|c\nHuge:2e108|c\nBig:+2e108|g\nBig:+2e108|g\nFine:1|c")
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Fine", 1.0, "Count"), Sample("FinePerSecond", 1.0, "Count/Second"), *self_metrics()
+    ]
+    assert drops.counts == {"statsd_out_of_range": 3}  # the counter's total and rate, the gauge
+
+
+def test_no_rate_when_no_time_passed() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(b"Rows:4|c")
+    assert app_samples(statsd.collect()) == [Sample("Rows", 4.0, "Count")]
+
+
+def test_samples_carry_only_catalogue_or_statsd_units() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(b"A:1|c\nB:1|g\nC:1|ms\nD:1|h\nE:1|d\nReadBytes:1|c")
+    clock.advance(1)
+    units = {sample.unit for sample in statsd.collect()}
+    assert units == {"Count", "Count/Second", "None", "Milliseconds", "Bytes", "Bytes/Second"}
+
+
+@settings(max_examples=200)
+@given(st.lists(st.binary(max_size=300), max_size=10))
+def test_nothing_a_client_sends_makes_receive_or_collect_raise(packets: list[bytes]) -> None:
+    clock = FakeClock()
+    statsd = collector(clock, max_series=5, max_values=50, dimension_keys=("a", "b"), max_dimensions=1)
+    for packet in packets:
+        statsd.receive(packet)
+    clock.advance(1)
+    for sample in statsd.collect():
+        assert abs(sample.value) <= 2.0**360
+
+
+def test_many_tag_sets_for_the_same_series_stay_one_series() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, max_series=2, dimension_keys=("model",))
+    for request in range(50):  # a per-request tag that is not a dimension: 50 tag sets, 1 series
+        statsd.receive(f"Rows:1|c|#model:llama,request:{request}".encode())
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Rows", 50.0, "Count", (("model", "llama"),)),
+        Sample("RowsPerSecond", 50.0, "Count/Second", (("model", "llama"),)),
+        *self_metrics(),
+    ]

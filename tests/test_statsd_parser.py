@@ -1,0 +1,179 @@
+"""StatsD/DogStatsD line parsing: every type, sample rates, tags, and every reason a line is refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.statsd.parser import MAX_VALUE, NAME, TAG_KEY, TAG_VALUE, Line, Rejected, parse_packet
+
+
+def one(text: str) -> Line:
+    lines, rejected = parse_packet(text.encode())
+    assert rejected == []
+    assert len(lines) == 1
+    return lines[0]
+
+
+def reason(text: bytes) -> str:
+    lines, rejected = parse_packet(text)
+    assert lines == []
+    assert len(rejected) == 1
+    return rejected[0].reason
+
+
+def test_counter() -> None:
+    assert one("SamplesProcessed:32|c") == Line("SamplesProcessed", "c", 32.0)
+
+
+def test_negative_counter_is_a_decrement_not_a_delta() -> None:
+    assert one("Inflight:-3|c") == Line("Inflight", "c", -3.0)
+
+
+def test_counter_with_sample_rate() -> None:
+    assert one("Rows:1|c|@0.1") == Line("Rows", "c", 1.0, sample_rate=0.1)
+
+
+def test_gauge_set_and_deltas() -> None:
+    assert one("QueueDepth:17|g") == Line("QueueDepth", "g", 17.0)
+    assert one("QueueDepth:+4|g") == Line("QueueDepth", "g", 4.0, delta=True)
+    assert one("QueueDepth:-2.5|g") == Line("QueueDepth", "g", -2.5, delta=True)
+
+
+@pytest.mark.parametrize("kind", ["ms", "h", "d"])
+def test_timer_histogram_distribution(kind: str) -> None:
+    assert one(f"StepTime:12.25|{kind}|@0.5") == Line("StepTime", kind, 12.25, 0.5)  # type: ignore[arg-type]
+
+
+def test_dogstatsd_tags_keep_their_order_and_bare_tags_have_no_value() -> None:
+    line = one("Tokens:128|c|#model:llama-8b,canary,rank:0,url:http://x")
+    assert line.tags == (("model", "llama-8b"), ("canary", ""), ("rank", "0"), ("url", "http://x"))
+
+
+def test_rate_and_tags_in_either_order_and_other_dogstatsd_fields_skipped() -> None:
+    expected = Line("Rows", "c", 2.0, 0.25, (("env", "prod"),))
+    assert one("Rows:2|c|#env:prod|@0.25") == expected
+    assert one("Rows:2|c|@0.25|c:container-id|T1700000000|#env:prod") == expected
+
+
+@pytest.mark.parametrize("value", ["1", "1.5", ".5", "1.", "1e3", "1E-3", "+1", "-0", "007"])
+def test_number_forms(value: str) -> None:
+    assert one(f"X:{value}|ms").value == float(value)
+
+
+def test_multi_line_packet_skips_empty_lines_and_keeps_good_lines_around_bad_ones() -> None:
+    lines, rejected = parse_packet(b"A:1|c\n\nB:2|g\nnonsense\nC:3|ms\n")
+    assert lines == [Line("A", "c", 1.0), Line("B", "g", 2.0), Line("C", "ms", 3.0)]
+    assert rejected == [Rejected("nonsense", 'no ":" between name and value')]
+
+
+def test_non_ascii_line_is_rejected_alone() -> None:
+    lines, rejected = parse_packet("A:1|c\nZüge:2|c\nB:3|c".encode())
+    assert [line.name for line in lines] == ["A", "B"]
+    assert rejected == [Rejected("Z\\xc3\\xbcge:2|c", "not ASCII")]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (b"A|c", 'no ":" between name and value'),
+        (b"A:1", "type must be one of c, g, ms, h, d, got ''"),
+        (b"A:1|s", "type must be one of c, g, ms, h, d, got 's'"),
+        (b"A:1|C", "type must be one of c, g, ms, h, d, got 'C'"),
+        (b":1|c", "name must be 1..246 of A-Z a-z 0-9 _ . - /"),
+        (b"my metric:1|c", "name must be 1..246 of A-Z a-z 0-9 _ . - /"),
+        (b"A" * 247 + b":1|c", "name must be 1..246 of A-Z a-z 0-9 _ . - /"),
+        (b"A:nan|c", "value must be a decimal number, got 'nan'"),
+        (b"A:inf|g", "value must be a decimal number, got 'inf'"),
+        (b"A:1_000|c", "value must be a decimal number, got '1_000'"),
+        (b"A: 1|c", "value must be a decimal number, got ' 1'"),
+        (b"A:|c", "value must be a decimal number, got ''"),
+        (b"A:1:2|ms", "value must be a decimal number, got '1:2'"),
+        (b"A:0x10|c", "value must be a decimal number, got '0x10'"),
+        (b"A:1e400|c", "value must be finite and within ±2^360"),
+        (b"A:3e108|g", "value must be finite and within ±2^360"),
+        (b"A:1|c|@0", "sample rate must be greater than 0 and at most 1"),
+        (b"A:1|c|@1.5", "sample rate must be greater than 0 and at most 1"),
+        (b"A:1|c|@", "sample rate must be a decimal number, got ''"),
+        (b"A:1|c|@0.5|@0.5", "more than one sample rate"),
+        (b"A:1|c|#a:b|#c:d", "more than one tag field"),
+        (b"A:1|c||@0.5", "empty field"),
+        (b"A:1|c\r", "type must be one of c, g, ms, h, d, got 'c\\r'"),
+        (b"_e{5,4}:title|text", "DogStatsD events are not supported"),
+        (b"_sc|db.ok|0", "DogStatsD service checks are not supported"),
+    ],
+)
+def test_rejections_say_why(text: bytes, why: str) -> None:
+    assert reason(text) == why
+
+
+@pytest.mark.parametrize("tag", ["", "a b:c", "k:v w", "k:\x01", ":v", "k" * 256 + ":v"])
+def test_bad_tags_reject_the_line(tag: str) -> None:
+    assert reason(f"A:1|c|#ok:1,{tag}".encode()).startswith("tag must be key:value with a key of 1..255")
+
+
+def test_tag_value_at_the_cloudwatch_limit() -> None:
+    assert one("A:1|c|#k:" + "v" * 1024).tags == (("k", "v" * 1024),)
+    assert reason(b"A:1|c|#k:" + b"v" * 1025).startswith("tag must be key:value")
+
+
+def test_largest_value_cloudwatch_takes() -> None:
+    assert one(f"A:{MAX_VALUE!r}|g").value == MAX_VALUE
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+@given(st.binary(max_size=2048))
+def test_arbitrary_bytes_never_raise_and_every_line_is_publishable(packet: bytes) -> None:
+    lines, rejected = parse_packet(packet)
+    assert len(lines) + len(rejected) <= packet.count(b"\n") + 1
+    for line in lines:
+        assert NAME.fullmatch(line.name)
+        assert math.isfinite(line.value) and abs(line.value) <= MAX_VALUE
+        assert 0 < line.sample_rate <= 1
+        assert all(TAG_KEY.fullmatch(key) and TAG_VALUE.fullmatch(value) for key, value in line.tags)
+
+
+@given(st.lists(st.text(alphabet=st.characters(codec="ascii"), max_size=80), max_size=20))
+def test_arbitrary_ascii_lines_never_raise(texts: list[str]) -> None:
+    lines, rejected = parse_packet("\n".join(texts).encode())
+    assert len(lines) + len(rejected) == sum(1 for text in "\n".join(texts).split("\n") if text)
+
+
+NAME_CHARS = st.sampled_from("ABCXYZabcxyz0189_.-/")
+TAG_VALUE_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=",|")
+finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-MAX_VALUE, max_value=MAX_VALUE)
+rates = st.floats(min_value=1e-6, max_value=1.0, exclude_min=False)
+
+
+@st.composite
+def lines_and_texts(draw: st.DrawFn) -> tuple[Line, str]:
+    name = draw(st.text(NAME_CHARS, min_size=1, max_size=246))
+    kind = draw(st.sampled_from(["c", "g", "ms", "h", "d"]))
+    value = draw(finite)
+    delta = kind == "g" and draw(st.booleans())
+    if kind == "g" and not delta:
+        value = abs(value)  # a signed gauge value is a delta, so a gauge can only be set to >= 0
+    value_text = repr(value)
+    if delta and not value_text.startswith("-"):
+        value_text = "+" + value_text
+    fields = [f"{name}:{value_text}", kind]
+    rate = draw(st.one_of(st.just(1.0), rates))
+    if rate != 1.0:
+        fields.append(f"@{rate!r}")
+    tags = tuple(draw(st.lists(
+        st.tuples(st.text(NAME_CHARS, min_size=1, max_size=20), st.text(TAG_VALUE_CHARS, max_size=30)),
+        max_size=5,
+    )))
+    if tags:
+        fields.append("#" + ",".join(f"{key}:{val}" if val else key for key, val in tags))
+    return Line(name, kind, value, rate, tags, delta), "|".join(fields)  # type: ignore[arg-type]
+
+
+@given(st.lists(lines_and_texts(), min_size=1, max_size=20))
+def test_generated_lines_parse_to_exactly_what_was_generated(generated: list[tuple[Line, str]]) -> None:
+    packet = "\n".join(text for _, text in generated).encode()
+    assert parse_packet(packet) == ([line for line, _ in generated], [])
