@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 SPARK = "▁▂▃▄▅▆▇█"
+HOST_IDENTITY = ("InstanceId", "Host")  # the same on every row: not shown
 
 
 def sparkline(values: list[float]) -> str:
@@ -35,7 +36,8 @@ def series_table(cloudwatch: Any, namespace: str, start: dt.datetime, end: dt.da
             continue
         points.sort(key=lambda p: p["Timestamp"])
         count = sum(p["SampleCount"] for p in points)
-        dims = ",".join(f"{d['Name']}={d['Value']}" for d in metric["Dimensions"] if d["Name"] != "InstanceId")
+        dims = ",".join(f"{d['Name']}={d['Value']}" for d in metric["Dimensions"]
+                        if d["Name"] not in HOST_IDENTITY)
         rows.append((metric["MetricName"], dims, points[0].get("Unit", ""), f"{count:.0f}",
                      f"{min(p['Minimum'] for p in points):.4g}", f"{sum(p['Sum'] for p in points) / count:.4g}",
                      f"{max(p['Maximum'] for p in points):.4g}", sparkline([p["Average"] for p in points])))

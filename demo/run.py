@@ -102,16 +102,21 @@ def main() -> int:
 
 def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) -> int:
     config = tmp / "agent.toml"
+    statsd_address = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
     config.write_text(
         "[collect]\ninterval = 1\n"
         "[publish]\ninterval = 10\nhigh_resolution = true\n"
         f'[spool]\npath = "{tmp / "spool.db"}"\n'  # the demo leaves nothing in /var/lib/infrawatch
+        f'[statsd]\naddress = "{statsd_address}"\n'
     )
     say(f"moto server on {env['AWS_ENDPOINT_URL']}: starting infrawatch-agent for {seconds:.0f} s "
         "(1 s collection, 2 simulated GPUs)")
     started = dt.datetime.now(dt.timezone.utc)
     agent = processes.start([str(BIN / "infrawatch-agent"), "--config", str(config), "--fake-gpus", "2"],
                             env, tmp / "agent.log")
+    say(f"a training job reports its throughput over StatsD to {statsd_address}")
+    processes.start([sys.executable, "-m", "demo.job"], {**env, "INFRAWATCH_STATSD_ADDRESS": statsd_address},
+                    tmp / "job.log")
     deadline = time.monotonic() + seconds
     provisioned = False
     while time.monotonic() < deadline:
