@@ -117,17 +117,20 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
     say(f"a training job reports its throughput over StatsD to {statsd_address}")
     processes.start([sys.executable, "-m", "demo.job"], {**env, "INFRAWATCH_STATSD_ADDRESS": statsd_address},
                     tmp / "job.log")
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
     provisioned = False
-    while time.monotonic() < deadline:
+    next_progress = 10.0
+    while (elapsed := time.monotonic() - start) < seconds or not provisioned:
         if agent.poll() is not None:
             print((tmp / "agent.log").read_text()[-3000:])
             raise SystemExit(f"infrawatch-agent exited early with {agent.returncode}")
-        time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
-        print(f"  {time.monotonic() - deadline + seconds:5.0f} s", flush=True)
         if not provisioned and heartbeat_published():
             provision(env)  # while the agent keeps publishing
             provisioned = True
+        if elapsed >= next_progress:
+            print(f"  {elapsed:5.0f} s", flush=True)
+            next_progress += 10.0
+        time.sleep(1.0)
     agent.send_signal(signal.SIGTERM)
     agent.wait(timeout=30)
     ended = dt.datetime.now(dt.timezone.utc)
