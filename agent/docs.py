@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +63,26 @@ def block_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"(<!-- BEGIN generated: {name} -->\n)(.*?)(<!-- END generated: {name} -->)", re.DOTALL)
 
 
-def regenerate(text: str) -> str:
-    for name, render_block in BLOCKS.items():
+def regenerate(text: str, blocks: Mapping[str, Callable[[], str]] = BLOCKS) -> str:
+    """`text` with each generated block replaced by what its renderer says now."""
+    for name, render_block in blocks.items():
         match = block_pattern(name).search(text)
         if match:
             text = text[: match.start(2)] + render_block() + "\n" + text[match.end(2) :]
     return text
 
 
-def main() -> int:
+def rewrite_readme(blocks: Mapping[str, Callable[[], str]]) -> int:
     text = README.read_text()
-    updated = regenerate(text)
+    updated = regenerate(text, blocks)
     if updated != text:
         README.write_text(updated)
         print(f"updated {README}", file=sys.stderr)
     return 0
+
+
+def main() -> int:
+    return rewrite_readme(BLOCKS)
 
 
 if __name__ == "__main__":

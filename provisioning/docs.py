@@ -6,11 +6,10 @@ are `agent.docs`'s); a test fails when the README differs from what this module 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from agent.docs import README, block_pattern
+from agent import docs as agent_docs
 from agent.schema import render
 from provisioning.alarm_catalogue import (
     ABOVE,
@@ -87,20 +86,11 @@ BLOCKS = {"provisioning-spec": spec_table, "provisioning-alarms": alarms_table, 
 
 
 def regenerate(text: str) -> str:
-    for name, render_block in BLOCKS.items():
-        match = block_pattern(name).search(text)
-        if match:
-            text = text[: match.start(2)] + render_block() + "\n" + text[match.end(2) :]
-    return text
+    return agent_docs.regenerate(text, BLOCKS)
 
 
 def main() -> int:
-    text = README.read_text()
-    updated = regenerate(text)
-    if updated != text:
-        README.write_text(updated)
-        print(f"updated {README}", file=sys.stderr)
-    return 0
+    return agent_docs.rewrite_readme(BLOCKS)
 
 
 if __name__ == "__main__":
