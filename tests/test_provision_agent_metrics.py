@@ -60,6 +60,22 @@ def run_agent_cycle(client: Any, instance_id: str, id_dimension: str = "Instance
     gpu.close()
 
 
+def published_and_watched(cloudwatch: Any) -> tuple[set[Any], list[dict[str, Any]], set[Any]]:
+    """(series the namespace holds, the alarms, the series they watch), as (name, sorted dimensions)."""
+    published = {
+        (metric["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in metric["Dimensions"])))
+        for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace="InfraWatch")
+        for metric in page["Metrics"]
+    }
+    alarms = [alarm for page in cloudwatch.get_paginator("describe_alarms").paginate()
+              for alarm in page["MetricAlarms"]]
+    watched = {
+        (alarm["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"])))
+        for alarm in alarms
+    }
+    return published, alarms, watched
+
+
 SPEC = f"""
 stack = "ml"
 [alarms.gpu_idle]
@@ -80,17 +96,7 @@ def test_every_host_alarm_watches_a_series_the_agent_published(tmp_path: Path) -
             run_agent_cycle(cloudwatch, instance_id)
         assert provisioner.run(SPEC, "--yes").code == 0
 
-        published = {
-            (metric["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in metric["Dimensions"])))
-            for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace="InfraWatch")
-            for metric in page["Metrics"]
-        }
-        alarms = [alarm for page in cloudwatch.get_paginator("describe_alarms").paginate()
-                  for alarm in page["MetricAlarms"]]
-        watched = {
-            (alarm["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"])))
-            for alarm in alarms
-        }
+        published, alarms, watched = published_and_watched(cloudwatch)
         assert len(alarms) == 2 * (6 + 5 * GPUS + 1)  # 6 per host (2 mounts), 5 per GPU, the idle alarm
         assert watched - published == set()
         assert (
@@ -105,17 +111,7 @@ def test_an_agent_off_ec2_is_discovered_and_every_alarm_watches_its_host_series(
         run_agent_cycle(cloudwatch, "gpu-box-1", id_dimension="Host")
         spec = 'stack = "ml"\n[[hosts]]\ndiscover = true\ndiscover_devices = true\n'
         assert provisioner.run(spec, "--yes").code == 0
-        published = {
-            (metric["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in metric["Dimensions"])))
-            for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace="InfraWatch")
-            for metric in page["Metrics"]
-        }
-        alarms = [alarm for page in cloudwatch.get_paginator("describe_alarms").paginate()
-                  for alarm in page["MetricAlarms"]]
-        watched = {
-            (alarm["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in alarm["Dimensions"])))
-            for alarm in alarms
-        }
+        published, alarms, watched = published_and_watched(cloudwatch)
     assert len(alarms) == 6 + 5 * GPUS  # cpu, memory, 2 mounts, gpu utilization, heartbeat; 5 per GPU
     assert watched - published == set()
     assert ("Heartbeat", (("Component", "agent"), ("Host", "gpu-box-1"))) in watched
