@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.faultproxy
 
 from agent.aggregate import Aggregator, Datum  # noqa: E402
-from agent.cli import build_collectors, close_collectors, host_dimensions, retry_deadline  # noqa: E402
+from agent.cli import build_collectors, close_collectors, retry_deadline  # noqa: E402
 from agent.config import load  # noqa: E402
 from agent.loop import Agent  # noqa: E402
 from agent.publisher import Publisher  # noqa: E402
@@ -52,6 +52,8 @@ from tests.faultproxy import Fault, FaultProxy  # noqa: E402
 
 NAMESPACE = "InfraWatch"
 PUBLISH_INTERVAL = 10
+
+HOST = (("InstanceId", "i-0123456789abcdef0"),)  # a fixed identity: no IMDS lookup in a bench
 
 
 class Clock:
@@ -101,7 +103,7 @@ def one_run(moto_url: str, minutes: int, spool_dir: Path) -> dict[str, float]:
 
         collectors = build_collectors(config)
         agent = Agent(collectors=collectors, aggregator=Aggregator(on_drop=stats.add_dropped), stats=stats,
-                      submit=submit, host_dimensions=host_dimensions(config), wall_clock=wall,
+                      submit=submit, host_dimensions=HOST, wall_clock=wall,
                       gauges=[spool.samples])
         outage_end = start + minutes * 60
         proxy.inject(Fault.UNAVAILABLE, start=start, end=outage_end + 1)  # the flush at the last second too
