@@ -26,7 +26,7 @@ from agent.collectors.storage import StorageCollector
 from agent.config import AgentConfig, load
 from agent.dryrun import PrintingClient
 from agent.fake_nvml import healthy_h100
-from agent.filters import NameFilter
+from agent.filters import MetricExclusions, NameFilter
 from agent.fleet import DimensionPlan
 from agent.host import HostContext
 from agent.loop import Agent, PublishWorker
@@ -168,7 +168,8 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
                           on_undeliverable=spool.put if spool is not None else None)
     gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
-                  submit=submit or publisher.publish, plan=plan, gauges=gauges)
+                  submit=submit or publisher.publish, plan=plan, gauges=gauges,
+                  keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None)
     return agent, publisher
 
 

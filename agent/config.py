@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,12 @@ def _metrics_problem(value: tuple[str, ...]) -> str | None:
 
 def _path_problem(value: str) -> str | None:
     return None if value else "must not be empty"
+
+
+def _exclusions_problem(value: tuple[str, ...]) -> str | None:
+    if any(fnmatchcase("Heartbeat", pattern) for pattern in value):
+        return "must not exclude Heartbeat: the heartbeat alarm and availability are computed from it"
+    return None
 
 
 @dataclass(frozen=True)
@@ -247,6 +254,10 @@ class AgentConfig:
     )
     aggregate_metrics: tuple[str, ...] = setting(
         DEFAULT_ROLLUP_METRICS, "Metrics published once more per aggregate_dimensions set.", check=_metrics_problem
+    )
+    exclude_metrics: tuple[str, ...] = setting(
+        (), "Metric names (globs, catalogue or StatsD) never published, to save their cost: each series is a "
+        "billed metric, e.g. [\"GPUPCIe*\", \"GPUSMClock\"].", check=_exclusions_problem,
     )
     shutdown_timeout: float = setting(
         10.0, "Seconds the last flush may take on SIGTERM/SIGINT (keep below the unit's TimeoutStopSec).",

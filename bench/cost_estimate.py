@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from agent.dryrun import HOURS_PER_MONTH, PRICE_PER_1000_REQUESTS, PRICE_PER_METRIC_MONTH
@@ -33,15 +34,31 @@ def monthly(series: int, requests_per_hour: float) -> float:
     return series * PRICE_PER_METRIC_MONTH + requests_per_hour * HOURS_PER_MONTH * PRICE_PER_1000_REQUESTS / 1000
 
 
-def main() -> int:
-    output = subprocess.run(
-        [sys.executable, "-m", "agent", "--dry-run", "--once", "--fake-gpus", str(GPUS)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip().splitlines()
+# A leaner GPU set: what the provisioner alarms on, plus power and thermal throttling; the rest excluded.
+LEAN_EXCLUDE = (
+    "GPUPCIe*", "GPUNVLinkErrors", "GPUSMClock", "GPUPowerLimit", "GPUPowerUtilization", "GPUEnergyConsumed",
+    "GPUMemoryControllerUtilization", "GPUMemoryUsed", "GPUMemoryTotal", "GPUMemoryTemperature",
+    "GPUThrottlePowerCap", "GPUThrottleHardwareSlowdown", "GPURemappedRowsPending", "GPULastXid",
+)
+
+
+def run_agent(config: Path | None) -> tuple[list[str], int, int, float]:
+    """The agent's dry-run output, and the series, requests/hour and $/month of its last line."""
+    command = [sys.executable, "-m", "agent", "--dry-run", "--once", "--fake-gpus", str(GPUS)]
+    output = subprocess.run([*command, *(["--config", str(config)] if config else [])],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()
     match = re.fullmatch(r"(\d+) series, (\d+) requests/hour, about \$([\d.]+)/month at list prices", output[-1])
     if match is None:
         raise SystemExit(f"unexpected last line: {output[-1]!r}")
-    series, requests, dollars = int(match[1]), int(match[2]), float(match[3])
+    return output, int(match[1]), int(match[2]), float(match[3])
+
+
+def main() -> int:
+    output, series, requests, dollars = run_agent(None)
+    with tempfile.TemporaryDirectory() as tmp:
+        lean = Path(tmp) / "lean.toml"
+        lean.write_text("exclude_metrics = [" + ", ".join(f'"{name}"' for name in LEAN_EXCLUDE) + "]\n")
+        _, lean_series, lean_requests, lean_dollars = run_agent(lean)
     requests_made = [json.loads(line) for line in output[:-1] if line.startswith('{"MetricData"')]
     dimension_values = [(d["Name"], d["Value"]) for request in requests_made for datum in request["MetricData"]
                         for d in datum["Dimensions"]]
@@ -55,12 +72,16 @@ def main() -> int:
     print("| Agent | Series (custom metrics) | Requests/hour | $/month at list prices |")
     print("|---|---|---|---|")
     print(f"| infrawatch, default config | {series} | {requests} | ${dollars:.2f} |")
+    print(f"| infrawatch, `exclude_metrics` lean GPU set (below) | {lean_series} | {lean_requests} | "
+          f"${lean_dollars:.2f} |")
     print(f"| CloudWatch agent, default GPU config | {cw_series} | {CWAGENT_REQUESTS_PER_HOUR} | ${cw_dollars:.2f} |")
     print()
     print(f"This machine: {mounts} mount(s) and {devices} block device(s) after the default ignore lists. "
           f"The CloudWatch agent column assumes its {CWAGENT_GPU_FIELDS} nvidia_gpu fields per GPU and its "
           "wizard's standard host set; it publishes no GPU health (Xid, ECC, remapped rows, throttling) "
-          "and no host-level GPU roll-up, which are most of infrawatch's extra series.")
+          "and no host-level GPU roll-up, which are most of infrawatch's extra series. The lean row excludes "
+          f"{', '.join(LEAN_EXCLUDE)}: it keeps utilization, memory, temperature, power draw, thermal "
+          "throttling, health, Xid, ECC and failed row remaps per GPU.")
     return 0
 
 

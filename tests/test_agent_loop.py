@@ -9,6 +9,7 @@ import boto3
 from moto import mock_aws
 
 from agent.aggregate import Aggregator, Datum
+from agent.filters import MetricExclusions
 from agent.loop import Agent, PublishWorker, next_tick
 from agent.publisher import Publisher
 from agent.samples import Sample
@@ -125,3 +126,21 @@ def test_round_trip_through_moto_gives_exact_statistics() -> None:
     ]
     assert stats.published == stats.collected
     assert stats.dropped == {}
+
+
+def test_excluded_metrics_are_neither_aggregated_nor_counted() -> None:
+    submitted: list[list[Datum]] = []
+    stats = AgentStats()
+    exclusions = MetricExclusions(("GPUPCIe*", "CPUSteal"))
+    agent = Agent(
+        collectors=[Scripted("gpu", "GPUPCIeRxBytesPerSecond", [1.0]), Scripted("cpu", "CPUUtilization", [2.0]),
+                    Scripted("steal", "CPUSteal", [3.0])],
+        aggregator=Aggregator(), stats=stats, submit=lambda d: submitted.append(list(d)),
+        host_dimensions=HOST, wall_clock=WallClock(MINUTE), keeps=exclusions.keeps,
+    )
+    assert agent.collect() == 1
+    agent.flush()
+    names = {d.name for d in submitted[0]}
+    assert "CPUUtilization" in names
+    assert names & {"GPUPCIeRxBytesPerSecond", "CPUSteal"} == set()
+    assert stats.collected == 1 + len([d for d in submitted[0] if d.name != "CPUUtilization"])

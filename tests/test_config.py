@@ -29,6 +29,9 @@ BAD_FILES = [
     ("[collect]\ninterval = 60\n[publish]\ninterval = 30\n",
      ["publish.interval: must be at least collect.interval (60), got 30"]),
     ("[storage]\ntimeout = 0\n", ["storage.timeout: must be 0.05..30 seconds, got 0"]),
+    ('exclude_metrics = ["GPUPCIe*", "Heart*"]\n',
+     ['exclude_metrics: must not exclude Heartbeat: the heartbeat alarm and availability are computed from it, '
+      'got ["GPUPCIe*", "Heart*"]']),
     # Several problems in one file: every one is reported, in file order.
     ("[collect]\ninterval = -1\n[cpu]\nper_core = 1\nenabled = \"no\"\n",
      ["collect.interval: must be 1..300 seconds, got -1", "cpu.enabled: must be true or false, got \"no\"",
