@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from agent.catalogue import METRICS
-from agent.samples import Sample
+from agent.samples import Dimensions, Sample
 from agent.statsd.collector import StatsdCollector
+from agent.statsd.parser import parse_packet
 from tests.fakes.host import FakeClock
 
 
@@ -335,3 +336,64 @@ def test_many_tag_sets_for_the_same_series_stay_one_series() -> None:
         Sample("RowsPerSecond", 50.0, "Count/Second", (("model", "llama"),)),
         *self_metrics(),
     ]
+
+
+# --- the inlined path in receive agrees with the parser ------------------------------------------
+
+VALUE_TEXTS = st.one_of(
+    st.integers(0, 10**6).map(str),
+    st.builds("{}.{}".format, st.integers(0, 999), st.integers(0, 999)),
+    st.sampled_from([".5", "7.", "1.2.3", "-3", "+2.5", "1e3", "nan", "", "1_0", "9" * 120]),
+)
+FIELDS = st.sampled_from(
+    ["c", "g", "ms", "h", "d", "c|@0.5", "ms|@0.1", "c|#k:a", "c|#j:x,k:b", "g|#k:a,k:b", "ms|#k:a|@0.25", "s", "c|"]
+)
+STATSD_LINES = st.one_of(
+    st.builds("{}:{}|{}".format, st.sampled_from(["ZzRows", "ZzLat", "ZzDepth"]), VALUE_TEXTS, FIELDS),
+    st.text(alphabet=st.characters(codec="ascii"), max_size=20),
+)
+
+
+def model_of_receive(packets: list[bytes], window: float) -> list[Sample]:
+    """What collect publishes, computed from parse_packet's lines alone (names never reserved nor bytes)."""
+    family_of = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h"}
+    series: dict[tuple[str, Dimensions], tuple[str, dict[str, float], dict[float, int]]] = {}
+    dropped = parse_errors = 0
+    for packet in packets:
+        lines, rejected = parse_packet(packet)
+        parse_errors += len(rejected)
+        for name, kind, value, rate, tags, delta in lines:
+            dims = tuple(sorted({key: val for key, val in reversed(tags) if key == "k" and val}.items()))
+            first_kind, state, values = series.setdefault((name, dims), (kind, {}, {}))
+            if family_of[kind] != family_of[first_kind]:
+                dropped += 1
+            elif kind == "c":
+                state["total"] = state.get("total", 0.0) + value / rate
+            elif kind == "g":
+                state["value"] = value + state["value"] if delta and "value" in state else value
+            else:
+                repeats = 1 if rate == 1.0 else min(100, max(1, round(1 / rate)))
+                values[value] = values.get(value, 0) + repeats
+    samples = []
+    for (name, dims), (first_kind, state, values) in series.items():
+        if first_kind == "c":
+            samples.append(Sample(name, state.get("total", 0.0), "Count", dims))
+            samples.append(Sample(name + "PerSecond", state.get("total", 0.0) / window, "Count/Second", dims))
+        elif first_kind == "g":
+            samples += [Sample(name, state["value"], "None", dims)] if "value" in state else []
+        else:
+            unit = "Milliseconds" if first_kind == "ms" else "None"
+            samples += [Sample(name, value, unit, dims) for value, repeats in values.items() for _ in range(repeats)]
+    return samples + self_metrics(dropped, parse_errors)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(STATSD_LINES, min_size=1, max_size=8).map("\n".join), min_size=1, max_size=4))
+def test_receive_publishes_what_the_parser_reads_also_once_lines_take_the_inlined_path(texts: list[str]) -> None:
+    packets = [text.encode() for text in texts] * 2  # the second time, known lines take the inlined path
+    clock = FakeClock()
+    statsd = collector(clock, dimension_keys=("k",))
+    for packet in packets:
+        statsd.receive(packet)
+    clock.advance(2)
+    assert statsd.collect() == model_of_receive(packets, 2.0)

@@ -29,7 +29,7 @@ from agent.catalogue import BYTES, BYTES_PER_SECOND, COUNT, COUNT_PER_SECOND, ME
 from agent.logs import LogOnce
 from agent.samples import Dimensions, Sample
 from agent.selfstats import COMPONENT
-from agent.statsd.parser import MAX_VALUE, Kind, Rejected, Tags, parse_packet
+from agent.statsd.parser import MAX_VALUE, Kind, Line, LineError, Rejected, Tags, parse_line, parse_packet
 
 log = structlog.get_logger()
 
@@ -93,6 +93,9 @@ class StatsdCollector:
         self._lock = threading.Lock()
         self._series: dict[tuple[str, Dimensions], _Series] = {}
         self._dimensions_of: dict[Tags, Dimensions] = {(): ()}
+        # fields (everything after the value) -> name -> (series, its family, sample rate) of lines taken before
+        self._routes: dict[str, dict[str, tuple[_Series, str, float]]] = {}
+        self._route_count = 0
         self._window_start = monotonic()
         self._pending_values = 0
         self._series_dropped = 0
@@ -101,36 +104,88 @@ class StatsdCollector:
         self._warn = LogOnce(log)
 
     def receive(self, packet: bytes) -> None:
-        """Parse one datagram and add its lines to the current window."""
-        lines, rejected = parse_packet(packet)
+        """Parse one datagram and add its lines to the current window, in order."""
+        try:
+            texts = packet.decode("ascii").split("\n")
+        except UnicodeDecodeError:
+            lines, rejected = parse_packet(packet)
+            with self._lock:
+                if rejected:
+                    self._reject(rejected)
+                for line in lines:
+                    self._add(line)
+            return
         with self._lock:
-            if rejected:
-                self._reject(rejected)
-            series_of = self._series
-            dimensions_of = self._dimensions_of
-            for name, kind, value, sample_rate, tags, delta in lines:
-                dims = dimensions_of.get(tags)
-                if dims is None:
-                    dims = self._dimensions(name, tags)
-                series = series_of.get((name, dims))
-                if series is None:
-                    series = self._admit(name, kind, dims)
-                    if series is None:
-                        continue
-                if kind != series.kind and _FAMILY[kind] != series.family:
-                    self._series_dropped += 1
-                    self._warn.warning(
-                        "type", "statsd_type_conflict", metric=name, first=series.kind, got=kind
-                    )
+            routes = self._routes
+            # The common line, inlined: its name and fields (type, rate, tags) were parsed before, and its
+            # value is plain digits with at most one ".", which float() reads exactly as the parser would.
+            # Anything else goes through the parser, line by line, so the order of lines is kept.
+            for text in texts:
+                name, _, rest = text.partition(":")
+                value_text, _, fields = rest.partition("|")
+                of_fields = routes.get(fields)
+                route = of_fields.get(name) if of_fields is not None else None
+                if route is None or not (value_text.isdigit() or value_text.replace(".", "", 1).isdigit()):
+                    self._receive_line(text, name, fields)
                     continue
+                value = float(value_text)
+                if value > MAX_VALUE:
+                    self._receive_line(text, name, fields)
+                    continue
+                series, family, sample_rate = route
                 series.lines += 1
-                if kind == "c":
+                if family == "c":
                     series.total += value / sample_rate
-                elif kind == "g":
-                    current = series.value
-                    series.value = value + current if delta and current is not None else value
+                elif family == "g":
+                    series.value = value  # unsigned, so a new value, not a delta
                 else:
                     self._add_value(series, value, sample_rate)
+
+    def _receive_line(self, text: str, name: str, fields: str) -> None:
+        """A line the inlined path in `receive` does not take; remembers its route if it has one."""
+        if not text:
+            return
+        try:
+            line = parse_line(text)
+        except LineError as error:
+            self._reject([Rejected(text, str(error))])
+            return
+        series = self._add(line)
+        # Its route may be known already: the line only came here for a value the inlined path does not read.
+        if series is not None and name not in self._routes.get(fields, ()):
+            if self._route_count >= 4 * self._max_series:
+                self._forget_routes()  # bounded however many tag sets clients invent
+            self._routes.setdefault(fields, {})[name] = (series, series.family, line.sample_rate)
+            self._route_count += 1
+
+    def _forget_routes(self) -> None:
+        self._routes.clear()
+        self._route_count = 0
+
+    def _add(self, line: Line) -> _Series | None:
+        """Adds one parsed line to its series, which it returns; None if the line was dropped."""
+        name, kind, value, sample_rate, tags, delta = line
+        dims = self._dimensions_of.get(tags)
+        if dims is None:
+            dims = self._dimensions(name, tags)
+        series = self._series.get((name, dims))
+        if series is None:
+            series = self._admit(name, kind, dims)
+            if series is None:
+                return None
+        if kind != series.kind and _FAMILY[kind] != series.family:
+            self._series_dropped += 1
+            self._warn.warning("type", "statsd_type_conflict", metric=name, first=series.kind, got=kind)
+            return None
+        series.lines += 1
+        if kind == "c":
+            series.total += value / sample_rate
+        elif kind == "g":
+            current = series.value
+            series.value = value + current if delta and current is not None else value
+        else:
+            self._add_value(series, value, sample_rate)
+        return series
 
     def _reject(self, rejected: list[Rejected]) -> None:
         self._parse_errors += len(rejected)
@@ -221,6 +276,8 @@ class StatsdCollector:
                 for value, repeats in series.values.items():
                     samples += [Sample(series.name, value, series.unit, series.dimensions)] * repeats
                 series.values = {}
+        if expired:
+            self._forget_routes()  # they may lead to the expired series
         for key in expired:
             del self._series[key]
         return samples

@@ -56,7 +56,7 @@ class LineError(ValueError):
 def parse_packet(packet: bytes) -> tuple[list[Line], list[Rejected]]:
     """Every line of one datagram, in order; empty lines are skipped. Never raises."""
     try:
-        return _parse_lines(packet.decode("ascii").split("\n"))
+        texts = packet.decode("ascii").split("\n")
     except UnicodeDecodeError:
         lines: list[Line] = []
         rejected: list[Rejected] = []
@@ -68,35 +68,35 @@ def parse_packet(packet: bytes) -> tuple[list[Line], list[Rejected]]:
             else:
                 rejected.append(Rejected(raw.decode("ascii", "backslashreplace"), "not ASCII"))
         return lines, rejected
+    return _parse_lines(texts)
 
 
 def _parse_lines(texts: list[str]) -> tuple[list[Line], list[Rejected]]:
     lines: list[Line] = []
     rejected: list[Rejected] = []
-    make = Line._make
-    # The per-line work is inlined here, not in a function per line: the listener's throughput is
-    # mostly Python call overhead.
     for text in texts:
-        if not text:
-            continue
-        name, colon, rest = text.partition(":")
-        value_text, _, suffix = rest.partition("|")
-        try:
-            if not colon:
-                raise LineError(
-                    "DogStatsD service checks are not supported" if text.startswith("_sc|")
-                    else 'no ":" between name and value'
-                )
-            kind, sample_rate, tags = _shape(name, suffix)
-            # Most values are plain integers; those skip the regex that guards float() against "nan".
-            value = float(value_text) if value_text.isdigit() else _number(value_text, "value")
-            if not abs(value) <= MAX_VALUE:
-                raise LineError("value must be finite and within ±2^360")
-        except LineError as error:
-            rejected.append(Rejected(text, str(error)))
-            continue
-        lines.append(make((name, kind, value, sample_rate, tags, kind == "g" and value_text[0] in "+-")))
+        if text:
+            try:
+                lines.append(parse_line(text))
+            except LineError as error:
+                rejected.append(Rejected(text, str(error)))
     return lines, rejected
+
+
+def parse_line(text: str) -> Line:
+    """One non-empty line of ASCII text; raises LineError saying why it is refused."""
+    name, colon, rest = text.partition(":")
+    if not colon:
+        raise LineError(
+            "DogStatsD service checks are not supported" if text.startswith("_sc|") else 'no ":" between name and value'
+        )
+    value_text, _, suffix = rest.partition("|")
+    kind, sample_rate, tags = _shape(name, suffix)
+    # Most values are plain integers; those skip the regex that guards float() against "nan".
+    value = float(value_text) if value_text.isdigit() else _number(value_text, "value")
+    if not abs(value) <= MAX_VALUE:
+        raise LineError("value must be finite and within ±2^360")
+    return Line(name, kind, value, sample_rate, tags, kind == "g" and value_text[0] in "+-")
 
 
 @functools.lru_cache(maxsize=4096)
