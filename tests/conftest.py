@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -50,3 +51,14 @@ def moto_server() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def listener(statsd: Any) -> Iterator[Any]:
+    """A StatsD listener on an ephemeral loopback port feeding the module's `statsd` collector fixture."""
+    from agent.statsd.listener import StatsdListener
+
+    listening = StatsdListener(statsd.receive, address=("127.0.0.1", 0))
+    listening.start()
+    yield listening
+    listening.close()

@@ -30,14 +30,6 @@ def statsd(clock: FakeClock) -> StatsdCollector:
 
 
 @pytest.fixture
-def listener(statsd: StatsdCollector) -> Iterator[StatsdListener]:
-    listening = StatsdListener(statsd.receive, address=("127.0.0.1", 0))
-    listening.start()
-    yield listening
-    listening.close()
-
-
-@pytest.fixture
 def sender() -> Iterator[socket.socket]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         yield sock

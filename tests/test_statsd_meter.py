@@ -27,14 +27,6 @@ def statsd() -> StatsdCollector:
 
 
 @pytest.fixture
-def listener(statsd: StatsdCollector) -> Iterator[StatsdListener]:
-    listening = StatsdListener(statsd.receive, address=("127.0.0.1", 0))
-    listening.start()
-    yield listening
-    listening.close()
-
-
-@pytest.fixture
 def client(listener: StatsdListener) -> Iterator[MeterClient]:
     meter_client = MeterClient(f"127.0.0.1:{listener.address[1]}", flush_interval=NEVER)
     yield meter_client
