@@ -6,6 +6,7 @@ the first time a configuration needs it.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -27,10 +28,11 @@ def ec2_client(region: str) -> Any:
 
 
 def sdk_region() -> str | None:
-    """The region from the SDK's own configuration (AWS_REGION, AWS_DEFAULT_REGION, the profile)."""
+    """The region from the SDK's configuration (AWS_DEFAULT_REGION, the profile), else AWS_REGION: the
+    variable the AWS CLI v2 and the other SDKs read, and botocore does not."""
     import boto3
 
-    return boto3.session.Session().region_name
+    return boto3.session.Session().region_name or os.environ.get("AWS_REGION") or None
 
 
 class HostContext:

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from agent.host import sdk_region
 from agent.logs import LogOnce
 
 log = structlog.get_logger()
@@ -48,7 +49,7 @@ class Clients:
     """One client per service, created on first use from `session`."""
 
     def __init__(self, session: boto3.Session | None = None, config: Config = CLIENT_CONFIG) -> None:
-        self._session = session if session is not None else boto3.Session()
+        self._session = session if session is not None else boto3.Session(region_name=sdk_region())
         self._config = config
         self._clients: dict[str, Any] = {}
 

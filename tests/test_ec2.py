@@ -20,7 +20,7 @@ from agent.collectors.memory import MemoryCollector
 from agent.config import AgentConfig, Ec2Config, parse
 from agent.dryrun import PrintingClient
 from agent.ec2 import ASG_TAG, AsgLookup, Ec2Identity, Imds, ImdsUnavailable, discover
-from agent.host import HostContext
+from agent.host import HostContext, sdk_region
 from tests.conftest import free_port
 from tests.fakes.host import FakeClock, SwapMemory, VirtualMemory
 from tests.fakes.imds import FakeImds
@@ -255,3 +255,12 @@ def test_a_dry_run_on_ec2_publishes_the_identity_group_and_roll_up_exactly() -> 
           {"Name": "InstanceType", "Value": "p5.48xlarge"}], [60.0], [2.0]),
         ([{"Name": "AutoScalingGroupName", "Value": "gpu-fleet"}], [60.0], [2.0]),
     ]
+
+
+def test_aws_region_alone_names_the_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the CLI v2 and the other SDKs read.
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert sdk_region() == "eu-west-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    assert sdk_region() == "us-west-2"  # the SDK's own setting wins

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from provisioning.aws import MAX_ATTEMPTS, Caller, RateLimiter
+from provisioning.aws import MAX_ATTEMPTS, Caller, Clients, RateLimiter
 from tests.fakes.cloudwatch import client_error
 from tests.fakes.host import FakeClock
 
@@ -99,3 +99,9 @@ def test_pages_follows_next_token_to_the_end() -> None:
     assert [page["Metrics"] for page in pages] == [[1], [2], [3]]
     assert cloudwatch.calls == [{"Namespace": "InfraWatch"}, {"Namespace": "InfraWatch", "NextToken": "p2"},
                                 {"Namespace": "InfraWatch", "NextToken": "p3"}]
+
+
+def test_clients_take_the_region_from_aws_region_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert Clients()["cloudwatch"].meta.region_name == "eu-central-1"
