@@ -143,7 +143,8 @@ class Publisher:
         self._namespace = namespace
         self._stats = stats
         self._retry_deadline = retry_deadline
-        self._sizer = sizer or RequestSizer()
+        # The client's own service model when it has one: loading a second copy costs megabytes of RSS.
+        self._sizer = sizer or RequestSizer(getattr(getattr(client, "meta", None), "service_model", None))
         self.on_undeliverable: Undeliverable = on_undeliverable or self._drop_undeliverable
         self._aborted = threading.Event()
         self._sleep = sleep or self._backoff_sleep
