@@ -6,6 +6,10 @@ import datetime as dt
 import json
 from typing import Any, TextIO
 
+from agent.config import HOST_DIMENSION
+from agent.fleet import HOST
+
+HOST_IDENTITY = (HOST_DIMENSION, HOST)
 PRICE_PER_METRIC_MONTH = 0.30  # USD, first tier of custom metrics
 PRICE_PER_1000_REQUESTS = 0.01  # USD, PutMetricData
 HOURS_PER_MONTH = 730
@@ -43,7 +47,8 @@ class PrintingClient:
             values, counts = datum["Values"], datum["Counts"]
             n = sum(counts)
             mean = sum(v * c for v, c in zip(values, counts, strict=True)) / n
-            dims = ",".join(f"{d['Name']}={d['Value']}" for d in datum["Dimensions"] if d["Name"] != "InstanceId")
+            dims = ",".join(f"{d['Name']}={d['Value']}" for d in datum["Dimensions"]
+                            if d["Name"] not in HOST_IDENTITY)  # the same on every row
             rows.append((datum["MetricName"], dims, datum["Unit"], f"{int(n)}", f"{min(values):.6g}",
                          f"{mean:.6g}", f"{max(values):.6g}"))
         header = ("METRIC", "DIMENSIONS", "UNIT", "N", "MIN", "MEAN", "MAX")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from agent.dryrun import HOST_IDENTITY
+
 SPARK = "▁▂▃▄▅▆▇█"
-HOST_IDENTITY = ("InstanceId", "Host")  # the same on every row: not shown
 
 
 def sparkline(values: list[float]) -> str:
