@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import random
 import signal
 import sys
@@ -165,7 +166,9 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
                             publish_as=Namer(config.naming, config.collect.interval).datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval),
-                          on_undeliverable=spool.put if spool is not None else None)
+                          # Rows carry this config's namespace: a reload to another never re-labels them.
+                          on_undeliverable=functools.partial(spool.put, namespace=config.namespace)
+                          if spool is not None else None)
     gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
                   submit=submit or publisher.publish, plan=plan, gauges=gauges,
@@ -207,7 +210,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     watchdog = Watchdog(notifier := Notifier())
     status = ServiceStatus(notifier, watchdog)
     reloader = ConfigReloader(config_path)
-    spool = open_spool(config.spool, stats) if durable else None
+    spool = open_spool(config.spool, stats, config.namespace) if durable else None
     plan_slot: list[DimensionPlan] = []
     worker_slot: list[PublishWorker] = []
 

@@ -126,7 +126,7 @@ CWAGENT_ALIASES: dict[str, Alias] = {
         for name in (
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
             "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors", "PublishLatency",
-            "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+            "SpoolDatums", "SpoolOldestAgeSeconds", "SpoolReplayStopped", "AgentCPUUtilization", "AgentMemoryRSS",
             "StatsdSeriesDropped", "StatsdParseErrors",
         )
     },

@@ -161,8 +161,8 @@ class Publisher:
     def _backoff_sleep(self, seconds: float) -> None:
         self._aborted.wait(seconds)  # a backoff that abort() cuts short
 
-    def measure(self, metric_data: list[dict[str, Any]]) -> int:
-        return self._sizer.body_bytes(self._namespace, metric_data)
+    def measure(self, metric_data: list[dict[str, Any]], namespace: str | None = None) -> int:
+        return self._sizer.body_bytes(namespace or self._namespace, metric_data)
 
     def publish(self, datums: Sequence[Datum]) -> int:
         """Send every datum; returns how many requests succeeded."""
@@ -171,16 +171,19 @@ class Publisher:
             delivered += self.send(batch)
         return delivered
 
-    def pack(self, datums: Sequence[Datum]) -> list[list[Datum]]:
-        return pack(datums, self.measure)
+    def pack(self, datums: Sequence[Datum], namespace: str | None = None) -> list[list[Datum]]:
+        """Batches for the publisher's namespace, or for `namespace` (replay sends rows to the one they
+        were spooled for)."""
+        return pack(datums, lambda metric_data: self.measure(metric_data, namespace))
 
     def send(
-        self, batch: list[Datum], *, on_undeliverable: Undeliverable | None = None, retry_deadline: float | None = None
+        self, batch: list[Datum], *, on_undeliverable: Undeliverable | None = None, retry_deadline: float | None = None,
+        namespace: str | None = None,
     ) -> int:
         """Send one packed batch with retries; returns how many requests succeeded.
 
-        `on_undeliverable` and `retry_deadline` override the publisher's for this batch (replay makes one
-        attempt and keeps what fails in the spool)."""
+        `on_undeliverable`, `retry_deadline` and `namespace` override the publisher's for this batch (replay
+        makes one attempt, keeps what fails in the spool, and sends to the namespace rows were spooled for)."""
         give_up = on_undeliverable or self.on_undeliverable
         deadline = self._retry_deadline if retry_deadline is None else retry_deadline
         started = self._monotonic()
@@ -204,7 +207,8 @@ class Publisher:
             before_sleep=count_error,
             reraise=True,
         )
-        request = {"Namespace": self._namespace, "MetricData": [datum.to_api() for datum in batch]}
+        target = namespace or self._namespace
+        request = {"Namespace": target, "MetricData": [datum.to_api() for datum in batch]}
         try:
             for attempt in retrying:
                 with attempt:
@@ -213,7 +217,7 @@ class Publisher:
                     latency_ms = (self._monotonic() - sent_at) * 1000
         except botocore.exceptions.ClientError as error:
             self._stats.add_publish_error(error_code(error))
-            return self._handle_refusal(batch, error, give_up, deadline)
+            return self._handle_refusal(batch, error, give_up, deadline, target)
         except Exception as error:
             self._stats.add_publish_error(error_code(error))
             log.warning("publish_failed", error=error_code(error), detail=str(error), datums=len(batch))
@@ -225,15 +229,16 @@ class Publisher:
         return 1
 
     def _handle_refusal(
-        self, batch: list[Datum], error: botocore.exceptions.ClientError, give_up: Undeliverable, deadline: float
+        self, batch: list[Datum], error: botocore.exceptions.ClientError, give_up: Undeliverable, deadline: float,
+        namespace: str,
     ) -> int:
         code = error_code(error)
         if http_status(error) == 413 and len(batch) > 1:
             # Our measurement was wrong for this body: halve and resend, so every datum still goes once.
             log.warning("request_too_large", datums=len(batch))
             half = len(batch) // 2
-            return (self.send(batch[:half], on_undeliverable=give_up, retry_deadline=deadline)
-                    + self.send(batch[half:], on_undeliverable=give_up, retry_deadline=deadline))
+            return (self.send(batch[:half], on_undeliverable=give_up, retry_deadline=deadline, namespace=namespace)
+                    + self.send(batch[half:], on_undeliverable=give_up, retry_deadline=deadline, namespace=namespace))
         if code in REJECTED_CODES or http_status(error) == 413:
             offending = self._offending(batch, str(error))
             log.error("publish_rejected", error=code, detail=str(error), datums=len(batch), offending=offending)

@@ -54,7 +54,8 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "GPUPCIeReplays", "GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond", "GPUNVLinkErrors", "GPUXidErrors",
     "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
-    "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+    "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "SpoolReplayStopped", "AgentCPUUtilization",
+    "AgentMemoryRSS",
     "StatsdSeriesDropped", "StatsdParseErrors",
 }
 
