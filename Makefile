@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run demo bench lint docs clean
+.PHONY: test run demo bench lint docs clean mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m demo.run
 
+# mutmut on the modules that hold data, each against its own tests (~20 min on 2 cores); writes docs/quality.md.
+# Not part of `make test`. One module: `$(BIN)/python tools/mutation.py --only agent/spool.py`.
+mutation: $(STAMP)
+	$(BIN)/python tools/mutation.py --jobs 2
+
 lint: $(STAMP)
-	$(BIN)/ruff check agent provisioning tests bench demo
+	$(BIN)/ruff check agent provisioning tests bench demo tools
 	$(BIN)/mypy
 
 clean:

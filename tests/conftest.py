@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -27,6 +28,14 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     for name, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> Iterator[None]:
+    """The CLIs configure structlog for the whole process (level filter, stream): put its defaults back
+    after each test, so what a test's capture_logs() sees never depends on which test ran before it."""
+    yield
+    structlog.reset_defaults()
 
 
 def free_port() -> int:
