@@ -15,7 +15,7 @@ from agent.cli import main
 from agent.config import SpoolConfig, load
 from agent.samples import Sample
 from agent.selfstats import AgentStats
-from agent.spool import MAX_AGE_SECONDS, Spool, Spooled, decode, encode, open_spool
+from agent.spool import MAX_AGE_SECONDS, Spool, Spooled, SpoolUnavailable, decode, encode, open_spool
 from tests.fakes.host import FakeClock
 from tests.fakes.sqlite import Disk, NoWait
 
@@ -44,10 +44,12 @@ def in_file(path: Path) -> tuple[int, int]:
     return rows, int(datapoints)
 
 
-def test_a_datum_survives_encoding_exactly() -> None:
+def test_a_datum_survives_encoding_exactly_in_compact_json() -> None:
     original = Datum("DiskReadBytesPerSecond", (("Device", "nvme0n1"), *HOST), NOW, "Bytes/Second",
                      (0.1, 1e300, -2.5), (1.0, 2.0, 57.0), 1)
     assert decode(encode(original)) == original
+    assert encode(datum(0)) == (  # no spaces: every byte counts against spool.max_bytes
+        '["GPUUtilization",[["GPU","0"],["InstanceId","i-0abc"]],1790000040.0,"Percent",[10.0,12.5],[3.0,1.0],60]')
 
 
 def test_oldest_first_across_a_reopen_and_delete_only_what_is_named(tmp_path: Path) -> None:
@@ -78,18 +80,19 @@ def test_a_full_spool_drops_exactly_the_oldest_and_its_counters_match_the_file(t
     max_bytes = 64 * 1024
     spool = spool_at(path, stats, max_bytes=max_bytes)
     put = [datum(minute) for minute in range(2000)]  # about 200 KB of rows: three times the bound
-    evictions = 0
+    after_eviction = []
     for start in range(0, len(put), 100):
         before = spool.datums
         spool.put(put[start : start + 100], "503")
         assert (spool.datums, spool.datapoints) == in_file(path)  # SpoolDatums is what the file holds
         assert used_bytes(path) <= max_bytes
         if spool.datums < before + 100:  # this put evicted: only what did not fit went (pages free whole,
-            evictions += 1  # so up to two 4 KiB pages of slack)
+            after_eviction.append(used_bytes(path))  # so up to two 4 KiB pages of slack)
             assert used_bytes(path) > max_bytes - 3 * 4096
+    assert len(after_eviction) == 17
+    assert max_bytes in after_eviction  # the bound is inclusive: eviction stops once the pages fit it
     remaining = kept(spool)
     evicted = len(put) - len(remaining)
-    assert evictions == 17
     assert remaining == put[evicted:]  # exactly the oldest went
     assert stats.dropped == {"spool_full": 4 * evicted}
     assert spool.datapoints + stats.dropped["spool_full"] == 4 * len(put)
@@ -103,6 +106,10 @@ def test_too_old_datums_are_never_spooled_and_expire_while_spooled(tmp_path: Pat
     spool.put([ancient, datum(0), datum(5)], "503")
     assert stats.dropped == {"too_old": 4}
     assert spool.datums == 2
+    at_the_limit = datum(0)._replace(timestamp=NOW - MAX_AGE_SECONDS)  # exactly as old as allowed: kept
+    spool.put([at_the_limit], "503")
+    assert (stats.dropped, kept(spool, 1)) == ({"too_old": 4}, [at_the_limit])
+    assert spool.delete(spool.oldest(1)) is True
     spool.put([datum(1, values=(1.0,), counts=(2.0,)), datum(2), datum(6)], "503")
     assert (spool.datums, spool.datapoints) == (5, 18)
     clock.advance(MAX_AGE_SECONDS + 150)  # datum(0), (1) and (2) are now past the margin, (5) and (6) are not
@@ -143,15 +150,30 @@ def test_undecodable_rows_are_skipped_with_one_warning_and_counted(tmp_path: Pat
     spool = spool_at(path, stats)
     spool.put([datum(0), datum(3)], "503")
     with sqlite3.connect(path) as connection:
-        connection.executemany("INSERT INTO datums (timestamp, datapoints, body, namespace) VALUES (?, ?, ?, ?)",
-                               [(NOW + 60, 7, "{not json", "InfraWatch"), (NOW + 120, 5, '["x", 1]', "InfraWatch")])
+        connection.executemany(
+            "INSERT INTO datums (timestamp, datapoints, body, namespace) VALUES (?, ?, ?, ?)",
+            [(NOW + 60, 7, "{not json", "InfraWatch"), (NOW + 120, 5, '["x", 1]', "InfraWatch"),
+             (NOW + 150, "seven", "{", "InfraWatch")])  # a damaged datapoints column counts as none
     reopened = spool_at(path, stats)
+    assert (reopened.datums, reopened.datapoints) == (5, 20)
     with capture_logs() as logs:
         rows = kept(reopened)
     assert rows == [datum(0), datum(3)]
     assert [entry["event"] for entry in logs] == ["spool_row_undecodable"]
     assert stats.dropped == {"spool_corrupt": 12}
-    assert (reopened.datums, reopened.datapoints) == (2, 8)
+    assert (reopened.datums, reopened.datapoints) == (2, 8) == in_file(path)
+
+
+def test_undecodable_rows_past_one_delete_statement_are_all_counted(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    stats = AgentStats()
+    spool_at(path, stats).close()
+    with sqlite3.connect(path) as connection:
+        connection.executemany("INSERT INTO datums (timestamp, datapoints, body, namespace) VALUES (?, ?, ?, ?)",
+                               [(NOW + n, 3, "{", "InfraWatch") for n in range(700)])  # two DELETE statements
+    reopened = spool_at(path, stats)
+    assert reopened.oldest(1000) == []
+    assert (stats.dropped, reopened.datums) == ({"spool_corrupt": 3 * 700}, 0)
 
 
 def test_an_unwritable_directory_means_no_spool_and_one_warning(tmp_path: Path) -> None:
@@ -159,8 +181,8 @@ def test_an_unwritable_directory_means_no_spool_and_one_warning(tmp_path: Path) 
     path = tmp_path / "file" / "spool.db"  # the parent is a file: no user, root included, can create it
     with capture_logs() as logs:
         assert open_spool(SpoolConfig(path=str(path)), AgentStats(), "InfraWatch") is None
-    assert [(entry["event"], entry["path"], entry["log_level"]) for entry in logs] == [
-        ("spool_unavailable", str(path), "warning")]
+    assert [(entry["event"], entry["path"], entry["log_level"], entry["error"]) for entry in logs] == [
+        ("spool_unavailable", str(path), "warning", f"{tmp_path / 'file'}: File exists")]
     assert open_spool(SpoolConfig(enabled=False, path=str(tmp_path / "spool.db")), AgentStats(), "InfraWatch") is None
 
 
@@ -180,6 +202,7 @@ def test_after_close_nothing_is_written_and_nothing_raises(tmp_path: Path) -> No
     spool = spool_at(tmp_path / "spool.db", stats)
     spool.put([datum(0)], "503")
     spool.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spool.db"]  # closed: SQLite removed -wal and -shm
     spool.put([datum(1)], "503")
     assert spool.delete([Spooled(1, "InfraWatch", datum(0))]) is False
     assert spool.oldest(10) == []
@@ -191,8 +214,11 @@ def test_after_close_nothing_is_written_and_nothing_raises(tmp_path: Path) -> No
     "[]", '["n", [], 0, "Count", [1.0], [1.0, 2.0], 60]', '["n", [], 0, "Count", [], [], 60]', '{"a": 1}', "7",
 ])
 def test_rows_that_do_not_hold_a_datum_do_not_decode(body: str) -> None:
-    with pytest.raises(ValueError, match="undecodable spool row"):
+    with pytest.raises(ValueError, match=r"^undecodable spool row: "):
         decode(body)
+    if body.startswith('["n"'):
+        with pytest.raises(ValueError, match=r"^undecodable spool row: values and counts do not pair up$"):
+            decode(body)
 
 
 def test_spool_and_phase_settings_are_checked_with_exact_lines(
@@ -432,3 +458,98 @@ def test_a_corrupt_database_takes_its_wal_and_shm_aside_with_it(tmp_path: Path) 
     assert (spool.datums, kept(spool)) == (0, [])
     spool.put([datum(0)], "503")
     assert kept(spool) == [datum(0)]
+
+
+def test_rows_larger_than_a_page_are_evicted_one_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    spool = spool_at(path, max_bytes=64 * 1024)
+    big = [datum(minute, values=tuple(float(n) for n in range(400)), counts=(1.0,) * 400) for minute in range(30)]
+    held = []
+    for one in big:
+        spool.put([one], "503")
+        held.append(spool.datums)
+    assert held[:4] == [1, 2, 3, 4]
+    full = held[-1]
+    assert held[-10:] == [full] * 10  # once full, each put of one row evicts exactly one
+    assert kept(spool) == big[-full:]
+
+
+def test_a_read_skips_delivered_rows_without_shortening_the_batch(tmp_path: Path) -> None:
+    disk = Disk()
+    spool = spool_at(tmp_path / "spool.db", connection_factory=disk.connection_factory())
+    spool.put([datum(minute) for minute in range(8)], "503")
+    disk.full = True
+    assert spool.delete(spool.oldest(3)) is False
+    assert [row.datum for row in spool.oldest(4)] == [datum(3), datum(4), datum(5), datum(6)]
+
+
+def test_a_delete_of_many_rows_commits_once_per_statement(tmp_path: Path) -> None:
+    disk = Disk()
+    spool = spool_at(tmp_path / "spool.db", connection_factory=disk.connection_factory())
+    spool.put([datum(minute) for minute in range(1200)], "503")
+    commits = disk.commits
+    assert spool.delete(spool.oldest(1200)) is True
+    assert (disk.commits - commits, spool.datums) == (3, 0)  # 500 ids per statement: 3, not 1,200 fsyncs
+
+
+def test_delivered_rows_deleted_by_someone_else_are_forgotten(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    disk = Disk()
+    spool = spool_at(path, connection_factory=disk.connection_factory())
+    spool.put([datum(minute) for minute in range(3)], "503")
+    disk.full = True
+    assert spool.delete(spool.oldest(2)) is False
+    disk.full = False
+    with sqlite3.connect(path) as connection:  # say, by hand with the sqlite3 shell
+        connection.execute("DELETE FROM datums WHERE timestamp < ?", (NOW + 90,))
+    assert (spool.settle(), spool.undeleted) == (True, 0)
+
+
+def test_storage_that_damages_every_file_moves_one_aside_per_write_then_counts_it_unwritable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    stats = AgentStats()
+    disk = Disk()
+    spool = spool_at(path, stats, connection_factory=disk.connection_factory())
+    spool.put([datum(0)], "503")
+    disk.damaging = True
+    with capture_logs() as logs:
+        spool.put([datum(1)], "503")
+    assert [entry["event"] for entry in logs] == ["spool_corrupt_moved_aside", "spool_error"]
+    assert stats.dropped == {"spool_corrupt": 4, "spool_unwritable": 4}
+    disk.damaging = False
+    spool.put([datum(2)], "503")
+    assert kept(spool) == [datum(2)]
+
+
+def test_a_spool_path_that_is_a_directory_or_a_damaged_file_that_cannot_move_means_no_spool(
+    tmp_path: Path,
+) -> None:
+    with capture_logs() as logs:
+        assert open_spool(SpoolConfig(path=str(tmp_path)), AgentStats(), "InfraWatch") is None
+    assert [(entry["event"], entry["error"]) for entry in logs] == [
+        ("spool_unavailable", f"{tmp_path}: unable to open database file")]
+    path = tmp_path / "spool.db"
+    path.write_bytes(b"this is not an SQLite database\n" * 64)
+    (tmp_path / f"spool.db.corrupt-{int(NOW)}" / "taken").mkdir(parents=True)  # where it would go
+    with pytest.raises(SpoolUnavailable, match=f"^{path}: cannot move it aside: Is a directory$"):
+        spool_at(path)
+
+
+def test_when_the_damaged_file_cannot_be_replaced_the_spool_reports_empty_and_counts_every_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / "spool.db"
+    stats = AgentStats()
+    spool = spool_at(path, stats)
+    spool.put([datum(minute) for minute in range(3000)], "503")
+    corrupt_under(path)
+    (tmp_path / "state").rename(tmp_path / "gone")  # the state directory went away ...
+    (tmp_path / "state").write_text("")  # ... and a file took its name: no fresh spool can be made there
+    with capture_logs() as logs:
+        spool.put([datum(5000)], "503")
+    assert [entry["event"] for entry in logs] == ["spool_corrupt_moved_aside", "spool_unavailable"]
+    assert stats.dropped == {"spool_corrupt": 4 * 3000, "spool_unwritable": 4}
+    assert (spool.datums, spool.datapoints, spool.oldest(10)) == (0, 0, [])
+    assert spool.samples() == [Sample("SpoolDatums", 0.0, "Count", (("Component", "agent"),))]

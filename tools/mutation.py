@@ -7,7 +7,8 @@ that cover the mutated function. Results go to docs/quality.md: per module the m
 and score, and every surviving mutant with its diff line and, if it is equivalent, why.
 
 Scoring: a timeout counts as killed (the tests noticed: they hung); "no tests" counts as survived.
-Documented equivalent mutants (tools/mutation_equivalents.toml) count as killed. Mutants whose only
+Documented equivalent mutants (tools/mutation_equivalents.toml, and any that only changes the case of
+an SQL string) count as killed. Mutants whose only
 change lies inside a logging call (log.…, self._warn.…: event names, context values, which LogOnce key)
 are excluded from the score, by this script, and counted separately.
 
@@ -54,6 +55,8 @@ KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 LOGGERS = {"log", "logger", "_log", "_logger", "_warn"}  # structlog loggers and LogOnce wrappers here
 _RESULT = re.compile(r"^\s+(\S+): (.+)$")
+_SQL = re.compile(r"\b(SELECT|INSERT|DELETE|UPDATE|PRAGMA|CREATE|ALTER|RETURNING)\b", re.IGNORECASE)
+SQL_CASE = "SQLite keywords, identifiers and pragma values are case-insensitive: only the case of the SQL changed"
 
 
 @dataclass
@@ -140,6 +143,9 @@ def classify(mutant: Mutant, diff: str, source_lines: list[str], log_lines: set[
     mutant.added = " / ".join(line.strip() for line in added)
     numbers = [number for number in span if any(source_lines[number - 1].strip() == line.strip() for line in removed)]
     mutant.log_only = bool(numbers) and all(number in log_lines for number in numbers)
+    case_only = mutant.removed != mutant.added and mutant.removed.lower() == mutant.added.lower()
+    if case_only and _SQL.search(mutant.removed):
+        mutant.equivalent = SQL_CASE
     for entry in equivalents:
         if (entry["module"], entry["function"], entry["removed"], entry["added"]) == (
                 module, mutant.function, mutant.removed, mutant.added):

@@ -27,13 +27,17 @@ def disk_full() -> sqlite3.OperationalError:
 
 class Disk:
     """The filesystem under the spool: `full` while no block is free. `fails_at`: "commit" (observed) or
-    "statement" (documented). `writes_refused` counts the writes it refused."""
+    "statement" (documented). `writes_refused` counts the writes it refused, `commits` the transactions
+    that did write. `damaging`: every write statement finds the file damaged (SQLITE_CORRUPT, "database
+    disk image is malformed"), as on storage that returns garbage for every file."""
 
     def __init__(self, fails_at: str = "commit") -> None:
         assert fails_at in ("commit", "statement")
         self.full = False
+        self.damaging = False
         self.fails_at = fails_at
         self.writes_refused = 0
+        self.commits = 0
 
     def connection_factory(self) -> type[sqlite3.Connection]:
         disk = self
@@ -44,6 +48,8 @@ class Disk:
             def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
                 if sql == "BEGIN IMMEDIATE":
                     self._changes_at_begin = self.total_changes
+                if disk.damaging and _writes(sql):
+                    raise sqlite3.DatabaseError("database disk image is malformed")
                 if disk.full and disk.fails_at == "statement" and self.in_transaction and _writes(sql):
                     disk.writes_refused += 1
                     raise disk_full()  # the statement is undone, the transaction stays open
@@ -51,9 +57,13 @@ class Disk:
                     super().execute("ROLLBACK")  # SQLite has already ended it when COMMIT reports SQLITE_FULL
                     disk.writes_refused += 1
                     raise disk_full()
+                if sql == "COMMIT" and self.total_changes != self._changes_at_begin:
+                    disk.commits += 1
                 return super().execute(sql, parameters)
 
             def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+                if disk.damaging:
+                    raise sqlite3.DatabaseError("database disk image is malformed")
                 if disk.full and disk.fails_at == "statement" and self.in_transaction:
                     disk.writes_refused += 1
                     raise disk_full()
