@@ -71,3 +71,11 @@ def listener(statsd: Any) -> Iterator[Any]:
     listening.start()
     yield listening
     listening.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The order seed on the last lines, where `-q` still shows it (pytest-randomly's own line is in the
+    header, which `-q` hides): a failure that depends on order can then be rerun as it happened."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"test order: random, seed {seed} (rerun it: pytest --randomly-seed={seed})")
