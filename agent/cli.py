@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
                 plan: DimensionPlan, submit: Any = None, spool: Spool | None = None) -> tuple[Agent, Publisher]:
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
-                            publish_as=Namer(config.naming, config.collect.interval).datum)
+                            on_merge=stats.add_merged, publish_as=Namer(config.naming, config.collect.interval).datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval),
                           on_undeliverable=spool.put if spool is not None else None)
@@ -201,7 +201,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     is opened once, from the config at start: a reload keeps it and its [spool] settings.
     """
     stats = AgentStats()
-    statsd = start_statsd(config, on_drop=stats.add_dropped, on_error=lambda: stats.add_collector_error("statsd"))
+    statsd = start_statsd(config, on_drop=stats.add_dropped, on_merge=stats.add_merged,
+                          on_error=lambda: stats.add_collector_error("statsd"))
     stop = WakeupFlag()  # set from signal handlers: threading.Event.set could deadlock there
     received: list[int] = []
     watchdog = Watchdog(notifier := Notifier())
@@ -253,7 +254,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
         config, collectors[:] = reloaded
         if statsd is not None:
             statsd.close()  # before the new listener binds: it may want the same port
-        statsd = start_statsd(config, on_drop=stats.add_dropped,
+        statsd = start_statsd(config, on_drop=stats.add_dropped, on_merge=stats.add_merged,
                               on_error=lambda: stats.add_collector_error("statsd"))
         logs.configure(config.log_level)
         log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)

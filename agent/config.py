@@ -12,7 +12,7 @@ from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
 from agent.naming import DEFAULT_NAMESPACE, PROFILES
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.statsd.address import split_host_port
-from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
+from agent.statsd.collector import DEFAULT_BYTE_COUNTERS, MAX_SERIES
 from agent.statsd.parser import TAG_KEY
 
 MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
@@ -164,8 +164,9 @@ class StatsdConfig:
         check=_dimension_keys_problem,
     )
     max_series: int = setting(
-        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted.",
-        range=(1, 100_000),
+        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted. At most "
+        "what fits the unit's MemoryHigh with every series live.",
+        range=(1, MAX_SERIES),
     )
     byte_counters: tuple[str, ...] = setting(
         DEFAULT_BYTE_COUNTERS, "Counter name globs published in Bytes and Bytes/Second instead of Count."

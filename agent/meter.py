@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from agent.catalogue import METRICS
+from agent.naming import RESERVED_NAMES, published_names
 from agent.statsd.address import split_host_port
 from agent.statsd.parser import NAME, TAG_KEY, TAG_VALUE
 
@@ -66,6 +66,8 @@ class MeterClient:
         self.sent_packets = 0
         self.dropped_lines = 0  # could not be sent: no route, name resolution failed, send buffer full
         self.errors = 0  # calls that failed, such as add("three"); counted instead of raised
+        self._publishers: dict[str, str] = {}  # metric name published -> the Meter name that publishes it
+        self._claim_lock = threading.Lock()
         self._reset()
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _call(reference, "_reset"))
@@ -80,6 +82,18 @@ class MeterClient:
         self._flusher: threading.Thread | None = None
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
+
+    def claim(self, name: str) -> None:
+        """Reserve the metric names a Meter `name` publishes; ValueError if another Meter of this process
+        publishes one of them (`Coll` publishes `CollPerSecond`): the agent would drop the second."""
+        with self._claim_lock:
+            published = published_names(name, counter=True)
+            for metric in published:
+                owner = self._publishers.get(metric, name)
+                if owner != name:
+                    raise ValueError(f"metric name {name!r} would publish {metric!r}, "
+                                     f"which Meter {owner!r} already publishes")
+            self._publishers.update(dict.fromkeys(published, name))
 
     def add(self, key: CounterKey, amount: float) -> None:
         try:
@@ -214,8 +228,11 @@ class Meter:
         """ValueError if the agent would refuse the name or a tag; nothing is sent yet."""
         if not NAME.fullmatch(name):
             raise ValueError(f"metric name {name!r} must be 1..246 of A-Z a-z 0-9 _ . - /")
-        if name in METRICS:
-            raise ValueError(f"metric name {name!r} is one of the agent's own metrics")
+        # `add` publishes the rate too, so the name and its rate must both be free.
+        for metric in published_names(name, counter=True):
+            if metric in RESERVED_NAMES:
+                shown = "" if metric == name else f" (its rate {metric!r})"
+                raise ValueError(f"metric name {name!r}{shown} is one of the agent's own metrics")
         for key, value in (tags or {}).items():
             if not TAG_KEY.fullmatch(key) or not value or not TAG_VALUE.fullmatch(value):
                 raise ValueError(
@@ -226,6 +243,7 @@ class Meter:
         self._counter: CounterKey = (name, "|c" + tag_field)
         self._timer_suffix = "|ms" + tag_field
         self._client = client if client is not None else default_client()
+        self._client.claim(name)
 
     def add(self, amount: float = 1) -> None:
         """Count `amount` (samples, tokens, bytes...). Never blocks, never raises."""

@@ -8,7 +8,14 @@ dashboards built for that agent read this agent's series unchanged.
 Every catalogue entry has an explicit alias in every profile (a test checks it). An entry the
 CloudWatch agent has no equivalent for is aliased `KEEP`: it keeps its catalogue name and unit, and
 its dimensions follow the profile. The profile is applied in one place, where the aggregator turns
-samples into datums (`Namer.datum`).
+samples into datums (`Namer.datum`). Application metrics (StatsD) keep their names and units; their host
+dimensions follow the profile like every other series' (`Host` is `host` under cwagent).
+
+A job must never write into a series the agent publishes for the host: `RESERVED_NAMES` holds every
+name the agent publishes for itself under any profile (the catalogue's names and every alias), and a
+StatsD name is refused when one of the names it would publish (`published_names`) is among them. Any
+profile, not only the active one: the job's `Meter` cannot know the agent's profile, and a name accepted
+today must not start writing into a host series when the operator switches profile.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from agent.catalogue import BYTES, COUNT, METRICS, NONE, PERCENT
 from agent.samples import Dimensions
 
 MIB = 1024 * 1024
+RATE_SUFFIX = "PerSecond"  # a StatsD counter `<name>` also publishes `<name>PerSecond`
 
 
 @dataclass(frozen=True)
@@ -64,16 +72,26 @@ class Profile:
         return self.aliases[metric]
 
     def dimensions(self, metric: str, dims: Mapping[str, str]) -> dict[str, str]:
-        renames = {rename.native: rename for rename in (*self.alias(metric).dimensions, *self.host_dimensions)}
-        published: dict[str, str] = {}
-        for name, value in dims.items():
-            rename = renames.get(name)
-            if rename is None:
-                published[name] = value
-            else:
-                published[rename.published] = rename.template.format(value)
+        published = _renamed((*self.alias(metric).dimensions, *self.host_dimensions), dims)
         published.update(self.alias(metric).constant_dimensions)
         return published
+
+    def host_renamed(self, dims: Dimensions) -> Dimensions:
+        """Dimensions of a series outside the catalogue (StatsD) with this profile's names for the host
+        dimensions, so an application series carries the same host dimension as the host's own series."""
+        return tuple(sorted(_renamed(self.host_dimensions, dict(dims)).items()))
+
+
+def _renamed(renames: tuple[Rename, ...], dims: Mapping[str, str]) -> dict[str, str]:
+    by_native = {rename.native: rename for rename in renames}
+    published: dict[str, str] = {}
+    for name, value in dims.items():
+        rename = by_native.get(name)
+        if rename is None:
+            published[name] = value
+        else:
+            published[rename.published] = rename.template.format(value)
+    return published
 
 
 NATIVE = Profile("native", "InfraWatch", {name: KEEP for name in METRICS})
@@ -126,7 +144,7 @@ CWAGENT_ALIASES: dict[str, Alias] = {
         for name in (
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
             "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors", "PublishLatency",
-            "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+            "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS", "ValuesMerged",
             "StatsdSeriesDropped", "StatsdParseErrors",
         )
     },
@@ -144,6 +162,16 @@ PROFILES = tuple(_BY_NAME)
 DEFAULT_NAMESPACE = {name: chosen.namespace for name, chosen in _BY_NAME.items()}
 
 
+RESERVED_NAMES = frozenset(
+    alias.name or metric for chosen in _BY_NAME.values() for metric, alias in chosen.aliases.items()
+)
+
+
+def published_names(name: str, *, counter: bool) -> tuple[str, ...]:
+    """The metric names a StatsD series `name` publishes (a counter also its rate)."""
+    return (name, name + RATE_SUFFIX) if counter else (name,)
+
+
 def profile(name: str) -> Profile:
     if name not in _BY_NAME:
         raise KeyError(f"unknown naming profile {name!r}")
@@ -157,15 +185,17 @@ def resolve(profile_name: str, metric: str, dimensions: dict[str, str]) -> tuple
 
 
 class Namer:
-    """Applies a profile to datums; series outside the catalogue (none in production) pass unchanged."""
+    """Applies a profile to datums; series outside the catalogue (StatsD) keep their names and units."""
 
     def __init__(self, profile_name: str = "native", collect_interval: float = 10.0) -> None:
         self._profile = profile(profile_name)
         self._collect_interval = collect_interval
 
     def datum(self, datum: Datum) -> Datum:
-        if self._profile is NATIVE or datum.name not in METRICS:
+        if self._profile is NATIVE:
             return datum
+        if datum.name not in METRICS:
+            return datum._replace(dimensions=self._profile.host_renamed(datum.dimensions))
         alias = self._profile.alias(datum.name)
         scale = alias.scale * (self._collect_interval if alias.per_interval else 1.0)
         dims: Dimensions = tuple(sorted(self._profile.dimensions(datum.name, dict(datum.dimensions)).items()))

@@ -30,6 +30,7 @@ class AgentStats:
         self.dropped: Counter[str] = Counter()
         self.publish_errors: Counter[str] = Counter()
         self.collector_errors: Counter[str] = Counter()
+        self.merged = 0
         self.requests = 0
         self._latencies_ms: list[float] = []
         self._reported: dict[str, Counter[str]] = {}
@@ -47,6 +48,10 @@ class AgentStats:
     def add_dropped(self, reason: str, count: int) -> None:
         with self._lock:
             self.dropped[reason] += count
+
+    def add_merged(self, count: int) -> None:
+        with self._lock:
+            self.merged += count
 
     def add_publish_error(self, code: str) -> None:
         with self._lock:
@@ -66,7 +71,8 @@ class AgentStats:
         component = {"Component": COMPONENT}
         with self._lock:
             scalars = self._since_last(
-                "scalars", Counter({"DatapointsCollected": self.collected, "DatapointsPublished": self.published})
+                "scalars", Counter({"DatapointsCollected": self.collected, "DatapointsPublished": self.published,
+                                    "ValuesMerged": self.merged})
             )
             dropped = self._since_last("dropped", self.dropped)
             errors = self._since_last("errors", self.publish_errors)
@@ -75,6 +81,8 @@ class AgentStats:
         samples = [METRICS["Heartbeat"].sample(1, **component)]
         samples += [METRICS[name].sample(scalars[name], **component)
                     for name in ("DatapointsCollected", "DatapointsPublished")]
+        if scalars["ValuesMerged"]:  # only under a flood: no series while nothing is merged
+            samples.append(METRICS["ValuesMerged"].sample(scalars["ValuesMerged"], **component))
         samples += [METRICS["DatapointsDropped"].sample(n, Reason=reason, **component)
                     for reason, n in sorted(dropped.items())]
         samples += [METRICS["PublishErrors"].sample(n, ErrorCode=code, **component)

@@ -120,15 +120,14 @@ def test_gauge_set_deltas_and_one_sample_per_collect() -> None:
     assert app_samples(statsd.collect()) == []
 
 
-def test_timer_values_each_become_a_sample_once_per_window() -> None:
+def test_timer_values_each_become_a_sample_with_its_count_once_per_window() -> None:
     clock = FakeClock()
     statsd = collector(clock)
     statsd.receive(b"StepTime:120|ms\nStepTime:80.5|ms\nStepTime:120|ms")
     clock.advance(10)
     assert app_samples(statsd.collect()) == [
-        Sample("StepTime", 120.0, "Milliseconds"),
-        Sample("StepTime", 120.0, "Milliseconds"),
-        Sample("StepTime", 80.5, "Milliseconds"),
+        Sample("StepTime", 80.5, "Milliseconds", count=1.0),
+        Sample("StepTime", 120.0, "Milliseconds", count=2.0),
     ]
     clock.advance(10)
     assert app_samples(statsd.collect()) == []
@@ -140,19 +139,17 @@ def test_histogram_and_distribution_are_one_unitless_series() -> None:
     statsd.receive(b"BatchTokens:512|h\nBatchTokens:256|d")
     clock.advance(10)
     assert app_samples(statsd.collect()) == [
-        Sample("BatchTokens", 512.0, "None"), Sample("BatchTokens", 256.0, "None")
+        Sample("BatchTokens", 256.0, "None"), Sample("BatchTokens", 512.0, "None")
     ]
 
 
-@pytest.mark.parametrize(
-    ("rate", "repeats"), [("0.5", 2), ("0.1", 10), ("0.01", 100), ("0.3", 3), ("0.001", 100)]
-)
-def test_sampled_timer_values_repeat_round_one_over_rate_at_most_100(rate: str, repeats: int) -> None:
+@pytest.mark.parametrize("rate", ["0.5", "0.1", "0.01", "0.3", "0.001"])
+def test_sampled_timer_values_count_one_over_rate(rate: str) -> None:
     clock = FakeClock()
     statsd = collector(clock)
     statsd.receive(f"StepTime:7|ms|@{rate}".encode())
     clock.advance(10)
-    assert app_samples(statsd.collect()) == [Sample("StepTime", 7.0, "Milliseconds")] * repeats
+    assert app_samples(statsd.collect()) == [Sample("StepTime", 7.0, "Milliseconds", count=1 / float(rate))]
 
 
 def test_allowed_tags_become_sorted_dimensions_and_others_are_ignored() -> None:
@@ -236,6 +233,49 @@ def test_catalogue_names_are_refused_so_a_job_cannot_overwrite_host_metrics() ->
     assert logs == [{"event": "statsd_reserved_name", "metric": "Heartbeat", "log_level": "warning"}]
 
 
+@pytest.mark.parametrize("line", [b"mem_used_percent:99|g", b"cpu_usage_active:1|ms", b"diskio_reads:1|h",
+                                  b"nvidia_smi_utilization_gpu:0|g", b"net_bytes_recv:1|c", b"DiskReadBytes:1|c"])
+def test_names_any_profile_publishes_are_refused_also_for_a_counter_rate(line: bytes) -> None:
+    """Under naming = "cwagent" `mem_used_percent:99|g` would land in the host's own memory series, the one
+    Compute Optimizer reads; a counter `DiskReadBytes` would publish the catalogue's DiskReadBytesPerSecond."""
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(line)
+    clock.advance(1)
+    assert statsd.collect() == self_metrics(dropped=1)
+
+
+def test_a_counter_and_a_gauge_never_publish_the_same_metric_name() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, dimension_keys=("k",))
+    with capture_logs() as logs:
+        statsd.receive(b"Coll:2|c\nCollPerSecond:5|g\nCollPerSecond:6|ms|#k:a\nLat:1|ms\nLat:2|h|#k:b")
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Coll", 2.0, "Count"), Sample("CollPerSecond", 2.0, "Count/Second"),
+        Sample("Lat", 1.0, "Milliseconds"), *self_metrics(dropped=3),
+    ]
+    assert logs == [
+        {"event": "statsd_name_clash", "metric": "CollPerSecond", "type": "g", "publishes": "CollPerSecond",
+         "published_by": "Coll", "log_level": "warning"},
+        {"event": "statsd_name_clash", "metric": "Lat", "type": "h", "publishes": "Lat", "published_by": "Lat",
+         "log_level": "warning"},
+    ]
+
+
+def test_a_name_is_free_again_once_the_series_that_published_it_expired() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, expire_after=10)
+    statsd.receive(b"Coll:2|c")
+    clock.advance(10)
+    statsd.collect()
+    clock.advance(10)
+    statsd.collect()  # Coll expires
+    statsd.receive(b"CollPerSecond:5|g")
+    clock.advance(1)
+    assert statsd.collect() == [Sample("CollPerSecond", 5.0, "None"), *self_metrics()]
+
+
 def test_a_series_keeps_the_type_of_its_first_line() -> None:
     clock = FakeClock()
     statsd = collector(clock)
@@ -273,17 +313,36 @@ def test_parse_errors_are_counted_exactly_and_the_first_five_logged() -> None:
     assert statsd.collect()[-2:] == self_metrics(parse_errors=0)
 
 
-def test_timer_values_past_the_window_budget_are_dropped_and_counted() -> None:
+def test_timer_values_past_the_window_budget_are_merged_never_dropped() -> None:
     clock, drops = FakeClock(), RecordingDrops()
-    statsd = collector(clock, max_values=25, on_drop=drops)
-    statsd.receive(b"A:1|ms|@0.1\nA:2|ms|@0.1\nA:3|ms\nA:4|ms|@0.2\nA:5|ms")
+    merged: list[int] = []
+    statsd = collector(clock, max_series_values=4, on_drop=drops, on_merge=merged.append)
+    statsd.receive(b"\n".join(b"A:%d|ms" % value for value in range(1, 9)) + b"\nA:100|ms|@0.5")
     clock.advance(1)
-    samples = statsd.collect()
-    assert [s.value for s in app_samples(samples)] == [1.0] * 10 + [2.0] * 10 + [3.0, 5.0]
-    assert drops.counts == {"statsd_value_limit": 5}
+    # 1 the minimum, 100 the maximum; at 7, the middle 2..6 passed 4 values and was merged into 2 groups
+    # of about equal count, each its mean; 7 and 8 came after.
+    assert app_samples(statsd.collect()) == [
+        Sample("A", 1.0, "Milliseconds"), Sample("A", 3.0, "Milliseconds", count=3.0),
+        Sample("A", 5.5, "Milliseconds", count=2.0), Sample("A", 7.0, "Milliseconds"),
+        Sample("A", 8.0, "Milliseconds"), Sample("A", 100.0, "Milliseconds", count=2.0),
+    ]
+    assert drops.counts == {}
+    assert merged == [3]
     statsd.receive(b"A:4|ms|@0.2")  # the budget is per window
     clock.advance(1)
-    assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds")] * 5
+    assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds", count=5.0)]
+
+
+def test_a_flood_of_distinct_timer_values_holds_a_bounded_window_and_keeps_every_observation() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    for start in range(0, 300_000, 50):
+        statsd.receive(b"\n".join(b"Lat:%d.%03d|ms" % divmod(index, 1000) for index in range(start, start + 50)))
+    clock.advance(1)
+    timers = app_samples(statsd.collect())
+    assert len(timers) <= 1500 + 2
+    assert sum(sample.count for sample in timers) == 300_000.0
+    assert (timers[0].value, timers[-1].value) == (0.0, 299.999)
 
 
 def test_totals_beyond_what_cloudwatch_accepts_are_dropped_and_counted() -> None:
@@ -357,13 +416,20 @@ STATSD_LINES = st.one_of(
 def model_of_receive(packets: list[bytes], window: float) -> list[Sample]:
     """What collect publishes, computed from parse_packet's lines alone (names never reserved nor bytes)."""
     family_of = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h"}
-    series: dict[tuple[str, Dimensions], tuple[str, dict[str, float], dict[float, int]]] = {}
+    series: dict[tuple[str, Dimensions], tuple[str, dict[str, float], dict[float, float]]] = {}
+    published_by: dict[str, tuple[str, str]] = {}  # metric name -> (family, StatsD name) of the first series
     dropped = parse_errors = 0
     for packet in packets:
         lines, rejected = parse_packet(packet)
         parse_errors += len(rejected)
         for name, kind, value, rate, tags, delta in lines:
             dims = tuple(sorted({key: val for key, val in reversed(tags) if key == "k" and val}.items()))
+            if (name, dims) not in series:
+                names = (name, name + "PerSecond") if kind == "c" else (name,)
+                if any(published_by.get(n, (family_of[kind], name)) != (family_of[kind], name) for n in names):
+                    dropped += 1
+                    continue
+                published_by.update(dict.fromkeys(names, (family_of[kind], name)))
             first_kind, state, values = series.setdefault((name, dims), (kind, {}, {}))
             if family_of[kind] != family_of[first_kind]:
                 dropped += 1
@@ -372,8 +438,7 @@ def model_of_receive(packets: list[bytes], window: float) -> list[Sample]:
             elif kind == "g":
                 state["value"] = value + state["value"] if delta and "value" in state else value
             else:
-                repeats = 1 if rate == 1.0 else min(100, max(1, round(1 / rate)))
-                values[value] = values.get(value, 0) + repeats
+                values[value] = values.get(value, 0.0) + (1.0 if rate == 1.0 else 1 / rate)
     samples = []
     for (name, dims), (first_kind, state, values) in series.items():
         if first_kind == "c":
@@ -383,7 +448,7 @@ def model_of_receive(packets: list[bytes], window: float) -> list[Sample]:
             samples += [Sample(name, state["value"], "None", dims)] if "value" in state else []
         else:
             unit = "Milliseconds" if first_kind == "ms" else "None"
-            samples += [Sample(name, value, unit, dims) for value, repeats in values.items() for _ in range(repeats)]
+            samples += [Sample(name, value, unit, dims, count) for value, count in sorted(values.items())]
     return samples + self_metrics(dropped, parse_errors)
 
 

@@ -103,7 +103,7 @@ def test_timer_records_milliseconds_also_when_the_block_raises(
     deliver(client, listener)
     samples = statsd.collect()
     assert [(s.value, s.unit) for s in samples if s.name == "StepTime"] == [
-        (12.5, "Milliseconds"), (500.0, "Milliseconds"), (3.25, "Milliseconds"),
+        (3.25, "Milliseconds"), (12.5, "Milliseconds"), (500.0, "Milliseconds"),
     ]
 
 
@@ -234,6 +234,9 @@ def test_address_comes_from_the_environment(
         ("bad name", None, "metric name 'bad name' must be 1..246 of A-Z a-z 0-9 _ . - /"),
         ("", None, "metric name '' must be 1..246 of A-Z a-z 0-9 _ . - /"),
         ("GPUUtilization", None, "metric name 'GPUUtilization' is one of the agent's own metrics"),
+        ("mem_used_percent", None, "metric name 'mem_used_percent' is one of the agent's own metrics"),
+        ("DiskReadBytes", None,
+         "metric name 'DiskReadBytes' (its rate 'DiskReadBytesPerSecond') is one of the agent's own metrics"),
         ("Rows", {"model": ""}, "tag model: needs a key of A-Z a-z 0-9 _ . - / and a printable ASCII value"),
         ("Rows", {"a b": "x"}, "tag a b:x needs a key of A-Z a-z 0-9 _ . - / and a printable ASCII value"),
         ("Rows", {"k": "x,y"}, "tag k:x,y needs a key of A-Z a-z 0-9 _ . - / and a printable ASCII value"),
@@ -245,6 +248,22 @@ def test_names_and_tags_the_agent_would_refuse_fail_at_construction(
     with pytest.raises(ValueError) as error:
         Meter(name, tags=tags, client=client)
     assert str(error.value) == message
+
+
+def test_two_meters_that_would_publish_the_same_metric_name_fail_at_construction(client: MeterClient) -> None:
+    Meter("Coll", client=client)
+    Meter("Coll", tags={"model": "a"}, client=client)  # the same name again: the same metrics
+    with pytest.raises(ValueError) as error:
+        Meter("CollPerSecond", client=client)
+    assert str(error.value) == (
+        "metric name 'CollPerSecond' would publish 'CollPerSecond', which Meter 'Coll' already publishes"
+    )
+    Meter("RowsPerSecond", client=client)
+    with pytest.raises(ValueError) as error:
+        Meter("Rows", client=client)
+    assert str(error.value) == (
+        "metric name 'Rows' would publish 'RowsPerSecond', which Meter 'RowsPerSecond' already publishes"
+    )
 
 
 def test_malformed_address_fails_at_construction() -> None:

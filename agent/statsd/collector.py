@@ -6,14 +6,23 @@ collect (its window) into samples, which the aggregator folds into per-minute Va
 - a counter `<name>` gives `<name>` (the window's total, Count, or Bytes when its name matches
   `byte_counters`) and `<name>PerSecond` (total / window seconds, Count/Second or Bytes/Second), so the
   minute's Sum of `<name>` is the counter's exact total and the Average of `<name>PerSecond` its mean rate;
-- a timer `<name>` gives one Milliseconds sample per value received, a histogram or distribution one
-  unitless sample per value, so CloudWatch computes exact percentiles over them;
+- a timer `<name>` gives one Milliseconds sample per distinct value received, a histogram or
+  distribution one unitless sample per distinct value, each with its count, so CloudWatch computes
+  percentiles over them;
 - a gauge `<name>` gives one unitless sample of its current value per collect.
 
 A line sent with sample rate r stands for 1/r lines: a counter adds value / r; a timer or histogram
-value is repeated round(1/r) times (at most 100), exact for rates such as 0.5, 0.1 or 0.01 and rounded
-for the others. A counter or gauge that stops receiving keeps publishing (0, or its last value) until it
-has been idle for `expire_after` seconds; then it is forgotten, and a later line starts it afresh.
+value counts 1/r observations. A counter or gauge that stops receiving keeps publishing (0, or its last
+value) until it has been idle for `expire_after` seconds; then it is forgotten, and a later line starts
+it afresh.
+
+Memory is bounded whatever clients send: at most `max_series` series (`MAX_SERIES`, what fits the
+unit's MemoryHigh), and a window's timer and histogram values are merged into group means past
+`agent.distribution`'s limits (SampleCount, Sum, Minimum and Maximum stay exact), never dropped.
+A name is refused when it is a name the agent publishes for itself under any naming profile
+(`agent.naming.RESERVED_NAMES`), or when one of the metric names it would publish is already published
+by a series of another type or name (a counter `Coll` publishes `CollPerSecond`, so a gauge
+`CollPerSecond` is refused): one metric name never gets two units.
 """
 
 from __future__ import annotations
@@ -26,17 +35,19 @@ from fnmatch import fnmatchcase
 import structlog
 
 from agent.catalogue import BYTES, BYTES_PER_SECOND, COUNT, COUNT_PER_SECOND, METRICS, MILLISECONDS, NONE
+from agent.distribution import MAX_HELD_VALUES, MAX_SERIES_VALUES, Distribution, ValueBudget
 from agent.logs import LogOnce
+from agent.naming import RATE_SUFFIX, RESERVED_NAMES, published_names
 from agent.samples import Dimensions, Sample
 from agent.selfstats import COMPONENT
 from agent.statsd.parser import MAX_VALUE, Kind, Line, LineError, Rejected, Tags, parse_line, parse_packet
 
 log = structlog.get_logger()
 
-RATE_SUFFIX = "PerSecond"
 DEFAULT_BYTE_COUNTERS = ("*Bytes*", "*bytes*")
-MAX_REPEATS = 100  # a timer value at sample rate 0.001 counts 100 times, not 1,000 (bounded memory)
-DEFAULT_MAX_VALUES = 200_000  # timer/histogram values held per window, repeats included
+# What fits the unit's MemoryHigh=192M with every series live, each timer flooded with distinct values
+# (bench/statsd_memory.py); statsd.max_series cannot be set higher.
+MAX_SERIES = 20_000
 LOGGED_REJECTIONS = 5  # malformed lines logged in full; the rest are only counted
 
 # h and d are the same thing to the agent; a series keeps the family of its first line.
@@ -59,7 +70,7 @@ class _Series:
         self.lines = 0  # in the current window
         self.total = 0.0  # counters, in the current window
         self.value: float | None = None  # gauges: current value
-        self.values: dict[float, int] = {}  # timers and histograms: value -> observations in the window
+        self.values: Distribution | None = None  # timers and histograms: the window's values
 
 
 class StatsdCollector:
@@ -75,29 +86,39 @@ class StatsdCollector:
         max_dimensions: int = 29,
         byte_counters: tuple[str, ...] = DEFAULT_BYTE_COUNTERS,
         expire_after: float = 300.0,
-        max_values: int = DEFAULT_MAX_VALUES,
+        max_series_values: int = MAX_SERIES_VALUES,
+        max_values: int = MAX_HELD_VALUES,
+        reserved: frozenset[str] = RESERVED_NAMES,
         on_drop: Callable[[str, int], None] = lambda reason, count: None,
+        on_merge: Callable[[int], None] = lambda merged: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`max_dimensions`: how many tag dimensions a series may carry, leaving room for the ones the
-        agent adds (CloudWatch's 30 less InstanceId less the static dimensions). `on_drop(reason, n)`
-        counts datapoints lost to `max_values` or to CloudWatch's range, as the aggregator's does."""
+        agent adds (CloudWatch's 30 less InstanceId less the static dimensions). `max_series_values` and
+        `max_values`: distinct timer/histogram values one series and all of them hold in a window before
+        they are merged, counted by `on_merge(n)`. `on_drop(reason, n)` counts datapoints lost to
+        CloudWatch's range, as the aggregator's does."""
         self._max_series = max_series
+        self._reserved = reserved
         self._priority = {key: index for index, key in enumerate(dimension_keys)}
         self._max_dimensions = max_dimensions
         self._byte_counters = byte_counters
         self._expire_after = expire_after
-        self._max_values = max_values
         self._on_drop = on_drop
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._series: dict[tuple[str, Dimensions], _Series] = {}
+        # published metric name -> (family, StatsD name, live series publishing it)
+        self._publishers: dict[str, tuple[str, str, int]] = {}
+        self._budget = ValueBudget(
+            lambda: (series.values for series in self._series.values() if series.values is not None),
+            per_series=max_series_values, total=max_values, on_merge=on_merge,
+        )
         self._dimensions_of: dict[Tags, Dimensions] = {(): ()}
         # fields (everything after the value) -> name -> (series, its family, sample rate) of lines taken before
         self._routes: dict[str, dict[str, tuple[_Series, str, float]]] = {}
         self._route_count = 0
         self._window_start = monotonic()
-        self._pending_values = 0
         self._series_dropped = 0
         self._parse_errors = 0
         self._logged_rejections = 0
@@ -215,14 +236,25 @@ class StatsdCollector:
 
     def _admit(self, name: str, kind: Kind, dims: Dimensions) -> _Series | None:
         family = _FAMILY[kind]
-        reserved = name in METRICS or (family == "c" and name + RATE_SUFFIX in METRICS)
-        if reserved or len(self._series) >= self._max_series:
+        published = published_names(name, counter=family == "c")
+        if any(metric in self._reserved for metric in published):
             self._series_dropped += 1
-            if reserved:
-                self._warn.warning("reserved", "statsd_reserved_name", metric=name)
-            else:
-                self._warn.warning("cap", "statsd_series_limit", metric=name, limit=self._max_series)
+            self._warn.warning("reserved", "statsd_reserved_name", metric=name)
             return None
+        clash = next((metric for metric in published if self._publishers.get(metric, (family, name))[:2]
+                      != (family, name)), None)
+        if clash is not None:
+            self._series_dropped += 1
+            self._warn.warning(("clash", name), "statsd_name_clash", metric=name, type=kind, publishes=clash,
+                               published_by=self._publishers[clash][1])
+            return None
+        if len(self._series) >= self._max_series:
+            self._series_dropped += 1
+            self._warn.warning("cap", "statsd_series_limit", metric=name, limit=self._max_series)
+            return None
+        for metric in published:
+            live = self._publishers.get(metric, (family, name, 0))[2]
+            self._publishers[metric] = (family, name, live + 1)
         if family == "c":
             unit = BYTES if any(fnmatchcase(name, glob) for glob in self._byte_counters) else COUNT
         else:
@@ -232,13 +264,11 @@ class StatsdCollector:
         return series
 
     def _add_value(self, series: _Series, value: float, sample_rate: float) -> None:
-        repeats = 1 if sample_rate == 1.0 else min(MAX_REPEATS, max(1, round(1 / sample_rate)))
-        if self._pending_values + repeats > self._max_values:
-            self._on_drop("statsd_value_limit", repeats)
-            self._warn.warning("values", "statsd_value_limit", metric=series.name, limit=self._max_values)
-            return
-        self._pending_values += repeats
-        series.values[value] = series.values.get(value, 0) + repeats
+        count = 1.0 if sample_rate == 1.0 else 1 / sample_rate
+        if series.values is None:
+            series.values = Distribution(value, count)
+        else:
+            self._budget.add(series.values, value, count)
 
     def collect(self) -> list[Sample]:
         with self._lock:
@@ -250,7 +280,7 @@ class StatsdCollector:
                 self._warn.reset("cap")
             samples.append(METRICS["StatsdSeriesDropped"].sample(self._series_dropped, Component=COMPONENT))
             samples.append(METRICS["StatsdParseErrors"].sample(self._parse_errors, Component=COMPONENT))
-            self._series_dropped = self._parse_errors = self._pending_values = 0
+            self._series_dropped = self._parse_errors = 0
         return samples
 
     def _drain(self, now: float, window: float) -> list[Sample]:
@@ -272,15 +302,24 @@ class StatsdCollector:
                     samples.append(Sample(series.name, series.value, series.unit, series.dimensions))
                 else:
                     self._out_of_range(series, 1)
-            else:
-                for value, repeats in series.values.items():
-                    samples += [Sample(series.name, value, series.unit, series.dimensions)] * repeats
-                series.values = {}
+            elif series.values is not None:
+                samples += [Sample(series.name, value, series.unit, series.dimensions, count)
+                            for value, count in series.values.items()]
+                series.values = None
+        self._budget.release()
         if expired:
             self._forget_routes()  # they may lead to the expired series
         for key in expired:
-            del self._series[key]
+            self._release_names(self._series.pop(key))
         return samples
+
+    def _release_names(self, series: _Series) -> None:
+        for metric in published_names(series.name, counter=series.family == "c"):
+            family, name, live = self._publishers[metric]
+            if live > 1:
+                self._publishers[metric] = (family, name, live - 1)
+            else:
+                del self._publishers[metric]
 
     def _counter(self, series: _Series, window: float) -> list[Sample]:
         total, series.total = series.total, 0.0
