@@ -179,3 +179,16 @@ CATALOGUE: tuple[Metric, ...] = (
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
+
+# Metrics whose value counts events (or energy) in the interval: summed, they are a running total, which is
+# what Prometheus calls a counter.
+INTERVAL_COUNTS = frozenset({
+    "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
+    "StatsdSeriesDropped", "StatsdParseErrors",
+})
+# The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
+PHYSICAL_UNITS: dict[str, str] = {
+    "GPUTemperature": "celsius", "GPUMemoryTemperature": "celsius", "GPUPowerDraw": "watts",
+    "GPUPowerLimit": "watts", "GPUEnergyConsumed": "joules", "GPUSMClock": "megahertz",
+}

@@ -19,3 +19,4 @@ class Sample(NamedTuple):
     value: float
     unit: str
     dimensions: Dimensions = ()
+    count: float = 1.0  # type: ignore[assignment]  # observations it stands for; shadows tuple.count
