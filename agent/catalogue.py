@@ -172,7 +172,7 @@ CATALOGUE: tuple[Metric, ...] = (
            "Memory the agent holds."),
     Metric("ValuesMerged", COUNT, ("Component",), "distinct values merged into group means in the interval",
            "agent", "Values merged to bound memory (a series past 1,500 distinct values in a minute, or all "
-           "series past 200,000): SampleCount, Sum, Minimum and Maximum stay exact, percentiles approximate."),
+           "series past 100,000): SampleCount, Sum, Minimum and Maximum stay exact, percentiles approximate."),
     # --- StatsD listener -------------------------------------------------------------------------
     Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
            "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "
@@ -182,3 +182,16 @@ CATALOGUE: tuple[Metric, ...] = (
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
+
+# Metrics whose value counts events (or energy) in the interval: summed, they are a running total, which is
+# what Prometheus calls a counter.
+INTERVAL_COUNTS = frozenset({
+    "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
+    "StatsdSeriesDropped", "StatsdParseErrors",
+})
+# The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
+PHYSICAL_UNITS: dict[str, str] = {
+    "GPUTemperature": "celsius", "GPUMemoryTemperature": "celsius", "GPUPowerDraw": "watts",
+    "GPUPowerLimit": "watts", "GPUEnergyConsumed": "joules", "GPUSMClock": "megahertz",
+}

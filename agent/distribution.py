@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 MAX_SERIES_VALUES = 1500  # distinct values one series holds before merging: 10 datums of 150 values
-MAX_HELD_VALUES = 200_000  # distinct values held over all series before merging each down to its share
+MAX_HELD_VALUES = 100_000  # distinct values held over all series before merging each down to its share
 
 
 class Distribution:

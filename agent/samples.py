@@ -19,6 +19,4 @@ class Sample(NamedTuple):
     value: float
     unit: str
     dimensions: Dimensions = ()
-    # How many observations the sample stands for (a StatsD line at rate r: 1/r). The field hides
-    # tuple.count, which nothing calls on a Sample.
-    count: float = 1.0  # type: ignore[assignment]
+    count: float = 1.0  # type: ignore[assignment]  # observations it stands for; shadows tuple.count

@@ -49,9 +49,9 @@ def test_valid_settings() -> None:
          'statsd.dimension_keys: "InstanceId" is set by the agent, got ["InstanceId"]'),
         ({"dimension_keys": ["ok", "not ok"]},
          'statsd.dimension_keys: "not ok" must be 1..255 of A-Z a-z 0-9 _ . - /, got ["ok", "not ok"]'),
-        ({"max_series": 0}, "statsd.max_series: must be 1..20000, got 0"),
+        ({"max_series": 0}, "statsd.max_series: must be 1..10000, got 0"),
         # 100,000 live series reached 384 MB RSS, past the unit's MemoryMax=256M.
-        ({"max_series": 100_000}, "statsd.max_series: must be 1..20000, got 100000"),
+        ({"max_series": 100_000}, "statsd.max_series: must be 1..10000, got 100000"),
         ({"expire_after": 5}, "statsd.expire_after: must be 10..86400 seconds, got 5"),
         ({"byte_counters": "*Bytes"}, 'statsd.byte_counters: must be a list of strings, got "*Bytes"'),
         ({"max_seires": 10}, 'statsd.max_seires: unknown key, did you mean "max_series"?'),
