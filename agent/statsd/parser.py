@@ -29,8 +29,9 @@ MAX_TAG_VALUE_LENGTH = 1024  # CloudWatch's limit on a dimension value
 
 NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,%d}" % MAX_NAME_LENGTH)  # noqa: UP031 - a regex, not a message
 TAG_KEY = re.compile(r"[A-Za-z0-9_.\-/]{1,255}")
-# A dimension value: printable ASCII (space included, no control characters) but the `,` that separates
-# tags, 1..1024 characters, not only spaces (CloudWatch's PutMetricData rules).
+# The characters and length of a dimension value: printable ASCII (space included, no control characters)
+# but the `,` that separates tags, at most 1024; `dimension_value_problem` adds "not empty, not only spaces"
+# (CloudWatch's PutMetricData rules).
 TAG_VALUE = re.compile(r"[ -+\--~]{0,%d}" % MAX_TAG_VALUE_LENGTH)  # noqa: UP031 - a regex, not a message
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
