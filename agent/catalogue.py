@@ -174,8 +174,9 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
            "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "
            "a catalogue metric, or was first sent with another type."),
-    Metric("StatsdParseErrors", COUNT, ("Component",), "malformed lines in the interval", "StatsD listener",
-           "StatsD lines that did not parse; the first few are logged."),
+    Metric("StatsdParseErrors", COUNT, ("Component",), "malformed lines and dimension tags in the interval",
+           "StatsD listener", "StatsD lines that did not parse, and dimension tags dropped from kept lines because "
+           "CloudWatch would refuse their value; the first few are logged."),
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
