@@ -1,7 +1,7 @@
-"""The README's reference tables, generated from the code so they cannot drift.
+"""The README's and docs/'s reference tables, generated from the code so they cannot drift.
 
-`python -m agent.docs` rewrites the generated blocks of README.md in place; a test fails when the
-README differs from what this module renders.
+`python -m agent.docs` rewrites the generated blocks of README.md and docs/cwagent.md in place; a test
+fails when a file differs from what this module renders.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ from typing import Any
 
 from agent.catalogue import CATALOGUE
 from agent.config import AgentConfig
-from agent.naming import profile
+from agent.cwagent import CWA_METRICS
+from agent.naming import CWAGENT, NATIVE, profile
 from agent.schema import describe, render
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+CWAGENT_DOC = ROOT / "docs" / "cwagent.md"
 
 
 def metrics_table() -> str:
     rows = ["| Metric | Unit | Dimensions | Formula | Source |", "|---|---|---|---|---|"]
     for metric in CATALOGUE:
         dims = ", ".join(["InstanceId", *metric.dimensions] + [f"{d} (optional)" for d in metric.optional_dimensions])
-        rows.append(f"| `{metric.name}` | {metric.unit} | {dims} | {metric.formula} | {metric.source} |")
+        formula = metric.formula if NATIVE.publishes(metric.name) else f"{metric.formula} (cwagent only)"
+        if CWAGENT.publishes(metric.name) and (cwagent_formula := CWAGENT.alias(metric.name).formula):
+            formula = f"native: {formula}; cwagent: {cwagent_formula}"
+        rows.append(f"| `{metric.name}` | {metric.unit} | {dims} | {formula} | {metric.source} |")
     return "\n".join(rows)
 
 
@@ -56,7 +62,20 @@ def naming_table() -> str:
     return "\n".join(rows)
 
 
+def cwagent_table() -> str:
+    """Every CloudWatch agent metric of its presets and nvidia_gpu block, and what infrawatch publishes for it."""
+    rows = ["| CloudWatch agent metric | Unit | Dimensions | Presets | infrawatch (cwagent) |", "|---|---|---|---|---|"]
+    for metric in CWA_METRICS:
+        published = ", ".join(f"`{name}`" for name in metric.published_by)
+        ours = published or f"not published: {metric.omitted}"
+        presets = ", ".join(metric.presets) or "(none; published on request)"
+        rows.append(f"| `{metric.name}` | {metric.unit} | {', '.join(metric.dimensions) or '—'} | {presets} | "
+                    f"{ours} |")
+    return "\n".join(rows)
+
+
 BLOCKS = {"metrics": metrics_table, "config": config_table, "naming": naming_table}
+DOC_BLOCKS = {CWAGENT_DOC: {"cwagent-metrics": cwagent_table}}
 
 
 def block_pattern(name: str) -> re.Pattern[str]:
@@ -72,16 +91,22 @@ def regenerate(text: str, blocks: Mapping[str, Callable[[], str]] = BLOCKS) -> s
     return text
 
 
-def rewrite_readme(blocks: Mapping[str, Callable[[], str]]) -> int:
-    text = README.read_text()
+def rewrite(path: Path, blocks: Mapping[str, Callable[[], str]]) -> int:
+    text = path.read_text()
     updated = regenerate(text, blocks)
     if updated != text:
-        README.write_text(updated)
-        print(f"updated {README}", file=sys.stderr)
+        path.write_text(updated)
+        print(f"updated {path}", file=sys.stderr)
     return 0
 
 
+def rewrite_readme(blocks: Mapping[str, Callable[[], str]]) -> int:
+    return rewrite(README, blocks)
+
+
 def main() -> int:
+    for path, blocks in DOC_BLOCKS.items():
+        rewrite(path, blocks)
     return rewrite_readme(BLOCKS)
 
 
