@@ -7,9 +7,11 @@ list, its roll-up code), computed by hand below.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
@@ -376,3 +378,34 @@ def test_docs_cwagent_table_is_generated() -> None:
     text = CWAGENT_DOC.read_text()
     assert regenerate(text, DOC_BLOCKS[CWAGENT_DOC]) == text, "docs/cwagent.md is stale: run `make docs`"
     assert all(f"`{metric.name}`" in text for metric in CWA_METRICS)
+
+
+# --- the cwagent dashboard ----------------------------------------------------------------------------
+
+
+def throughput_lines(naming: str) -> list[list[Any]]:
+    from provisioning.aws import Account
+    from provisioning.dashboards import DashboardBuilder
+    from provisioning.discovery import Host, Inventory
+    from provisioning.spec import parse as parse_spec
+
+    spec = parse_spec({"stack": "ml", "naming": naming})
+    account = Account(id="123456789012", region="us-east-1", partition="aws")
+    [fleet] = DashboardBuilder(spec, account, []).build(Inventory((Host("i-0abc", (), (), ()),), ()))
+    [widget] = [widget for widget in json.loads(fleet.body)["widgets"]
+                if widget.get("properties", {}).get("title") == "i-0abc: disk and network throughput (bytes/s)"]
+    return list(widget["properties"]["metrics"][:2])
+
+
+def test_the_cwagent_dashboard_turns_per_interval_bytes_into_bytes_per_second() -> None:
+    # The agent's diskio_*_bytes and net_bytes_* are deltas per collection: their Sum per period is the
+    # bytes of the period; the Average of deltas (bytes per 10 s, or per 60 s) is no rate at all.
+    search = ("SEARCH('{CWAgent,InstanceId,name} MetricName=\"diskio_read_bytes\" InstanceId=\"i-0abc\"', "
+              "'Sum', 60)")
+    assert throughput_lines("cwagent") == [
+        [{"expression": search, "id": "sum0", "label": "diskio_read_bytes per period", "visible": False}],
+        [{"expression": "sum0/60", "id": "search0", "label": "diskio_read_bytes per second"}],
+    ]
+    assert throughput_lines("native")[0] == [{
+        "expression": "SEARCH('{InfraWatch,Device,InstanceId} MetricName=\"DiskReadBytesPerSecond\" "
+                      "InstanceId=\"i-0abc\"', 'Average', 60)", "id": "search0", "label": "DiskReadBytesPerSecond"}]
