@@ -52,7 +52,9 @@ def naming_table() -> str:
     rows = ["| Catalogue metric | cwagent name | Unit | Dimensions | Value |", "|---|---|---|---|---|"]
     for metric in CATALOGUE:
         alias = cwagent.alias(metric.name)
-        own = metric.dimensions + metric.optional_dimensions
+        # Its optional dimensions are those the profile sets (GPUUUID is refused under cwagent).
+        optional = tuple(name for name in metric.optional_dimensions if name in cwagent.device_dimensions)
+        own = metric.dimensions + optional
         dims = cwagent.dimensions(metric.name, {name: "{" + name + "}" for name in own})
         shown = ", ".join(f"{name}={value}" for name, value in dims.items()) or "—"
         value = "× collect.interval (per-interval delta)" if alias.per_interval else (
