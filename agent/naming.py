@@ -97,8 +97,9 @@ class Profile:
         return {**self.renamed(metric, dims), **dict(self.alias(metric).constant_dimensions)}
 
 
-# The CloudWatch agent's series that infrawatch's own profile has a counterpart for already (its CPU
-# shares, inode count, I/O time, TCP states): no collector built for native makes them.
+# The CloudWatch agent's further preset series (its other CPU shares, free inodes, I/O time, TCP states):
+# native has its own counterparts (CPUUtilization, StorageInodeUtilization, …), and no collector built for
+# native makes these.
 CWAGENT_ONLY = frozenset({
     "CPUIdle", "CPUUser", "CPUSystem", "CPUCoreIdle", "CPUCoreIOWait", "CPUCoreUser", "CPUCoreSystem",
     "StorageInodesFree", "DiskIOTime", "TCPEstablished", "TCPTimeWait",
