@@ -1,7 +1,7 @@
-"""The README's and docs/'s reference tables, generated from the code so they cannot drift.
+"""The reference tables in README.md and docs/, generated from the code so they cannot drift.
 
-`python -m agent.docs` rewrites the generated blocks of README.md and docs/cwagent.md in place; a test
-fails when a file differs from what this module renders.
+`python -m agent.docs` rewrites the generated blocks of every document in place, wherever a block's
+markers stand; a test fails when a document differs from what this module renders.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ from agent.schema import describe, render
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-CWAGENT_DOC = ROOT / "docs" / "cwagent.md"
+
+
+def documents() -> list[Path]:
+    """README.md and every page under docs/: the files whose generated blocks are kept current."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def metrics_table() -> str:
@@ -76,8 +80,7 @@ def cwagent_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"metrics": metrics_table, "config": config_table, "naming": naming_table}
-DOC_BLOCKS = {CWAGENT_DOC: {"cwagent-metrics": cwagent_table}}
+BLOCKS = {"metrics": metrics_table, "config": config_table, "naming": naming_table, "cwagent-metrics": cwagent_table}
 
 
 def block_pattern(name: str) -> re.Pattern[str]:
@@ -93,23 +96,18 @@ def regenerate(text: str, blocks: Mapping[str, Callable[[], str]] = BLOCKS) -> s
     return text
 
 
-def rewrite(path: Path, blocks: Mapping[str, Callable[[], str]]) -> int:
-    text = path.read_text()
-    updated = regenerate(text, blocks)
-    if updated != text:
-        path.write_text(updated)
-        print(f"updated {path}", file=sys.stderr)
+def rewrite_documents(blocks: Mapping[str, Callable[[], str]]) -> int:
+    for document in documents():
+        text = document.read_text()
+        updated = regenerate(text, blocks)
+        if updated != text:
+            document.write_text(updated)
+            print(f"updated {document.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 
-def rewrite_readme(blocks: Mapping[str, Callable[[], str]]) -> int:
-    return rewrite(README, blocks)
-
-
 def main() -> int:
-    for path, blocks in DOC_BLOCKS.items():
-        rewrite(path, blocks)
-    return rewrite_readme(BLOCKS)
+    return rewrite_documents(BLOCKS)
 
 
 if __name__ == "__main__":
