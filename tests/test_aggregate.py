@@ -90,11 +90,13 @@ def test_datum_api_shape() -> None:
     assert datum.datapoints == 4
 
 
-def test_fractional_counts_add_up() -> None:
+def test_a_sample_adds_its_count_so_weights_stay_exact() -> None:
     aggregator = Aggregator()
-    aggregator.add([Sample("StepTime", 7.0, "Milliseconds", count=1 / 0.3), Sample("StepTime", 7.0, "Milliseconds")],
-                   MINUTE_START)
-    assert [(d.values, d.counts) for d in aggregator.drain()] == [((7.0,), (1 / 0.3 + 1.0,))]
+    aggregator.add([Sample("Lat", 7.0, "Milliseconds", count=1 / (10 / 37))] * 10, MINUTE_START)
+    aggregator.add([Sample("Lat", 3.0, "Milliseconds"), Sample("Lat", 9.0, "Milliseconds", count=1000.0)],
+                   MINUTE_START + 1)
+    [datum] = aggregator.drain()
+    assert (datum.values, datum.counts) == ((3.0, 7.0, 9.0), (1.0, 37.0, 1000.0))
 
 
 def test_a_minute_of_distinct_values_is_bounded_and_its_statistics_stay_exact() -> None:

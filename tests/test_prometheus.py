@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agent.catalogue import CATALOGUE, COUNT, COUNT_PER_SECOND, METRICS, MILLISECONDS, NONE
 from agent.cli import build_agent, replace_endpoint
@@ -274,7 +275,10 @@ def test_startup_with_the_port_in_use_exits_2_naming_the_key(tmp_path: Path, cap
         config = tmp_path / "agent.toml"
         config.write_text(f'[ec2]\nidentity = false\n[statsd]\nenabled = false\n[gpu]\nenabled = false\n'
                           f'[prometheus]\nenabled = true\naddress = "{busy}"\n')
-        assert main(["--dry-run", "--config", str(config)]) == 2
+        try:
+            assert main(["--dry-run", "--config", str(config)]) == 2
+        finally:
+            structlog.reset_defaults()  # main() pointed the loggers at this test's captured stdout
     assert capsys.readouterr().err == f'prometheus.address: {busy} is in use, got "{busy}"\n'
 
 
