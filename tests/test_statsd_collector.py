@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections import Counter
 
 import pytest
@@ -610,3 +611,40 @@ def test_receive_publishes_what_the_parser_reads_also_once_lines_take_the_inline
         statsd.receive(packet)
     clock.advance(2)
     assert statsd.collect() == model_of_receive(packets, 2.0)
+
+
+def test_set_members_cost_the_same_memory_however_long_they_are() -> None:
+    """A member is any text, up to a 64 KiB datagram: held as text, 200 of them would be 12 MB."""
+    clock = FakeClock()
+    statsd = collector(clock)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(200):
+            statsd.receive(b"Users:%d%s|s" % (index, b"x" * 60_000))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 200_000
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [Sample("Users", 200.0, "Count")]
+
+
+def test_tags_a_job_invents_per_line_are_not_remembered_however_long() -> None:
+    """Tags the agent ignores can fill a datagram; remembering each line's fields and tags (up to 4 ×
+    max_series of each) would hold 20 MB here."""
+    clock = FakeClock()
+    statsd = collector(clock)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(2000):
+            statsd.receive(b"Rows:1|c|#request:%d%s" % (index, b"x" * 5000))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 500_000
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [
+        Sample("Rows", 2000.0, "Count"), Sample("RowsPerSecond", 200.0, "Count/Second")
+    ]
