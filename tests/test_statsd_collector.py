@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections import Counter
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -613,19 +614,23 @@ def test_receive_publishes_what_the_parser_reads_also_once_lines_take_the_inline
     assert statsd.collect() == model_of_receive(packets, 2.0)
 
 
+def memory_held_receiving(statsd: StatsdCollector, packets: Iterable[bytes]) -> int:
+    """Bytes Python still holds after `statsd` received `packets` (tracemalloc: every allocation counted)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for packet in packets:
+            statsd.receive(packet)
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
 def test_set_members_cost_the_same_memory_however_long_they_are() -> None:
     """A member is any text, up to a 64 KiB datagram: held as text, 200 of them would be 12 MB."""
     clock = FakeClock()
     statsd = collector(clock)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for index in range(200):
-            statsd.receive(b"Users:%d%s|s" % (index, b"x" * 60_000))
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert held < 200_000
+    assert memory_held_receiving(statsd, (b"Users:%d%s|s" % (index, b"x" * 60_000) for index in range(200))) < 200_000
     clock.advance(10)
     assert app_samples(statsd.collect()) == [Sample("Users", 200.0, "Count")]
 
@@ -635,15 +640,8 @@ def test_tags_a_job_invents_per_line_are_not_remembered_however_long() -> None:
     max_series of each) would hold 20 MB here."""
     clock = FakeClock()
     statsd = collector(clock)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for index in range(2000):
-            statsd.receive(b"Rows:1|c|#request:%d%s" % (index, b"x" * 5000))
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert held < 500_000
+    packets = (b"Rows:1|c|#request:%d%s" % (index, b"x" * 5000) for index in range(2000))
+    assert memory_held_receiving(statsd, packets) < 500_000
     clock.advance(10)
     assert app_samples(statsd.collect()) == [
         Sample("Rows", 2000.0, "Count"), Sample("RowsPerSecond", 200.0, "Count/Second")
