@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.catalogue import CATALOGUE, METRICS
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
-from agent.naming import DEFAULT_NAMESPACE, PROFILES, profile, published_dimensions
+from agent.naming import DEFAULT_NAMESPACE, HOST_DIMENSION_NAMES, PROFILES, profile, published_dimensions
 from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.statsd.address import split_host_port
@@ -146,8 +146,8 @@ def _address_problem(value: str) -> str | None:
 
 def _dimension_keys_problem(value: tuple[str, ...]) -> str | None:
     for key in value:
-        if key == HOST_DIMENSION:
-            return f'"{HOST_DIMENSION}" is set by the agent'
+        if key == HOST_DIMENSION or key in HOST_DIMENSION_NAMES:
+            return f'"{key}" is set by the agent'
         if not TAG_KEY.fullmatch(key):
             return f'"{key}" must be 1..255 of A-Z a-z 0-9 _ . - /'
     return None

@@ -214,6 +214,13 @@ PROFILES = tuple(_BY_NAME)
 DEFAULT_NAMESPACE = {name: chosen.namespace for name, chosen in _BY_NAME.items()}
 
 
+# The host dimension under each profile's name (`Host`, `host`): a StatsD tag must not become one.
+HOST_DIMENSION_NAMES = frozenset(
+    name
+    for chosen in _BY_NAME.values()
+    for rename in chosen.host_dimensions
+    for name in (rename.native, rename.published)
+)
 RESERVED_NAMES = frozenset(METRICS) | frozenset(
     alias.name for chosen in _BY_NAME.values() for alias in chosen.aliases.values() if alias.name
 )

@@ -47,6 +47,10 @@ def test_valid_settings() -> None:
         ({"address": "[::1:8125"}, 'statsd.address: must be "[ipv6]:port" for an IPv6 host, got "[::1:8125"'),
         ({"dimension_keys": ["InstanceId"]},
          'statsd.dimension_keys: "InstanceId" is set by the agent, got ["InstanceId"]'),
+        # Under naming = "cwagent" the host's own series carry "host": a tag must not set it on a job's series.
+        ({"dimension_keys": ["model", "host"]},
+         'statsd.dimension_keys: "host" is set by the agent, got ["model", "host"]'),
+        ({"dimension_keys": ["Host"]}, 'statsd.dimension_keys: "Host" is set by the agent, got ["Host"]'),
         ({"dimension_keys": ["ok", "not ok"]},
          'statsd.dimension_keys: "not ok" must be 1..255 of A-Z a-z 0-9 _ . - /, got ["ok", "not ok"]'),
         ({"max_series": 0}, "statsd.max_series: must be 1..10000, got 0"),
