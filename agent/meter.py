@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -67,6 +68,8 @@ class MeterClient:
         self.dropped_lines = 0  # could not be sent: no route, name resolution failed, send buffer full
         self.errors = 0  # calls that failed, such as add("three"); counted instead of raised
         self._publishers: dict[str, str] = {}  # metric name published -> the Meter name that publishes it
+        self._kinds: dict[str, str] = {}  # Meter name -> "c" (add) or "ms" (time), whichever came first
+        self._refused: set[str] = set()  # Meter names whose other kind was refused (and warned about)
         self._claim_lock = threading.Lock()
         self._reset()
         reference = weakref.ref(self)
@@ -94,6 +97,23 @@ class MeterClient:
                     raise ValueError(f"metric name {name!r} would publish {metric!r}, "
                                      f"which Meter {owner!r} already publishes")
             self._publishers.update(dict.fromkeys(published, name))
+
+    def use(self, name: str, kind: str) -> bool:
+        """Whether a Meter `name` may send lines of `kind` ("c" or "ms"): the first use decides, since the
+        agent keeps a name's first type and drops the other's lines. A refused use is counted in `errors`
+        and warned about once per name, in the job, instead of vanishing in the agent."""
+        with self._claim_lock:
+            first = self._kinds.setdefault(name, kind)
+            if first == kind:
+                return True
+            self.errors += 1
+            warned = name in self._refused
+            self._refused.add(name)
+        if not warned:
+            used, refused = ("add", "time") if first == "c" else ("time", "add")
+            warnings.warn(f"Meter {name!r} was first used with {used}(); the agent drops its {refused}() lines: "
+                          f"use another Meter (another name) for them", RuntimeWarning, stacklevel=4)
+        return False
 
     def add(self, key: CounterKey, amount: float) -> None:
         try:
@@ -244,9 +264,12 @@ class Meter:
         self._timer_suffix = "|ms" + tag_field
         self._client = client if client is not None else default_client()
         self._client.claim(name)
+        self._kind: str | None = None  # "c" or "ms" once the client allowed it
 
     def add(self, amount: float = 1) -> None:
         """Count `amount` (samples, tokens, bytes...). Never blocks, never raises."""
+        if self._kind != "c" and not self._use("c"):
+            return
         self._client.add(self._counter, amount)
 
     def time(self, clock: Callable[[], float] = time.perf_counter) -> Timing:
@@ -255,6 +278,8 @@ class Meter:
 
     def record_milliseconds(self, milliseconds: float) -> None:
         """Record one duration measured elsewhere. Never blocks, never raises."""
+        if self._kind != "ms" and not self._use("ms"):
+            return
         try:
             if math.isfinite(milliseconds):
                 self._client.record(f"{self.name}:{milliseconds:.3f}{self._timer_suffix}")
@@ -262,6 +287,13 @@ class Meter:
                 self._client.errors += 1
         except Exception:  # metering must never break the job
             self._client.errors += 1
+
+
+    def _use(self, kind: str) -> bool:
+        allowed = self._client.use(self.name, kind)
+        if allowed:
+            self._kind = kind
+        return allowed
 
 
 class Timing:

@@ -171,8 +171,9 @@ def test_add_and_time_never_raise_into_the_job(raw_receiver: socket.socket) -> N
     try:
         meter = Meter("Rows", client=client)
         meter.add("three")  # type: ignore[arg-type]
-        meter.record_milliseconds("slow")  # type: ignore[arg-type]
-        meter.record_milliseconds(float("nan"))
+        step = Meter("Step", client=client)
+        step.record_milliseconds("slow")  # type: ignore[arg-type]
+        step.record_milliseconds(float("nan"))
         Meter("Inf", client=client).add(float("inf"))
         Meter("Vector", client=client).add(Vector())  # type: ignore[arg-type]
         meter.add(2)
@@ -275,3 +276,19 @@ def test_importing_the_meter_stays_light() -> None:
     code = "import sys, agent.meter; print(sorted({'boto3', 'psutil', 'pynvml'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_name_first_used_as_a_counter_refuses_timings_in_the_job(
+    client: MeterClient, listener: StatsdListener, statsd: StatsdCollector
+) -> None:
+    """The agent keeps a name's first type and would drop the other's lines without a word to the job."""
+    rows = Meter("Rows", client=client)
+    rows.add(2)
+    refused = r"Meter 'Rows' was first used with add\(\); the agent drops its time\(\) lines: use another Meter"
+    with pytest.warns(RuntimeWarning, match=refused), rows.time(clock=Sequence(1.0, 1.5)):
+        pass
+    rows.record_milliseconds(3.0)  # counted again, warned once
+    Meter("Rows", tags={"model": "a"}, client=client).record_milliseconds(4.0)  # the same name: refused too
+    deliver(client, listener)
+    assert [(s.name, s.value) for s in statsd.collect() if s.name.startswith("Rows")] == [("Rows", 2.0)]
+    assert client.errors == 3
