@@ -125,13 +125,21 @@ class DiskIOConfig:
     partitions: bool = setting(False, "Also publish partitions, not only whole disks (each is a billed metric).")
 
 
+# Loopback and container plumbing: one veth per container or pod would be 4 billed series each. Kubernetes
+# CNIs name the host side of a pod's veth eni<hash> (AWS VPC CNI), cali<hash> (Calico) and lxc<hash>
+# (Cilium). Globs are case-sensitive, so EC2's own enX0 (Xen, AL2023) is kept.
+DEFAULT_EXCLUDED_INTERFACES = (
+    "lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*", "ifb*", "eni*", "cali*", "lxc*",
+)
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     enabled: bool = setting(True, "Collect bytes and packets per second per network interface.")
     include_interfaces: tuple[str, ...] = setting((), "Interface name globs to keep; empty keeps all.")
     exclude_interfaces: tuple[str, ...] = setting(
-        ("lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*", "ifb*"),
-        "Interface name globs to skip (loopback and container plumbing by default).",
+        DEFAULT_EXCLUDED_INTERFACES,
+        "Interface name globs to skip (loopback, container and Kubernetes pod plumbing by default).",
     )
 
 

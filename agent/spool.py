@@ -174,13 +174,16 @@ class Spool:
             if self._connection is None:
                 return failed
             try:
-                return operation(self._connection)
+                result = operation(self._connection)
             except sqlite3.Error as error:
                 if not _is_corruption(error) or attempt == 1:
-                    self._warn.warning(("spool_error", type(error).__name__), "spool_error",
+                    self._warn.warning("spool_error", "spool_error", variant=type(error).__name__,
                                        path=str(self.path), error=str(error))
                     return failed
                 self._recover(error)
+            else:
+                self._warn.reset("spool_error")
+                return result
         return failed
 
     @contextmanager

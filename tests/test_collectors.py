@@ -12,7 +12,7 @@ from agent.collectors.diskio import DiskIOCollector
 from agent.collectors.memory import MemoryCollector
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import StorageCollector
-from agent.config import DEFAULT_IGNORED_FSTYPES
+from agent.config import DEFAULT_IGNORED_FSTYPES, NetworkConfig
 from agent.filters import NameFilter
 from agent.rates import CounterTracker
 from agent.samples import Sample
@@ -20,6 +20,7 @@ from tests.fakes.host import (
     TRAINING_HOST_PARTITIONS,
     TRAINING_HOST_STATVFS,
     DiskCounters,
+    IOWAIT_BACKWARDS,
     FakeClock,
     NicCounters,
     Sequence,
@@ -63,6 +64,18 @@ def test_cpu_utilization_iowait_and_steal_from_deltas() -> None:
     assert values[("CPUUtilization", ())] == pytest.approx(45.0)
     assert values[("CPUIOWait", ())] == pytest.approx(15.0)
     assert values[("CPUSteal", ())] == pytest.approx(5.0)
+
+
+def test_cpu_field_going_backwards_counts_as_zero_and_keeps_the_interval() -> None:
+    collector = CpuCollector(cpu_times=Sequence(*IOWAIT_BACKWARDS))
+    assert collector.collect() == []  # priming
+    # iowait's −400 ticks count as 0: total = 1200 + 400 + 2200 + 100 + 100 = 4000 ticks;
+    # busy = 4000 − idle 2200 = 1800 → 45 %, iowait 0 %, steal 100 / 4000 = 2.5 %.
+    assert by_name(collector.collect()) == {
+        ("CPUUtilization", ()): pytest.approx(45.0),
+        ("CPUIOWait", ()): 0.0,
+        ("CPUSteal", ()): pytest.approx(2.5),
+    }
 
 
 def test_cpu_per_core_only_when_configured_and_counter_reset_gives_nothing() -> None:
@@ -192,6 +205,20 @@ def test_network_throughput_excludes_loopback() -> None:
         ("NetworkReceivePacketsPerSecond", (("Interface", "ens5"),)): 10.0,
         ("NetworkTransmitPacketsPerSecond", (("Interface", "ens5"),)): 2.0,
     }
+
+
+def test_network_default_excludes_kubernetes_pod_interfaces() -> None:
+    # An EKS GPU node: the primary ENI, a secondary ENI the VPC CNI attached, and one pod veth per CNI.
+    names = ("ens5", "ens6", "enX0", "eni3f2a1b0c9d8", "cali1a2b3c4d5e6", "lxc5e6f7a8b9c0", "veth1234", "lo")
+    clock = FakeClock()
+    counters = Sequence({name: NicCounters(0, 0, 0, 0) for name in names},
+                        {name: NicCounters(10, 10, 10, 10) for name in names})
+    collector = NetworkCollector(
+        interfaces=NameFilter(exclude=NetworkConfig().exclude_interfaces), net_io_counters=counters, monotonic=clock
+    )
+    collector.collect()
+    clock.advance(1.0)
+    assert sorted({dict(s.dimensions)["Interface"] for s in collector.collect()}) == ["enX0", "ens5", "ens6"]
 
 
 def test_every_host_sample_is_in_the_catalogue_with_its_unit() -> None:

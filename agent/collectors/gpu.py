@@ -98,9 +98,10 @@ class _XidWatcher:
             try:
                 event = self._nvml.wait_xid(self._wait_ms)
             except Exception as error:  # a thread that dies is silent: log once, pause, keep waiting
-                self._once.warning(("wait", type(error).__name__), "gpu_xid_wait_failed", error=str(error))
+                self._once.warning("wait", "gpu_xid_wait_failed", variant=type(error).__name__, error=str(error))
                 self._stop.wait(self._wait_ms / 1000)
                 continue
+            self._once.reset("wait")
             if event is not None:
                 self._record(event)
 
@@ -259,6 +260,8 @@ class GpuCollector:
             return None
         if value is None:
             self._absent(gpu, reading, None)
+        else:
+            self._once.reset((gpu, reading))
         return value
 
     def _field_values(self, gpu: int) -> FieldValues:
@@ -271,13 +274,16 @@ class GpuCollector:
         value = fields.values.get(field)
         if value is None:
             self._absent(gpu, field.name.lower(), fields.errors.get(field))
+        else:
+            self._once.reset((gpu, field.name.lower()))
         return value
 
     def _absent(self, gpu: int, reading: str, error: str | None) -> None:
         if error is None:
             self._once.info((gpu, reading), "gpu_reading_not_supported", gpu=gpu, reading=reading)
         else:
-            self._once.warning((gpu, reading), "gpu_reading_failed", gpu=gpu, reading=reading, error=error)
+            self._once.warning((gpu, reading), "gpu_reading_failed", variant=error, gpu=gpu, reading=reading,
+                               error=error)
 
     def _increase(self, gpu: int, field: Field, value: float, now: float) -> float | None:
         change = self._counters.delta((gpu, field), value, now)
@@ -299,6 +305,7 @@ class GpuCollector:
         if not fields.values.get(Field.NVLINK_LINKS):
             self._absent(gpu, "nvlink", fields.errors.get(Field.NVLINK_LINKS))
             return None
+        self._once.reset((gpu, "nvlink"))
         counters = [(field, fields.values[field]) for field in _NVLINK_ERRORS if field in fields.values]
         increases = [self._increase(gpu, field, value, now) for field, value in counters]
         if not increases or None in increases:

@@ -20,6 +20,23 @@ def cpu(user: float = 0, system: float = 0, idle: float = 0, iowait: float = 0, 
     return CpuTimes(user, 0.0, system, idle, iowait, 0.0, 0.0, steal, guest, 0.0)
 
 
+def proc_stat_cpu(line: str) -> CpuTimes:
+    """A `cpu` line of /proc/stat in USER_HZ ticks (100 a second on every Linux ABI), as psutil reads it."""
+    name, *ticks = line.split()
+    assert name.startswith("cpu") and len(ticks) == 10, line
+    return CpuTimes(*(int(tick) / 100 for tick in ticks))
+
+
+# Two reads of /proc/stat's aggregate line 10 s apart on an idle-ish 4-vCPU host, where iowait went
+# backwards (4 s) as the kernel allows: a CPU's pending iowait is re-attributed to idle when the CPU
+# wakes (Documentation/filesystems/proc.rst: "the iowait field ... can decrease in certain conditions").
+# Δ in ticks: user 1200, nice 0, system 400, idle 2200, iowait −400, irq 0, softirq 100, steal 100.
+IOWAIT_BACKWARDS = (
+    proc_stat_cpu("cpu  1234500 310 456700 98765400 23400 0 12300 4500 0 0"),
+    proc_stat_cpu("cpu  1235700 310 457100 98767600 23000 0 12400 4600 0 0"),
+)
+
+
 class Sequence:
     """Returns the next reading on each call, as /proc does between two reads."""
 
