@@ -69,9 +69,11 @@ CATALOGUE: tuple[Metric, ...] = (
     # --- Storage ---------------------------------------------------------------------------------
     # Device and FSType are set only for naming profiles whose dimension sets need them (cwagent).
     Metric("StorageUtilization", PERCENT, ("MountPath",), "(total − free) / (used + available) × 100",
-           "statvfs per mount, time-bounded", "Filesystem space in use, as df reports it.", ("Device", "FSType")),
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
+           "Filesystem space in use, as df reports it.", ("Device", "FSType")),
     Metric("StorageInodeUtilization", PERCENT, ("MountPath",), "(files − free files) / files × 100",
-           "statvfs per mount, time-bounded", "Filesystem inodes in use.", ("Device", "FSType")),
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
+           "Filesystem inodes in use.", ("Device", "FSType")),
     # --- Disk throughput -------------------------------------------------------------------------
     Metric("DiskReadBytesPerSecond", BYTES_PER_SECOND, ("Device",), "Δ read bytes / Δ time",
            "/proc/diskstats (psutil.disk_io_counters)", "Bytes read from the block device per second."),
@@ -170,6 +172,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "psutil.Process().cpu_times", "CPU the agent used since the previous flush, in % of one core."),
     Metric("AgentMemoryRSS", BYTES, ("Component",), "resident set size", "psutil.Process().memory_info",
            "Memory the agent holds."),
+    Metric("StorageMountsSkipped", COUNT, ("Component", "Reason"), "filesystems not read in the cycle, by reason",
+           "storage collector", "Reason timeout: statvfs did not answer within storage.timeout (a hung mount, "
+           "or every statvfs thread parked on one); error: statvfs failed. Absent while none is skipped."),
     # --- StatsD listener -------------------------------------------------------------------------
     Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
            "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "

@@ -127,7 +127,7 @@ CWAGENT_ALIASES: dict[str, Alias] = {
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
             "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors", "PublishLatency",
             "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-            "StatsdSeriesDropped", "StatsdParseErrors",
+            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
         )
     },
 }
