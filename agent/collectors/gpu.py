@@ -100,10 +100,9 @@ class _XidWatcher:
             try:
                 event = self._nvml.wait_xid(self._wait_ms)
             except Exception as error:  # a thread that dies is silent: log once, pause, keep waiting
-                self._once.warning("wait", "gpu_xid_wait_failed", variant=type(error).__name__, error=str(error))
+                self._once.warning(("wait", type(error).__name__), "gpu_xid_wait_failed", error=str(error))
                 self._stop.wait(self._wait_ms / 1000)
                 continue
-            self._once.reset("wait")
             if event is not None:
                 self._record(event)
 
