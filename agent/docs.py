@@ -1,7 +1,7 @@
-"""The README's reference tables, generated from the code so they cannot drift.
+"""The reference tables in README.md and docs/, generated from the code so they cannot drift.
 
-`python -m agent.docs` rewrites the generated blocks of README.md in place; a test fails when the
-README differs from what this module renders.
+`python -m agent.docs` rewrites the generated blocks of every document in place, wherever a block's
+markers stand; a test fails when a document differs from what this module renders.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from agent.config import AgentConfig
 from agent.naming import profile
 from agent.schema import describe, render
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def documents() -> list[Path]:
+    """README.md and every page under docs/: the files whose generated blocks are kept current."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def metrics_table() -> str:
@@ -72,17 +78,18 @@ def regenerate(text: str, blocks: Mapping[str, Callable[[], str]] = BLOCKS) -> s
     return text
 
 
-def rewrite_readme(blocks: Mapping[str, Callable[[], str]]) -> int:
-    text = README.read_text()
-    updated = regenerate(text, blocks)
-    if updated != text:
-        README.write_text(updated)
-        print(f"updated {README}", file=sys.stderr)
+def rewrite_documents(blocks: Mapping[str, Callable[[], str]]) -> int:
+    for document in documents():
+        text = document.read_text()
+        updated = regenerate(text, blocks)
+        if updated != text:
+            document.write_text(updated)
+            print(f"updated {document.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 
 def main() -> int:
-    return rewrite_readme(BLOCKS)
+    return rewrite_documents(BLOCKS)
 
 
 if __name__ == "__main__":
