@@ -15,9 +15,9 @@ def test_a_line_with_escaped_paths_and_any_number_of_optional_fields() -> None:
         "41 22 0:44 /back\\134slash /srv/tab\\011name rw,relatime - nfs4 10.0.0.5:/export\\040one rw,vers=4.1\n"
     )
     assert parse(text) == [
-        Mount(98, 0, "/mnt1", "/mnt2", "rw,noatime", "ext3", "/dev/root"),
-        Mount(259, 5, "/", "/mnt/team data", "rw,relatime", "ext4", "/dev/nvme2n1"),
-        Mount(0, 44, "/back\\slash", "/srv/tab\tname", "rw,relatime", "nfs4", "10.0.0.5:/export one"),
+        Mount(36, 35, 98, 0, "/mnt1", "/mnt2", "rw,noatime", "ext3", "/dev/root"),
+        Mount(40, 22, 259, 5, "/", "/mnt/team data", "rw,relatime", "ext4", "/dev/nvme2n1"),
+        Mount(41, 22, 0, 44, "/back\\slash", "/srv/tab\tname", "rw,relatime", "nfs4", "10.0.0.5:/export one"),
     ]
 
 
@@ -71,3 +71,21 @@ def test_a_covered_mount_is_read_through_a_visible_one_or_not_at_all() -> None:
     found = {fs.mount.mountpoint: fs.reachable and fs.reachable.mountpoint
              for fs in filesystems(parse(text), lambda mount: mount.fstype != "tmpfs")}
     assert found == {"/": "/", "/data": "/mnt/data-again", "/scratch": None}
+
+
+def test_reachability_follows_the_mount_tree_not_the_order_of_the_lines() -> None:
+    # gVisor lists the root after the mounts made on it; a later line on a directory above is no cover then.
+    text = (
+        "22 27 259:4 / /data rw - xfs /dev/nvme1n1 rw\n"
+        "27 1 259:1 / / rw - ext4 /dev/vda rw\n"
+        "28 27 0:24 / /mnt rw - tmpfs tmpfs rw\n"  # a sibling of /mnt/scratch on a directory above it
+        "29 27 259:5 / /mnt/scratch rw - ext4 /dev/nvme2n1 rw\n"  # listed after /mnt, covered all the same
+        "30 32 259:6 / /srv rw - xfs /dev/nvme3n1 rw\n"  # on top of the tmpfs below: reachable
+        "31 30 259:7 / /srv/cache rw - xfs /dev/nvme4n1 rw\n"  # inside the top /srv: reachable
+        "32 27 0:30 / /srv rw - tmpfs tmpfs rw\n"  # covered by the xfs mounted on it
+    )
+    found = [(fs.mount.fstype, fs.mount.mountpoint, fs.reachable and fs.reachable.mountpoint)
+             for fs in filesystems(parse(text))]
+    assert found == [("xfs", "/data", "/data"), ("ext4", "/", "/"), ("tmpfs", "/mnt", "/mnt"),
+                     ("ext4", "/mnt/scratch", None), ("xfs", "/srv", "/srv"), ("xfs", "/srv/cache", "/srv/cache"),
+                     ("tmpfs", "/srv", None)]

@@ -17,6 +17,7 @@ inside a unit's namespace (PrivateTmp, ProtectHome, StateDirectory), is the same
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -28,6 +29,8 @@ _ESCAPE = re.compile(r"\\([0-7]{3})")
 class Mount(NamedTuple):
     """One mountinfo line. `device`, `mountpoint`, `fstype` and `opts` as psutil.disk_partitions names them."""
 
+    mount_id: int
+    parent_id: int  # the mount this one is mounted on; outside the table for the namespace's root
     major: int
     minor: int
     root: str  # the directory of the filesystem mounted here: "/" for the whole filesystem
@@ -57,8 +60,8 @@ def parse(text: str) -> list[Mount]:
             separator = fields.index("-", 6)
             major, minor = fields[2].split(":")
             fstype, device = fields[separator + 1], fields[separator + 2]
-            mounts.append(Mount(int(major), int(minor), _unescape(fields[3]), _unescape(fields[4]), fields[5],
-                                fstype, _unescape(device)))
+            mounts.append(Mount(int(fields[0]), int(fields[1]), int(major), int(minor), _unescape(fields[3]),
+                                _unescape(fields[4]), fields[5], fstype, _unescape(device)))
         except (ValueError, IndexError) as error:
             raise ValueError(f"mountinfo line {number} is not in the kernel's format: {line!r}") from error
     return mounts
@@ -76,10 +79,41 @@ class Filesystem(NamedTuple):
     reachable: Mount | None  # None when every mount of it is covered by another mount (a hidden filesystem)
 
 
-def _covers(later: Mount, earlier: Mount) -> bool:
-    """A mount made later on the same path, or on a directory above it, hides the earlier one."""
-    above = later.mountpoint.rstrip("/") + "/"
-    return later.mountpoint == earlier.mountpoint or earlier.mountpoint.startswith(above)
+def _ancestors(path: str) -> list[str]:
+    """The strict ancestors of an absolute path: "/a/b" → ["/", "/a"]."""
+    parts = path.strip("/").split("/")
+    return ["/"] + ["/" + "/".join(parts[:depth]) for depth in range(1, len(parts))] if path != "/" else []
+
+
+def _visible(mounts: Sequence[Mount]) -> set[int]:
+    """Mount IDs that a path walk to their mount point ends at, from the mount tree (the order of the lines
+    is not mount order everywhere: gVisor lists / after /proc).
+
+    A mount is hidden by a mount on top of it (its child on the same path). Walking up from it, at each
+    parent: a sibling on a directory above (mounted later, or the mount would be inside it) or another
+    mount on top of the parent takes the walk elsewhere.
+    """
+    by_id = {mount.mount_id: mount for mount in mounts}
+    paths: dict[int, Counter[str]] = {}  # parent ID → mount points of its children
+    for mount in mounts:
+        paths.setdefault(mount.parent_id, Counter())[mount.mountpoint] += 1
+    none: Counter[str] = Counter()
+
+    def reachable(mount: Mount) -> bool:
+        if paths.get(mount.mount_id, none)[mount.mountpoint]:
+            return False
+        below, seen = mount, {mount.mount_id}
+        while (parent := by_id.get(below.parent_id)) is not None and parent.mount_id not in seen:
+            siblings = paths.get(parent.mount_id, none)
+            if any(siblings[directory] for directory in _ancestors(below.mountpoint)):
+                return False
+            if siblings[parent.mountpoint] > (below.mountpoint == parent.mountpoint):
+                return False
+            below = parent
+            seen.add(parent.mount_id)
+        return True
+
+    return {mount.mount_id for mount in mounts if reachable(mount)}
 
 
 def filesystems(mounts: Sequence[Mount], wanted: Callable[[Mount], bool] = lambda mount: True) -> list[Filesystem]:
@@ -93,16 +127,17 @@ def filesystems(mounts: Sequence[Mount], wanted: Callable[[Mount], bool] = lambd
     statvfs reports the whole filesystem through any of its mounts, so it is read through the naming
     mount when that is visible, else through any visible one.
     """
-    by_device: dict[tuple[int, int], list[int]] = {}
-    for index, mount in enumerate(mounts):
-        by_device.setdefault(mount.filesystem, []).append(index)
+    by_device: dict[tuple[int, int], list[Mount]] = {}
+    for mount in mounts:
+        by_device.setdefault(mount.filesystem, []).append(mount)
+    visible_ids = _visible(mounts)
     chosen = []
-    for indexes in by_device.values():
-        whole = [i for i in indexes if mounts[i].root == "/"] or indexes
-        name = min(whole, key=lambda i: (len(mounts[i].mountpoint), mounts[i].mountpoint))
-        if not wanted(mounts[name]):
+    for same in by_device.values():
+        whole = [mount for mount in same if mount.root == "/"] or same
+        name = min(whole, key=lambda mount: (len(mount.mountpoint), mount.mountpoint))
+        if not wanted(name):
             continue
-        visible = [i for i in indexes if not any(_covers(later, mounts[i]) for later in mounts[i + 1:])]
-        reachable = name if name in visible else (visible[0] if visible else None)
-        chosen.append(Filesystem(mounts[name], None if reachable is None else mounts[reachable]))
+        visible = [mount for mount in same if mount.mount_id in visible_ids]
+        reachable = name if name in visible else next(iter(visible), None)
+        chosen.append(Filesystem(name, reachable))
     return chosen
