@@ -106,13 +106,19 @@ DEFAULT_IGNORED_FSTYPES = (
 
 @dataclass(frozen=True)
 class StorageConfig:
-    enabled: bool = setting(True, "Collect space and inode utilization per mounted filesystem.")
-    include_mounts: tuple[str, ...] = setting((), "Mount point globs to keep; empty keeps all.")
-    exclude_mounts: tuple[str, ...] = setting((), "Mount point globs to skip.")
+    enabled: bool = setting(
+        True, "Collect space and inode utilization per filesystem (bind mounts and sandbox mounts are not extra "
+        "series; docs/data-loss.md, Collectors)."
+    )
+    include_mounts: tuple[str, ...] = setting(
+        (), "Mount point globs to keep, matched against the mount point that names each filesystem (MountPath); "
+        "empty keeps all."
+    )
+    exclude_mounts: tuple[str, ...] = setting((), "Mount point globs to skip, matched as include_mounts.")
     include_fstypes: tuple[str, ...] = setting((), "Filesystem type globs to keep even if ignored by default.")
     exclude_fstypes: tuple[str, ...] = setting(DEFAULT_IGNORED_FSTYPES, "Filesystem type globs to skip.")
     timeout: float = setting(
-        2.0, "Seconds to wait for one mount's statvfs before skipping it this cycle (hung NFS).",
+        2.0, "Seconds a cycle waits for statvfs answers before skipping the mounts that did not answer (hung NFS).",
         range=(0.05, 30), unit="seconds",
     )
 
