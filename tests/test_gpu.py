@@ -206,6 +206,12 @@ def test_pcie_throughput_without_byte_counters_is_sampled_once_a_minute_off_the_
     assert sweep() == {}  # t=60: due, asked again
     assert sweep() == readings
     assert spent == [("gpu-pcie-throughput", PCIE_THROUGHPUT_WINDOW_S)] * (2 * 8 * 2)  # 2 passes, never the loop
+    for gpu in fake.gpus:  # the counters answer (they had failed for a while): no more throughput calls
+        gpu.field_errors = {}
+    assert sweep() == {}  # the counters' first reading only primes them
+    counted = {name: 2e9 if "Rx" in name else 1e9 for name in readings}
+    assert [sweep() for _ in range(6)] == [counted] * 6  # past t=120, when a pass would have been due
+    assert len(spent) == 2 * 8 * 2
 
 
 def test_pcie_throughput_failures_are_logged_once_and_a_lost_gpu_left_to_the_sweep(

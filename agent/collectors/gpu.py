@@ -136,9 +136,16 @@ class _PcieThroughputSampler:
         self._thread: threading.Thread | None = None
         self._once = LogOnce(log)
 
-    def need(self, gpu: int) -> None:
+    def need(self, gpu: int, needed: bool) -> None:
+        """Sample this GPU on each pass, or no longer (its counters answer again after a failed sweep)."""
+        if (gpu in self._gpus) == needed:  # the common case, without the lock
+            return
         with self._lock:
-            self._gpus.add(gpu)
+            if needed:
+                self._gpus.add(gpu)
+            else:
+                self._gpus.discard(gpu)
+                self._ready.pop(gpu, None)
 
     def take(self, gpu: int) -> dict[str, float]:
         with self._lock:
@@ -345,12 +352,13 @@ class GpuCollector:
         for field, metric in _FLAGS:
             if (value := self._field(gpu, fields, field)) is not None:
                 add(metric, 1 if value else 0)
-        if all(field in fields.values for _, field, _ in _PCIE):
+        counted = all(field in fields.values for _, field, _ in _PCIE)
+        self._pcie.need(gpu, not counted)
+        if counted:
             for _, field, metric in _PCIE:
                 if (rate := self._counters.rate((gpu, field), fields.values[field], now)) is not None:
                     add(metric, rate)
         else:  # no byte counters: the slow throughput call, sampled off the loop
-            self._pcie.need(gpu)
             fresh = self._pcie.take(gpu)
             for direction, _, metric in _PCIE:
                 if direction in fresh:
