@@ -181,8 +181,22 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
            "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "
            "a catalogue metric, or was first sent with another type."),
-    Metric("StatsdParseErrors", COUNT, ("Component",), "malformed lines in the interval", "StatsD listener",
-           "StatsD lines that did not parse; the first few are logged."),
+    Metric("StatsdParseErrors", COUNT, ("Component",), "malformed lines and dimension tags in the interval",
+           "StatsD listener", "StatsD lines that did not parse, and dimension tags dropped from kept lines because "
+           "CloudWatch would refuse their value; the first few are logged."),
 )
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
+
+# Metrics whose value counts events (or energy) in the interval: summed, they are a running total, which is
+# what Prometheus calls a counter.
+INTERVAL_COUNTS = frozenset({
+    "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
+    "StatsdSeriesDropped", "StatsdParseErrors",
+})
+# The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
+PHYSICAL_UNITS: dict[str, str] = {
+    "GPUTemperature": "celsius", "GPUMemoryTemperature": "celsius", "GPUPowerDraw": "watts",
+    "GPUPowerLimit": "watts", "GPUEnergyConsumed": "joules", "GPUSMClock": "megahertz",
+}

@@ -32,6 +32,7 @@ from agent.host import HostContext
 from agent.loop import Agent, PublishWorker
 from agent.naming import Namer, profile
 from agent.nvml import Nvml
+from agent.prometheus import Endpoint, EndpointError, Snapshot
 from agent.publisher import MetricsClient, Publisher
 from agent.reload import ConfigReloader
 from agent.replay import Replayer
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
-                plan: DimensionPlan, submit: Any = None, spool: Spool | None = None) -> tuple[Agent, Publisher]:
+                plan: DimensionPlan, submit: Any = None, spool: Spool | None = None,
+                snapshot: Snapshot | None = None) -> tuple[Agent, Publisher]:
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
                             publish_as=Namer(config.naming, config.collect.interval).datum)
     publisher = Publisher(client, config.namespace, stats=stats,
@@ -169,8 +171,31 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
     gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
                   submit=submit or publisher.publish, plan=plan, gauges=gauges,
-                  keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None)
+                  keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None,
+                  observe=snapshot.update if snapshot is not None else None)
     return agent, publisher
+
+
+def replace_endpoint(current: Endpoint | None, config: AgentConfig, snapshot: Snapshot) -> Endpoint | None:
+    """The endpoint `config` asks for. At a reload, an address that cannot be listened on keeps the running
+    endpoint (logged); at startup (`current` None) it raises EndpointError."""
+    wanted = config.prometheus.address if config.prometheus.enabled else None
+    if current is not None and current.address == wanted:
+        return current
+    if wanted is None:
+        if current is not None:
+            current.close()
+        return None
+    try:
+        endpoint = Endpoint(wanted, snapshot)
+    except EndpointError as error:
+        if current is None:
+            raise
+        log.warning("prometheus_address_rejected", problem=str(error), kept=current.address)
+        return current
+    if current is not None:
+        current.close()
+    return endpoint
 
 
 def run_once(config: AgentConfig, client: MetricsClient, collectors: list[Collector],
@@ -201,6 +226,12 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     is opened once, from the config at start: a reload keeps it and its [spool] settings.
     """
     stats = AgentStats()
+    snapshot = Snapshot(stale_after=3 * config.publish.interval)  # self-metrics are read once per flush
+    try:
+        endpoint = replace_endpoint(None, config, snapshot)
+    except EndpointError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
     statsd = start_statsd(config, on_drop=stats.add_dropped, on_error=lambda: stats.add_collector_error("statsd"))
     stop = WakeupFlag()  # set from signal handlers: threading.Event.set could deadlock there
     received: list[int] = []
@@ -229,7 +260,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
             plan_slot[:] = [host.plan(config)]
             running = [*collectors, *([statsd] if statsd is not None else [])]
             agent, publisher = build_agent(config, client, stats, running, plan_slot[0],
-                                           submit=lambda datums: worker_slot[0].submit(datums), spool=spool)
+                                           submit=lambda datums: worker_slot[0].submit(datums), spool=spool,
+                                           snapshot=snapshot)
             replayer = (Replayer(spool, publisher, requests_per_second=config.spool.replay_requests_per_second)
                         if spool is not None else None)
             worker_slot[:] = [PublishWorker(publisher, replayer)]
@@ -255,6 +287,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
             statsd.close()  # before the new listener binds: it may want the same port
         statsd = start_statsd(config, on_drop=stats.add_dropped,
                               on_error=lambda: stats.add_collector_error("statsd"))
+        endpoint = replace_endpoint(endpoint, config, snapshot)
         logs.configure(config.log_level)
         log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)
         agent = None
@@ -265,6 +298,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     stop.close()
     if statsd is not None:
         statsd.close()
+    if endpoint is not None:
+        endpoint.close()
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
              dropped=dict(stats.dropped), spooled=spool.datapoints if spool is not None else 0)
     return EXIT_OK

@@ -10,6 +10,7 @@ from typing import Any
 from agent.catalogue import CATALOGUE, METRICS
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
 from agent.naming import DEFAULT_NAMESPACE, PROFILES
+from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.statsd.address import split_host_port
 from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
@@ -191,6 +192,19 @@ class StatsdConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = setting(
+        False, "Serve the latest readings on a Prometheus /metrics endpoint (text format and OpenMetrics)."
+    )
+    address: str = setting(
+        "127.0.0.1:9400", 'TCP "host:port" of the endpoint; loopback unless allow_remote.', check=_address_problem
+    )
+    allow_remote: bool = setting(
+        False, "Allow an address beyond loopback; put the endpoint behind node-level auth first."
+    )
+
+
+@dataclass(frozen=True)
 class GpuConfig:
     enabled: str | bool = setting(
         "auto",
@@ -289,6 +303,7 @@ class AgentConfig:
     spool: SpoolConfig = section(SpoolConfig, "Durable spool for datums CloudWatch has not accepted yet.")
     ec2: Ec2Config = section(Ec2Config, "EC2 identity and tags.")
     statsd: StatsdConfig = section(StatsdConfig, "StatsD listener for application throughput.")
+    prometheus: PrometheusConfig = section(PrometheusConfig, "Prometheus endpoint (off by default).")
 
     def __post_init__(self) -> None:
         if not self.namespace:  # unset: the naming profile's namespace
@@ -318,6 +333,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             f"statsd.dimension_keys: {', '.join(sorted(static))} already set by the static dimensions, "
             f"got {render(config.statsd.dimension_keys)}"
         )
+    if config.prometheus.enabled and not problems:
+        problem = endpoint_address_problem(config.prometheus.address, config.prometheus.allow_remote)
+        if problem:
+            problems.append(f"prometheus.address: {problem}, got {render(config.prometheus.address)}")
     if problems:
         raise ConfigError(problems)
     return config

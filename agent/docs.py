@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.catalogue import CATALOGUE
+from agent.catalogue import CATALOGUE, Metric
 from agent.config import AgentConfig
 from agent.naming import profile
+from agent.prometheus import COUNTER, exposition
 from agent.schema import describe, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,11 +27,19 @@ def documents() -> list[Path]:
     return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
+def _prometheus_name(metric: Metric) -> str:
+    exposed = exposition(metric.name, metric.unit)
+    if exposed is None:
+        return "— (`up`)"
+    return f"`{exposed.name}{'_total' if exposed.kind == COUNTER else ''}`"
+
+
 def metrics_table() -> str:
-    rows = ["| Metric | Unit | Dimensions | Formula | Source |", "|---|---|---|---|---|"]
+    rows = ["| Metric | Unit | Dimensions | Formula | Source | Prometheus |", "|---|---|---|---|---|---|"]
     for metric in CATALOGUE:
         dims = ", ".join(["InstanceId", *metric.dimensions] + [f"{d} (optional)" for d in metric.optional_dimensions])
-        rows.append(f"| `{metric.name}` | {metric.unit} | {dims} | {metric.formula} | {metric.source} |")
+        rows.append(f"| `{metric.name}` | {metric.unit} | {dims} | {metric.formula} | {metric.source} | "
+                    f"{_prometheus_name(metric)} |")
     return "\n".join(rows)
 
 

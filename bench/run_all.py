@@ -36,6 +36,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("systemd_security.py", [], []),
     ("statsd_ingest.py", [], ["--repeats", "1"]),
     ("meter_add.py", [], ["--runs", "3"]),
+    ("prometheus_scrape.py", ["--seconds", "60"], ["--seconds", "15"]),
 ]
 
 
