@@ -14,9 +14,10 @@ from agent.samples import Sample
 def _shares(previous: Any, current: Any) -> tuple[float, float, float] | None:
     """(busy %, iowait %, steal %) between two psutil cpu_times readings, or None if time did not advance.
 
-    A field that went backwards counts as 0 for the interval, and the interval is kept: the kernel says
-    iowait "can decrease in certain conditions" (Documentation/filesystems/proc.rst), and psutil
-    (`_cpu_times_deltas`, its issues 392, 645, 1210) and procps top (`TRIMz`) clamp each delta the same way.
+    A field that went backwards counts as 0 for the interval, and the interval is kept: "the value of
+    iowait field in /proc/stat will decrease in certain conditions" (Documentation/filesystems/proc.rst),
+    and psutil (`_cpu_times_deltas`, its issues 392, 645, 1210) and procps top (`TRIMz`) clamp each delta
+    the same way.
     Linux counts guest time inside user and nice, so it is subtracted from the total as psutil does;
     idle and iowait are both "not busy".
     """

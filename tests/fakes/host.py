@@ -30,8 +30,9 @@ def proc_stat_cpu(line: str) -> CpuTimes:
 
 
 # Two reads of /proc/stat's aggregate line 10 s apart on an idle-ish 4-vCPU host, where iowait went
-# backwards (4 s) as the kernel allows: a CPU's pending iowait is re-attributed to idle when the CPU
-# wakes (Documentation/filesystems/proc.rst: "the iowait field ... can decrease in certain conditions").
+# backwards as the kernel allows ("the value of iowait field in /proc/stat will decrease in certain
+# conditions", Documentation/filesystems/proc.rst): with NO_HZ an idle CPU's current idle period counts as
+# iowait while a task waits on I/O, and as idle once that I/O completed, so what was read as iowait shrinks.
 # Δ in ticks: user 1200, nice 0, system 400, idle 2200, iowait −400, irq 0, softirq 100, steal 100.
 IOWAIT_BACKWARDS = (
     proc_stat_cpu("cpu  1234500 310 456700 98765400 23400 0 12300 4500 0 0"),
