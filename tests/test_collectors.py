@@ -209,6 +209,23 @@ def test_sixty_mounts_are_read_by_a_few_threads_not_one_each() -> None:
     assert len(threads) <= STATVFS_THREADS
 
 
+def test_close_stops_the_idle_threads_and_leaves_a_parked_one_to_its_call() -> None:
+    hangs = Hangs(TRAINING_HOST_STATVFS, "/data")
+    collector = StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES), timeout=0.2,
+                                 mount_table=lambda: TRAINING_HOST_MOUNTS, statvfs=hangs.statvfs)
+    others = set(threading.enumerate())
+    collector.collect()
+    mine = set(threading.enumerate()) - others
+    assert len(mine) == 2  # one for "/", one for "/data"
+    assert collector.close(timeout=5.0)  # a reload replaces the collector: its threads must not pile up
+    alive = [thread for thread in mine if thread.is_alive()]
+    assert len(alive) == 1  # the idle one stopped; the one parked in /data stops when its call returns
+    parked = alive[0]
+    hangs.release.set()
+    parked.join(5.0)
+    assert not parked.is_alive()
+
+
 def test_every_thread_parked_on_a_hung_mount_skips_the_rest_and_says_so() -> None:
     table = {"/": StatVfs(4096, 100, 50, 50, 10, 5), **{f"/mnt/vol{i:02d}": StatVfs(4096, 100, 75, 75, 10, 5)
                                                           for i in range(4)}}

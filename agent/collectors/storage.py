@@ -57,20 +57,22 @@ class _StatvfsThreads:
         self._statvfs = statvfs
         self._free_target = threads
         self._limit = threads + parked
-        self._queue: queue.SimpleQueue[_Call] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()  # None: a thread is to stop
         self._lock = threading.Lock()
-        self._threads = 0
-        self._running = 0  # calls inside statvfs now: the hung ones among them are parked threads
+        self._all: list[threading.Thread] = []
+        self._busy: set[threading.Thread] = set()  # inside statvfs now: the hung ones are parked
         self.started_threads = 0  # for tests and the bench
 
     def submit(self, paths: Sequence[str]) -> list[_Call]:
         calls = [_Call(path) for path in paths]
         with self._lock:
-            free = self._threads - self._running
+            self._all = [thread for thread in self._all if thread.is_alive()]
+            free = len(self._all) - len(self._busy)
             wanted = min(self._free_target, len(calls)) - free
-            for _ in range(max(0, min(wanted, self._limit - self._threads))):
-                threading.Thread(target=self._serve, name="statvfs", daemon=True).start()
-                self._threads += 1
+            for _ in range(max(0, min(wanted, self._limit - len(self._all)))):
+                thread = threading.Thread(target=self._serve, name="statvfs", daemon=True)
+                thread.start()
+                self._all.append(thread)
                 self.started_threads += 1
         for call in calls:
             self._queue.put(call)
@@ -84,21 +86,33 @@ class _StatvfsThreads:
             call.cancelled = True
             return True
 
+    def close(self, timeout: float) -> bool:
+        """Stop every thread (on a reload the collector is replaced). One parked in a hung mount stops when
+        its call returns, and is not waited for; False if an idle one did not stop within `timeout`."""
+        with self._lock:
+            threads, idle = list(self._all), [thread for thread in self._all if thread not in self._busy]
+        for _ in threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in idle:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in idle)
+
     def _serve(self) -> None:
-        while True:
-            call = self._queue.get()
+        me = threading.current_thread()
+        while (call := self._queue.get()) is not None:
             with self._lock:
                 if call.cancelled:
                     continue
                 call.started = True
-                self._running += 1
+                self._busy.add(me)
             try:
                 call.result = self._statvfs(call.path)
             except Exception as error:  # an OSError as a rule; anything else must not kill the thread either
                 call.error = error
             finally:
                 with self._lock:
-                    self._running -= 1
+                    self._busy.discard(me)
                 call.done.set()
 
 
@@ -126,6 +140,10 @@ class StorageCollector:
         self._hung: dict[str, _Call] = {}  # by statvfs path: calls still out after their cycle's deadline
         self._warn = LogOnce(log)
         self.skipped: Counter[str] = Counter()  # totals by reason, for tests and the bench
+
+    def close(self, timeout: float = 1.0) -> bool:
+        """Stop the statvfs threads; see `_StatvfsThreads.close`."""
+        return self._threads.close(timeout)
 
     @property
     def started_threads(self) -> int:
