@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.catalogue import CATALOGUE, METRICS
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
-from agent.naming import DEFAULT_NAMESPACE, PROFILES
+from agent.naming import DEFAULT_NAMESPACE, PROFILES, profile, published_dimensions
 from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.statsd.address import split_host_port
@@ -212,7 +212,10 @@ class GpuConfig:
         "true: their absence is a startup error; false: never touch NVML.",
         choices=("auto", True, False),
     )
-    uuid_dimension: bool = setting(False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric).")
+    uuid_dimension: bool = setting(
+        False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric). Not with "
+        'naming = "cwagent": the CloudWatch agent drops uuid, so its series have none.',
+    )
     name_dimension: bool = setting(False, "Add the GPUName dimension to per-GPU series (a billed metric per name).")
 
 
@@ -320,6 +323,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             f"got {config.publish.interval}"
         )
     problems += _dimension_problems(config)
+    if config.naming == "cwagent" and config.gpu.uuid_dimension:
+        # Refused rather than ignored: a dimension the operator asked for must not silently go missing.
+        problems.append('gpu.uuid_dimension: must be false with naming = "cwagent" (the CloudWatch agent '
+                        "publishes no uuid dimension), got true")
 
 
     if config.publish.phase >= config.publish.interval:
@@ -344,7 +351,12 @@ def parse(data: dict[str, Any]) -> AgentConfig:
 
 def _dimension_problems(config: AgentConfig) -> list[str]:
     problems = []
-    widest = max(len(metric.dimensions) + len(metric.optional_dimensions) for metric in CATALOGUE)
+    # The most dimensions one series carries besides the host's, under this profile and GPU config.
+    naming = profile(config.naming)
+    optional = {"GPUUUID"} if config.gpu.uuid_dimension else set()
+    optional |= {"GPUName"} if config.gpu.name_dimension else set()
+    widest = max(len(published_dimensions(config.naming, metric.name, host=(), optional=optional))
+                 for metric in CATALOGUE if naming.publishes(metric.name))
     room = MAX_DIMENSIONS - max(len(config.append_dimensions), 1) - widest
     if len(config.dimensions) > room:
         problems.append(f"dimensions: at most {room} static dimensions fit CloudWatch's {MAX_DIMENSIONS} "

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from agent.catalogue import METRICS
+from agent.collectors.blockdev import BlockDeviceNames
 from agent.collectors.mounts import Mount, filesystems
 from agent.collectors.mounts import read as read_mountinfo
 from agent.filters import NameFilter
@@ -126,6 +127,8 @@ class StorageCollector:
         fstypes: NameFilter = NameFilter(),  # noqa: B008 - immutable
         timeout: float = 2.0,
         device_dimensions: bool = False,
+        inodes_free: bool = False,
+        device_names: BlockDeviceNames | None = None,
         mount_table: Callable[[], list[Mount]] = read_mountinfo,
         statvfs: Callable[[str], Any] = os.statvfs,
         threads: int = STATVFS_THREADS,
@@ -135,6 +138,8 @@ class StorageCollector:
         self._fstypes = fstypes
         self._timeout = timeout
         self._device_dimensions = device_dimensions
+        self._inodes_free = inodes_free  # the CloudWatch agent's disk_inodes_free (cwagent)
+        self._device_names = device_names or BlockDeviceNames()
         self._mount_table = mount_table
         self._threads = _StatvfsThreads(statvfs, threads, parked_threads)
         self._hung: dict[str, _Call] = {}  # by statvfs path: calls still out after their cycle's deadline
@@ -202,8 +207,10 @@ class StorageCollector:
                                    mount=mount.mountpoint, error=str(call.error))
                 continue
             self._warn.reset(("error", call.path))
-            samples += _utilization(call.result, MountPath=mount.mountpoint,
-                                    **(_device(mount) if self._device_dimensions else {}))
+            dimensions = {"MountPath": mount.mountpoint, **(self._device(mount) if self._device_dimensions else {})}
+            samples += _utilization(call.result, **dimensions)
+            if self._inodes_free and call.result.f_blocks > 0:  # telegraf skips a filesystem of size 0
+                samples.append(METRICS["StorageInodesFree"].sample(call.result.f_ffree, **dimensions))
         if not cancelled:
             self._warn.reset("no_thread")
         self.skipped += skipped
@@ -211,10 +218,9 @@ class StorageCollector:
                     for reason, count in sorted(skipped.items())]
         return samples
 
-
-def _device(partition: Any) -> dict[str, str]:
-    """The device and fstype dimension values as the CloudWatch agent writes them: the name without /dev/."""
-    return {"Device": partition.device.removeprefix("/dev/"), "FSType": partition.fstype}
+    def _device(self, mount: Mount) -> dict[str, str]:
+        """The device and fstype dimension values as the CloudWatch agent writes them."""
+        return {"Device": self._device_names.name(mount.device, mount.mountpoint), "FSType": mount.fstype}
 
 
 def _utilization(stat: Any, **dims: str) -> list[Sample]:
