@@ -156,6 +156,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "Datapoints CloudWatch accepted."),
     Metric("DatapointsDropped", COUNT, ("Component", "Reason"), "datapoints dropped in the interval", "agent",
            "Datapoints that will never be delivered, by reason."),
+    Metric("PossibleDuplicates", COUNT, ("Component",), "datapoints sent again after a read timeout",
+           "agent", "Datapoints CloudWatch may have stored twice: their first request timed out waiting for the "
+           "answer, then they were retried or kept for replay (docs/data-loss.md)."),
     Metric("CollectorErrors", COUNT, ("Component", "Collector"), "collector runs that raised in the interval",
            "agent", "A collector failed; the others carried on."),
     Metric("PublishErrors", COUNT, ("Component", "ErrorCode"), "failed PutMetricData attempts in the interval",

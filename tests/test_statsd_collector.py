@@ -289,12 +289,22 @@ def test_timer_values_past_the_window_budget_are_dropped_and_counted() -> None:
 def test_totals_beyond_what_cloudwatch_accepts_are_dropped_and_counted() -> None:
     clock, drops = FakeClock(), RecordingDrops()
     statsd = collector(clock, on_drop=drops)
-    statsd.receive(b"Huge:2e108|c\nHuge:2e108|c\nBig:+2e108|g\nBig:+2e108|g\nFine:1|c")
+    statsd.receive(b"Huge:1e108|c\nHuge:1e108|c\nBig:+1e108|g\nBig:+1e108|g\nFine:1|c")
     clock.advance(1)
     assert statsd.collect() == [
         Sample("Fine", 1.0, "Count"), Sample("FinePerSecond", 1.0, "Count/Second"), *self_metrics()
     ]
-    assert drops.counts == {"statsd_out_of_range": 3}  # the counter's total and rate, the gauge
+    assert drops.counts == {"out_of_range": 3}  # the counter's total and rate, the gauge
+
+
+def test_a_gauge_too_small_for_cloudwatch_is_dropped_as_out_of_range_not_sent() -> None:
+    # On 086c3d7 `loss:1e-200|g` was published and CloudWatch refused its whole request, Heartbeat included.
+    clock, drops = FakeClock(), RecordingDrops()
+    statsd = collector(clock, on_drop=drops)
+    statsd.receive(b"loss:1e-200|g\nok:0|g")
+    clock.advance(1)
+    assert app_samples(statsd.collect()) == [Sample("ok", 0.0, "None")]
+    assert drops.counts == {"out_of_range": 1}
 
 
 def test_no_rate_when_no_time_passed() -> None:

@@ -6,7 +6,7 @@ One line is `<name>:<value>|<type>[|@<sample rate>][|#<tag>,<tag>...]` with type
 `|T<timestamp>`, ...) are skipped. A packet holds any number of lines separated by `\\n`.
 
 Everything is checked against what CloudWatch accepts, so a line that parses can be published: ASCII
-only, names of safe characters, finite values within ±2^360. Sets (`|s`), DogStatsD events (`_e{`) and
+only, names of safe characters, finite values within ±1.17e+108. Sets (`|s`), DogStatsD events (`_e{`) and
 service checks (`_sc|`), and several values in one line (`name:1:2|ms`) are rejected as unsupported.
 """
 
@@ -16,12 +16,13 @@ import functools
 import re
 from typing import Literal, NamedTuple
 
+from agent.cloudwatch_rules import MAX_ABS_VALUE, MAX_DIMENSION_VALUE_LENGTH
+
 Kind = Literal["c", "g", "ms", "h", "d"]
 KINDS: dict[str, Kind] = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "d"}
 
-MAX_VALUE = 2.0**360  # CloudWatch rejects a whole request holding a larger magnitude
 MAX_NAME_LENGTH = 246  # 255, CloudWatch's limit, less the "PerSecond" a counter's rate series adds
-MAX_TAG_VALUE_LENGTH = 1024  # CloudWatch's limit on a dimension value
+MAX_TAG_VALUE_LENGTH = MAX_DIMENSION_VALUE_LENGTH
 
 NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,%d}" % MAX_NAME_LENGTH)  # noqa: UP031 - a regex, not a message
 TAG_KEY = re.compile(r"[A-Za-z0-9_.\-/]{1,255}")
@@ -94,8 +95,9 @@ def parse_line(text: str) -> Line:
     kind, sample_rate, tags = _shape(name, suffix)
     # Most values are plain integers; those skip the regex that guards float() against "nan".
     value = float(value_text) if value_text.isdigit() else _number(value_text, "value")
-    if not abs(value) <= MAX_VALUE:
-        raise LineError("value must be finite and within ±2^360")
+    # Too small a magnitude parses: the aggregator drops it, counted as out_of_range.
+    if not abs(value) <= MAX_ABS_VALUE:
+        raise LineError(f"value must be finite and within ±{MAX_ABS_VALUE:g}")
     return Line(name, kind, value, sample_rate, tags, kind == "g" and value_text[0] in "+-")
 
 
