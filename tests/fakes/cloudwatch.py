@@ -9,12 +9,16 @@ datum refuses the whole request, with HTTP 400 `InvalidParameterValue` naming `M
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
+from moto.core import cbor
 
 # PutMetricData API reference: "Values must be in the range of -2^360 to 2^360. In addition, special values
 # (for example, NaN, +Infinity, -Infinity) are not supported"; too small is refused as well (telegraf#2523,
@@ -24,6 +28,7 @@ LARGEST = 1.174271e108
 # "Each request is also limited to no more than 1000 different metrics"; "publish up to 150 values per metric
 # with one PutMetricData request"; MetricDatum: "Dimensions ... Maximum number of 30 items".
 MOST_DATUMS = 1000
+MOST_BYTES = 1_000_000  # "Each PutMetricData request is limited to 1 MB in size for HTTP POST requests"
 MOST_VALUES_PER_METRIC = 150
 MOST_DIMENSIONS = 30
 # MetricDatum Timestamp: up to two weeks in the past, up to two hours in the future.
@@ -161,3 +166,32 @@ class RecordingClient:
 
 def fail_first(count: int, error: BaseException) -> Callable[[int, dict[str, Any]], BaseException | None]:
     return lambda n, request: error if n <= count else None
+
+
+def decode(body: bytes, content_type: str) -> Any:
+    """A PutMetricData body as the API's parameters, in either protocol botocore may speak."""
+    return cbor.loads(body) if "cbor" in content_type else json.loads(body)
+
+
+class _NoBody:
+    def stream(self, **_: Any) -> Any:
+        yield b""
+
+
+def refuse_before_sending(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+    """A `before-call.cloudwatch.PutMetricData` hook: answers for CloudWatch (under `mock_aws`, in process)
+    when it would refuse the request, so moto, which accepts anything, never sees it. Requests to an endpoint
+    on loopback go on: the fault proxy in front of the moto server checks them on the wire."""
+    body = params["body"]
+    if urlsplit(params.get("url", "")).hostname in ("127.0.0.1", "localhost") or not isinstance(body, bytes):
+        return None  # the query protocol's parameter dict: not a protocol this botocore speaks to CloudWatch
+    headers = params.get("headers", {})
+    if len(body) > MOST_BYTES:
+        status, code, message = 413, "RequestEntityTooLarge", f"Request size {len(body)} exceeded {MOST_BYTES}"
+    else:
+        refused = refusal(decode(body, str(headers.get("Content-Type", ""))))
+        if refused is None:
+            return None
+        status, code, message = 400, "InvalidParameterValue", refused
+    parsed = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return AWSResponse(params.get("url", ""), status, {}, _NoBody()), parsed
