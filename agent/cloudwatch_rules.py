@@ -56,6 +56,8 @@ REJECTED_CODES = frozenset({
 REQUEST_TOO_LARGE = 413
 # Connection refused, reset or timed out, TLS and proxy failures: the request may be retried.
 NETWORK_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+# The request went out and no answer came back: CloudWatch may have stored it.
+MAYBE_DELIVERED = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
 # botocore refused to build the request from these parameters: resending it cannot help.
 REQUEST_ERRORS = (botocore.exceptions.ParamValidationError, botocore.exceptions.ValidationError)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # ASCII control characters

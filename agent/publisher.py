@@ -21,6 +21,7 @@ from agent.aggregate import Datum
 from agent.cloudwatch_rules import (
     MAX_DATUMS_PER_REQUEST,
     MAX_VALUES_PER_METRIC,
+    MAYBE_DELIVERED,
     REQUEST_TOO_LARGE,
     error_code,
     http_status,
@@ -120,8 +121,9 @@ class Publisher:
     undeliverable for now (throttled past the deadline, endpoint down, no credentials): handed to
     `on_undeliverable`, which the spool implements; without it they are dropped with reason `undeliverable`.
 
-    A request whose answer timed out may have been delivered: when it is sent again (retried, or kept for
-    replay) its datapoints are counted in `PossibleDuplicates` (docs/data-loss.md).
+    A request whose answer never came (read timeout, connection closed) may have been delivered: when it is
+    sent again (retried, or kept for replay) its datapoints are counted in `PossibleDuplicates`
+    (docs/data-loss.md).
 
     `abort()` ends retrying for good (shutdown): the retry in progress stops at its next check, its
     backoff sleep wakes up, and every later batch gets one attempt before it is handed over.
@@ -193,7 +195,7 @@ class Publisher:
         give_up = on_undeliverable or self.on_undeliverable
         deadline = self._retry_deadline if retry_deadline is None else retry_deadline
         started = self._monotonic()
-        timed_out = False  # an attempt's answer never came: CloudWatch may have stored the batch
+        timed_out = False  # an attempt got no answer (read timeout, closed connection): CloudWatch may hold it
 
         def past_deadline(state: RetryCallState) -> bool:
             if self._aborted.is_set():
@@ -206,7 +208,7 @@ class Publisher:
                 error = state.outcome.exception()
                 assert error is not None
                 self._stats.add_publish_error(error_code(error))
-                timed_out = timed_out or isinstance(error, botocore.exceptions.ReadTimeoutError)
+                timed_out = timed_out or isinstance(error, MAYBE_DELIVERED)
 
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
@@ -231,7 +233,7 @@ class Publisher:
                 return self._reject(batch, error, give_up, deadline)
             log.warning("publish_failed", error=error_code(error), detail=str(error), datums=len(batch))
             self.reachable = False
-            if (timed_out or isinstance(error, botocore.exceptions.ReadTimeoutError)) and (
+            if (timed_out or isinstance(error, MAYBE_DELIVERED)) and (
                 give_up != self._drop_undeliverable
             ):
                 self._stats.add_possible_duplicates(sum(datum.datapoints for datum in batch))

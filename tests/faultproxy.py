@@ -43,6 +43,7 @@ class Fault(enum.Enum):
     THROTTLE = "throttle"  # HTTP 400 Throttling, as CloudWatch answers past its request quota
     RESET = "reset"  # the connection is reset before any answer
     DELAY = "delay"  # no answer for `delay` seconds (past the client's read timeout), then a reset
+    LOST_ANSWER = "lost_answer"  # forwarded and stored upstream, but the answer never comes: delay, then reset
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,10 @@ class FaultProxy:
                 elif fault is Fault.DELAY:
                     proxy._released.wait(proxy._delay)
                     self._reset()
+                elif fault is Fault.LOST_ANSWER:
+                    self._forward(body, answer=False)
+                    proxy._released.wait(proxy._delay)
+                    self._reset()
                 elif (refused := proxy._refusal(self.path, self.headers, body)) is not None:
                     proxy._count("refused")
                     self._refuse(*refused)
@@ -188,7 +193,7 @@ class FaultProxy:
                     payload, kind = json.dumps(error).encode(), {"Content-Type": "application/x-amz-json-1.0"}
                 self._answer(status, payload, {**kind, "x-amzn-query-error": f"{code};Sender"})
 
-            def _forward(self, body: bytes) -> None:
+            def _forward(self, body: bytes, *, answer: bool = True) -> None:
                 upstream = http.client.HTTPConnection(*proxy._upstream, timeout=30)
                 try:
                     headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
@@ -197,7 +202,8 @@ class FaultProxy:
                     payload = response.read()
                     kept = {name: value for name, value in response.getheaders()
                             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"}
-                    self._answer(response.status, payload, kept)
+                    if answer:
+                        self._answer(response.status, payload, kept)
                 finally:
                     upstream.close()
 

@@ -205,9 +205,12 @@ def test_the_backoff_draws_from_the_injected_generator() -> None:
     assert clock.sleeps == [0.025, 0.45, 0.5]
 
 
-def test_a_retry_after_a_read_timeout_counts_the_datapoints_as_possible_duplicates() -> None:
-    timeout = botocore.exceptions.ReadTimeoutError(endpoint_url="https://monitoring")
-    client = RecordingClient(fail=fail_first(1, timeout))
+@pytest.mark.parametrize("unanswered", [botocore.exceptions.ReadTimeoutError(endpoint_url="https://monitoring"),
+                                        botocore.exceptions.ConnectionClosedError(endpoint_url="https://monitoring")])
+def test_a_retry_after_an_unanswered_request_counts_the_datapoints_as_possible_duplicates(
+    unanswered: Exception,
+) -> None:
+    client = RecordingClient(fail=fail_first(1, unanswered))
     stats = AgentStats()
     assert publisher(client, stats=stats).publish(series(2)) == 1
     assert (stats.possible_duplicates, stats.published) == (6, 6)
@@ -227,10 +230,13 @@ def test_a_read_timeout_kept_for_replay_counts_as_possible_duplicates_and_a_drop
     assert (dropping.possible_duplicates, dropping.dropped) == (0, {"undeliverable": 6})
 
 
-def test_no_possible_duplicates_without_a_read_timeout() -> None:
+@pytest.mark.parametrize("answered", [client_error("Throttling", 400), client_error("", 503),
+                                      botocore.exceptions.EndpointConnectionError(endpoint_url="https://monitoring"),
+                                      botocore.exceptions.ConnectTimeoutError(endpoint_url="https://monitoring")])
+def test_no_possible_duplicates_when_the_request_never_reached_cloudwatch_or_was_answered(answered: Exception) -> None:
     stats = AgentStats()
-    publisher(RecordingClient(fail=fail_first(1, client_error("Throttling", 400))), stats=stats).publish(series(2))
-    assert stats.possible_duplicates == 0
+    publisher(RecordingClient(fail=fail_first(1, answered)), stats=stats).publish(series(2))
+    assert (stats.possible_duplicates, stats.published) == (0, 6)
     assert "PossibleDuplicates" not in {s.name for s in stats.interval_samples()}
 
 

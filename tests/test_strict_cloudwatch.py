@@ -85,6 +85,26 @@ def test_the_publisher_against_the_strict_proxy_loses_only_the_refused_datum(mot
     assert (stats.published, stats.dropped) == (7, {"rejected": 1})
 
 
+def test_a_lost_answer_is_resent_and_counted_as_exactly_the_duplicates_cloudwatch_holds(moto_server: str) -> None:
+    from tests.faultproxy import Fault, FaultProxy
+
+    stamp = NOW.timestamp()
+    datums = [Datum("Heartbeat", (("InstanceId", "i-0abc"),), stamp, "Count", (1.0,), (1.0,)),
+              Datum("CPUUtilization", (("InstanceId", "i-0abc"),), stamp, "Percent", (5.0, 7.0), (3.0, 3.0))]
+    stats = AgentStats()
+    with FaultProxy(moto_server, delay=0.5) as proxy:
+        proxy.inject(Fault.LOST_ANSWER)  # stored by moto, then the answer is lost past the read timeout
+        client = boto3.client("cloudwatch", endpoint_url=proxy.url, region_name="us-east-1",
+                              config=Config(retries={"total_max_attempts": 1}, read_timeout=0.2))
+        publisher = Publisher(client, "InfraWatch", stats=stats, sleep=lambda seconds: proxy.heal())
+        assert publisher.publish(datums) == 1
+    counts = client_for(moto_server).get_metric_statistics(
+        Namespace="InfraWatch", MetricName="CPUUtilization", Dimensions=HOST, StartTime=NOW,
+        EndTime=NOW + dt.timedelta(minutes=1), Period=60, Statistics=["SampleCount"])["Datapoints"]
+    assert [point["SampleCount"] for point in counts] == [12.0]  # 6 samples, stored twice
+    assert (stats.published, stats.possible_duplicates) == (7, 7)
+
+
 class _Sent:
     """Captures the request botocore is about to send (`before-send`) and answers 200 in its place."""
 
