@@ -61,6 +61,7 @@ MAYBE_DELIVERED = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.Con
 # botocore refused to build the request from these parameters: resending it cannot help.
 REQUEST_ERRORS = (botocore.exceptions.ParamValidationError, botocore.exceptions.ValidationError)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # ASCII control characters
+_PRINTABLE = re.compile(r"[ -~]+")  # one or more ASCII characters, none of them a control character
 
 
 @lru_cache(maxsize=1)
@@ -141,8 +142,20 @@ def timestamp_problem(timestamp: float, now: float) -> str | None:
     return None
 
 
-def series_problem(name: str, unit: str, dimensions: Iterable[tuple[str, str]]) -> str | None:
-    """What CloudWatch would refuse in a series' identity (its values are checked one by one)."""
+def _acceptable(name: str, value: str) -> bool:
+    return bool(len(name) <= MAX_DIMENSION_NAME_LENGTH and len(value) <= MAX_DIMENSION_VALUE_LENGTH
+                and _PRINTABLE.fullmatch(name) and _PRINTABLE.fullmatch(value) and name[0] != ":"
+                and not name.isspace() and not value.isspace())
+
+
+def series_problem(name: str, unit: str, dimensions: tuple[tuple[str, str], ...]) -> str | None:
+    """What CloudWatch would refuse in a series' identity (its values are checked one by one).
+
+    Asked for every series at every flush, so a valid identity is recognised first, without messages."""
+    if (len(name) <= MAX_NAME_LENGTH and _PRINTABLE.fullmatch(name) and unit in standard_units()
+            and len(dimensions) <= MAX_DIMENSIONS and all(_acceptable(*pair) for pair in dimensions)
+            and len({pair[0] for pair in dimensions}) == len(dimensions)):
+        return None
     return (_about(f"metric name {name!r}", metric_name_problem(name)) or _about(f"unit {unit!r}", unit_problem(unit))
             or dimensions_problem(dimensions))
 

@@ -51,6 +51,14 @@ def test_the_dimension_rules_and_the_strict_double_agree(name: str, value: str) 
     assert (rules.dimensions_problem([(name, value)]) is None) == (refusal(request) is None)
 
 
+@pytest.mark.parametrize(("name", "value"), TEXT_CASES)
+def test_the_fast_series_check_agrees_with_the_detailed_one(name: str, value: str) -> None:
+    for dims in (((name, value),), ((name, value), (name, value)), tuple((f"D{i}", value) for i in range(31))):
+        assert (rules.series_problem("X", "None", dims) is None) == (rules.dimensions_problem(dims) is None)
+    assert rules.series_problem(name, "None", ()) == (
+        None if rules.metric_name_problem(name) is None else f"metric name {name!r} {rules.metric_name_problem(name)}")
+
+
 NAMESPACES = ["InfraWatch", "ML/Training", "N" * 255, "N" * 256, "", ":colon", "AWS/EC2", "Infraé", "a\nb",
               "with space", "AWS", "aws/lower"]
 
