@@ -37,6 +37,7 @@ REQUEST_BYTES_BUDGET = 900_000  # measured body stays under this: margin for hea
 # from 1) and how botocore's own validation does ("parameter MetricData[2].MetricName", counting from 0).
 _MEMBER_INDEX = re.compile(r"MetricData\.member\.(\d+)")
 _PARAM_INDEX = re.compile(r"MetricData\[(\d+)\]")
+_WHOLE_REQUEST = re.compile(r"parameter Namespace\b")
 
 
 class MetricsClient(Protocol):
@@ -233,9 +234,8 @@ class Publisher:
                 return self._reject(batch, error, give_up, deadline)
             log.warning("publish_failed", error=error_code(error), detail=str(error), datums=len(batch))
             self.reachable = False
-            if (timed_out or isinstance(error, MAYBE_DELIVERED)) and (
-                give_up != self._drop_undeliverable
-            ):
+            # Kept for replay (there is a spool, which every override also hands to): it will be sent again.
+            if (timed_out or isinstance(error, MAYBE_DELIVERED)) and self.on_undeliverable != self._drop_undeliverable:
                 self._stats.add_possible_duplicates(sum(datum.datapoints for datum in batch))
             give_up(batch, error_code(error))
             return 0
@@ -252,14 +252,15 @@ class Publisher:
         A 413 means the measurement was wrong for this body: halving resends every datum once."""
         code = error_code(error)
         named = self._named(batch, str(error)) if http_status(error) != REQUEST_TOO_LARGE else []
-        if not named and len(batch) > 1:
+        whole = bool(_WHOLE_REQUEST.search(str(error)))  # no datum is to blame: halving would only multiply requests
+        if not named and len(batch) > 1 and not whole:
             log.warning("request_split", error=code, datums=len(batch))
             half = len(batch) // 2
             return (self.send(batch[:half], on_undeliverable=give_up, retry_deadline=deadline)
                     + self.send(batch[half:], on_undeliverable=give_up, retry_deadline=deadline))
         refused = [batch[index] for index in named] or batch
         log.error("publish_rejected", error=code, detail=str(error), datums=len(batch),
-                  offending=[_describe(index, datum) for index, datum in zip(named or [0], refused, strict=True)])
+                  offending=[_describe(index, batch[index]) for index in named or [0]])
         self._stats.add_dropped("rejected", sum(datum.datapoints for datum in refused))
         rest = [datum for index, datum in enumerate(batch) if index not in named] if named else []
         return self.send(rest, on_undeliverable=give_up, retry_deadline=deadline) if rest else 0

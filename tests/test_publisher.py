@@ -130,6 +130,14 @@ def test_a_refusal_that_names_no_datum_is_bisected_down_to_the_bad_one() -> None
     assert stats.dropped == {"rejected": 3}
 
 
+def test_a_refusal_of_the_namespace_drops_the_request_once_instead_of_bisecting_it() -> None:
+    refuse = client_error("InvalidParameterValue", 400, "The value AWS/x for parameter Namespace is invalid.")
+    client = RecordingClient(fail=lambda n, request: refuse)
+    stats = AgentStats()
+    assert publisher(client, stats=stats).publish(series(8)) == 0
+    assert (len(client.calls), stats.dropped) == (1, {"rejected": 24})
+
+
 def test_a_request_botocore_refuses_to_build_is_rejected_never_handed_to_the_spool() -> None:
     # On 086c3d7 ParamValidationError went to the spool, and replay failed on the same rows forever.
     invalid = botocore.exceptions.ParamValidationError(
