@@ -20,6 +20,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 from agent.aggregate import Datum
 from agent.cloudwatch_rules import (
     MAX_DATUMS_PER_REQUEST,
+    MAX_REQUEST_BYTES,
     MAX_VALUES_PER_METRIC,
     MAYBE_DELIVERED,
     REQUEST_TOO_LARGE,
@@ -32,7 +33,7 @@ from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
 
-REQUEST_BYTES_BUDGET = 900_000  # measured body stays under this: margin for headers and protocol framing
+REQUEST_BYTES_BUDGET = MAX_REQUEST_BYTES * 9 // 10  # measured body stays under this: margin for framing
 # How CloudWatch names a refused datum ("... for parameter MetricData.member.3.Value is invalid", counting
 # from 1) and how botocore's own validation does ("parameter MetricData[2].MetricName", counting from 0).
 _MEMBER_INDEX = re.compile(r"MetricData\.member\.(\d+)")
