@@ -54,8 +54,14 @@ REJECTED_CODES = frozenset({
     "InvalidParameterCombinationException", "MissingRequiredParameterException",
 })
 REQUEST_TOO_LARGE = 413
-# Connection refused, reset or timed out, TLS and proxy failures: the request may be retried.
-NETWORK_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+# Connection refused, reset or timed out, TLS and proxy failures: the request may be retried. The concrete
+# classes are named (their names are the error codes counted in PublishErrors); the two bases catch the rest.
+NETWORK_ERRORS = (
+    botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ProxyConnectionError, botocore.exceptions.SSLError,
+    botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
+)
 # The request went out and no answer came back: CloudWatch may have stored it.
 MAYBE_DELIVERED = (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
 # botocore refused to build the request from these parameters: resending it cannot help.
