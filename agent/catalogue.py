@@ -192,6 +192,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "Datapoints CloudWatch accepted."),
     Metric("DatapointsDropped", COUNT, ("Component", "Reason"), "datapoints dropped in the interval", "agent",
            "Datapoints that will never be delivered, by reason."),
+    Metric("PossibleDuplicates", COUNT, ("Component",), "datapoints sent again after a read timeout",
+           "agent", "Datapoints CloudWatch may have stored twice: their first request timed out waiting for the "
+           "answer, then they were retried or kept for replay (docs/data-loss.md)."),
     Metric("CollectorErrors", COUNT, ("Component", "Collector"), "collector runs that raised in the interval",
            "agent", "A collector failed; the others carried on."),
     Metric("PublishErrors", COUNT, ("Component", "ErrorCode"), "failed PutMetricData attempts in the interval",
@@ -224,8 +227,8 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
 # what Prometheus calls a counter.
 INTERVAL_COUNTS = frozenset({
     "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
-    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
-    "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
+    "PublishErrors", "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime",
 })
 # The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
 PHYSICAL_UNITS: dict[str, str] = {

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalogue import CATALOGUE, METRICS
+from agent.cloudwatch_rules import MAX_DIMENSIONS, dimensions_problem, namespace_problem
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
 from agent.naming import DEFAULT_NAMESPACE, PROFILES, profile, published_dimensions
 from agent.prometheus import address_problem as endpoint_address_problem
@@ -16,29 +17,24 @@ from agent.statsd.address import split_host_port
 from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
 from agent.statsd.parser import TAG_KEY
 
-MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
 HOST_DIMENSION = "InstanceId"  # the per-host dimension on EC2 by default (`Host` off EC2)
 CATALOGUE_DIMENSIONS = frozenset(
     name for metric in CATALOGUE for name in metric.dimensions + metric.optional_dimensions
 )
+# Dimensions the agent sets on a series itself: the host's identity and the self-metrics' Component.
+AGENT_DIMENSIONS = frozenset({HOST, *IDENTITY_DIMENSIONS, "Component"})
 
 
-def _namespace_problem(value: str) -> str | None:
-    if not 1 <= len(value) <= 255:
-        return "must be 1..255 characters"
-    if value.startswith("AWS/"):
-        return 'must not start with "AWS/" (reserved for AWS services)'
-    return None
+def static_dimensions_problem(value: tuple[tuple[str, str], ...], reserved: frozenset[str]) -> str | None:
+    """Static dimensions: none the agent sets itself (`reserved`), each as CloudWatch accepts it."""
+    for name, _ in value:
+        if name in reserved:
+            return f'dimension "{name}" is set by the agent and cannot be overridden'
+    return dimensions_problem(value)
 
 
 def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
-    reserved = {HOST, *IDENTITY_DIMENSIONS} | CATALOGUE_DIMENSIONS
-    for name, dim_value in value:
-        if name in reserved:
-            return f'dimension "{name}" is set by the agent and cannot be overridden'
-        if not 1 <= len(name) <= 255 or not 1 <= len(dim_value) <= 1024:
-            return f'dimension "{name}" needs a name of 1..255 and a value of 1..1024 characters'
-    return None
+    return static_dimensions_problem(value, AGENT_DIMENSIONS | CATALOGUE_DIMENSIONS)
 
 
 def _identity_problem(value: tuple[str, ...]) -> str | None:
@@ -160,8 +156,8 @@ def _address_problem(value: str) -> str | None:
 
 def _dimension_keys_problem(value: tuple[str, ...]) -> str | None:
     for key in value:
-        if key == HOST_DIMENSION:
-            return f'"{HOST_DIMENSION}" is set by the agent'
+        if key in AGENT_DIMENSIONS:  # a tag of that name would give a datum the same dimension twice
+            return f'"{key}" is set by the agent'
         if not TAG_KEY.fullmatch(key):
             return f'"{key}" must be 1..255 of A-Z a-z 0-9 _ . - /'
     return None
@@ -270,7 +266,7 @@ class AgentConfig:
     )
     namespace: str = setting(
         "", "CloudWatch namespace of every metric; unset: the naming profile's (InfraWatch, or CWAgent).",
-        check=_namespace_problem,
+        check=namespace_problem,
     )
     dimensions: tuple[tuple[str, str], ...] = setting(
         (), "Static dimensions added to every series, as a table of name = value.", check=_dimensions_problem

@@ -175,8 +175,8 @@ CWAGENT_ALIASES: dict[str, Alias] = {
         name: KEEP
         for name in (
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
-            "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors", "PublishLatency",
-            "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+            "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors", "PublishErrors",
+            "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
             "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
         )
     },

@@ -64,7 +64,8 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "GPUThrottleHardwareSlowdown", "GPUECCUncorrectableErrors", "GPURemappedRowsPending", "GPURemappedRowsFailed",
     "GPUPCIeReplays", "GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond", "GPUNVLinkErrors", "GPUXidErrors",
     "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
-    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
+    "PublishErrors",
     "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
     "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
 }
