@@ -228,7 +228,7 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
 INTERVAL_COUNTS = frozenset({
     "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
-    "PublishErrors", "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime",
+    "PublishErrors", "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime", "StorageMountsSkipped",
 })
 # The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
 PHYSICAL_UNITS: dict[str, str] = {
