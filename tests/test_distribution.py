@@ -88,8 +88,11 @@ def test_past_the_per_series_limit_statistics_stay_exact(observations: list[tupl
     # Values are integers and counts dyadic, so every sum is exact in floats; only a mean rounds.
     assert math.isclose(total, math.fsum(v * c for v, c in observations), rel_tol=1e-12, abs_tol=1e-9)
     assert (low, high) == (min(v for v, _ in observations), max(v for v, _ in observations))
+    # Each merged-away value is counted; a later value can also land exactly on a group's mean and join it
+    # without any merging, so the distinct values seen may exceed what was held plus what was merged.
     distinct = len({v for v, _ in observations})
-    assert sum(merged) == distinct - len(items)
+    assert sum(merged) <= distinct - len(items)
+    assert (sum(merged) > 0) == (distinct > 22)
 
 
 def test_one_series_flooded_with_distinct_values_holds_at_most_its_limit() -> None:
