@@ -101,6 +101,17 @@ def test_snapshot_semantics() -> None:
         "infrawatch_gpu_xid_errors", "infrawatch_job_step_time_seconds"]
 
 
+def test_series_not_updated_for_an_hour_are_forgotten_whatever_their_kind() -> None:
+    clock = FakeClock()
+    snapshot = Snapshot(stale_after=30.0, forget_after=3600.0, monotonic=clock)
+    snapshot.update([Sample("Requests", 5.0, COUNT, dimensions(route="/a")), Sample("StepTime", 1.0, MILLISECONDS)])
+    clock.advance(3000)
+    snapshot.update([Sample("StepTime", 2.0, MILLISECONDS)])
+    clock.advance(601)  # the counter was last updated 3,601 s ago, the summary 601 s ago
+    snapshot.update([Sample("StepTime", 3.0, MILLISECONDS)])
+    assert [(s.exposed.name, s.count) for s in snapshot.series()] == [("infrawatch_job_step_time_seconds", 3.0)]
+
+
 def test_text_format_and_openmetrics_by_content_negotiation(snapshot: Snapshot, endpoint: Endpoint) -> None:
     snapshot.update([METRICS["GPUUtilization"].sample(70, GPU="0"), METRICS["GPUXidErrors"].sample(2, GPU="0"),
                      Sample("StepTime", 500.0, MILLISECONDS, dimensions(model="bert"))])
