@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from agent.aggregate import Datum
-from agent.publisher import MAX_DATUMS_PER_REQUEST, Publisher
+from agent.cloudwatch_rules import MAX_DATUMS_PER_REQUEST
+from agent.publisher import Publisher
 from agent.spool import Spool, Spooled
 
 log = structlog.get_logger()
@@ -69,7 +70,7 @@ class Replayer:
         kept: list[Datum] = []
         self._publisher.send(batch, on_undeliverable=lambda datums, reason: kept.extend(datums), retry_deadline=0.0,
                              namespace=namespace)
-        if not self._spool.delete(settled(same[: len(batch)], kept)):
+        if not self._spool.delete(settled(carried(same, batch), kept)):
             self._stop()
             return False
         return not kept
@@ -91,6 +92,18 @@ class Replayer:
         log.warning("replay_stopped", reason="the spool cannot delete rows a request delivered",
                     undeleted=self._spool.undeleted, retry_in_s=SETTLE_RETRY_SECONDS,
                     consequence="nothing is replayed until they are deleted; live data is still published")
+
+
+def carried(rows: Sequence[Spooled], batch: Sequence[Datum]) -> list[Spooled]:
+    """The rows whose datums `batch` holds: packing keeps at most 150 values of one metric per request, so
+    the first batch need not be a prefix of the rows."""
+    remaining = Counter(batch)
+    chosen: list[Spooled] = []
+    for row in rows:
+        if remaining[row.datum] > 0:
+            remaining[row.datum] -= 1
+            chosen.append(row)
+    return chosen
 
 
 def settled(rows: Sequence[Spooled], kept: Sequence[Datum]) -> list[Spooled]:
