@@ -34,7 +34,7 @@ def test_dry_run_json_prints_exact_request_parameters_and_the_cost_line(capsys) 
         assert {"Name": "Host", "Value": os.uname().nodename} in datum["Dimensions"]  # not on EC2
     series = len(requests[0]["MetricData"])
     monthly = series * 0.30 + 60 * 730 * 0.01 / 1000
-    last_line = capsys.readouterr().out.splitlines()[-1]
+    last_line = capsys.readouterr().err.splitlines()[-1]  # beside the JSON lines, not among them
     assert last_line == f"{series} series, 60 requests/hour, about ${monthly:.2f}/month at list prices"
 
 
@@ -57,20 +57,19 @@ def test_sigterm_ends_the_loop_after_a_last_flush_with_exit_0(tmp_path: Path) ->
     config.write_text("[collect]\ninterval = 1\n[publish]\ninterval = 300\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "agent", "--config", str(config), "--dry-run"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )
-    assert process.stdout is not None
-    for line in process.stdout:
+    assert process.stdout is not None and process.stderr is not None
+    for line in process.stderr:
         if '"agent_started"' in line:
             break
     process.send_signal(signal.SIGTERM)
-    # wait() first: what is left to print fits the pipe buffer, and communicate() would bypass what the
-    # line iterator above has already buffered.
-    assert process.wait(timeout=20) == 0
-    rest = process.stdout.read()
-    requests = [json.loads(line) for line in rest.splitlines() if line.startswith('{"MetricData"')]
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0
+    # --dry-run's stdout is its requests only: the logs went to stderr.
+    requests = [json.loads(line) for line in out.splitlines()]
     # publish.interval is 300 s, so the only request is the last flush made on the way out.
     assert len(requests) == 1
     assert "MemoryUtilization" in {d["MetricName"] for d in requests[0]["MetricData"]}
-    events = [json.loads(line)["event"] for line in rest.splitlines() if '"event"' in line]
+    events = [json.loads(line)["event"] for line in err.splitlines()]
     assert events[-2:] == ["stop_requested", "agent_stopped"]
