@@ -13,6 +13,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
+from agent.config import AgentConfig
+from agent.reload import ConfigReloader
 from tests.conftest import free_port
 from tests.fakes.systemd import NotifySocket
 
@@ -206,3 +210,16 @@ def test_a_sigterm_during_startup_ends_the_agent_with_exit_0(tmp_path: Path) -> 
     assert events[-2:] == ["stop_requested", "agent_stopped"]
     assert "not_on_ec2" in events
     assert next(line for line in stopped if line.get("event") == "stop_requested")["signal"] == "SIGTERM"
+
+
+def test_a_reload_that_fails_in_an_unforeseen_way_changes_nothing(tmp_path: Path) -> None:
+    def broken(config: AgentConfig) -> list[str]:
+        raise OSError(24, "Too many open files")
+
+    path = tmp_path / "agent.toml"
+    path.write_text(agent_toml("After"))
+    with capture_logs() as logged:
+        assert ConfigReloader(path).reload(broken) is None
+    assert [(line["event"], line.get("error")) for line in logged] == [
+        ("config_reload_failed", "OSError(24, 'Too many open files')"), ("config_unchanged", None),
+    ]
