@@ -35,6 +35,7 @@ $(MIN_STAMP): pyproject.toml .ci/min_constraints.py | $(STAMP)
 	@touch $(MIN_STAMP)
 
 test: $(STAMP)
+	@bash .ci/os-tools
 	@echo "make: running the test suite"
 	@$(BIN)/python -m pytest
 

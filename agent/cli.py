@@ -16,11 +16,14 @@ import structlog
 
 from agent import iam, logs
 from agent.aggregate import Aggregator, Datum
+from agent.cloudwatch_rules import NETWORK_ERRORS, REJECTED_CODES
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
+from agent.collectors.cwagent_cpu import CwagentCpuCollector
 from agent.collectors.diskio import DiskIOCollector
 from agent.collectors.gpu import build_gpu_collector
 from agent.collectors.memory import MemoryCollector
+from agent.collectors.netstat import NetstatCollector
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import StorageCollector
 from agent.commandline import CommandParser
@@ -33,7 +36,8 @@ from agent.host import HostContext
 from agent.loop import Agent, PublishWorker
 from agent.naming import Namer, profile
 from agent.nvml import Nvml
-from agent.publisher import NETWORK_ERRORS, REJECTED_CODES, MetricsClient, Publisher
+from agent.prometheus import Endpoint, EndpointError, Snapshot
+from agent.publisher import MetricsClient, Publisher
 from agent.reload import ConfigReloader
 from agent.replay import Replayer
 from agent.schema import ConfigError
@@ -59,29 +63,37 @@ REFUSED_CREDENTIAL_CODES = frozenset({
 def build_collectors(config: AgentConfig, fake_gpus: int = 0) -> list[Collector]:
     """Every enabled collector. Raises ConfigError when `gpu.enabled = true` and NVML cannot be used."""
     collectors: list[Collector] = []
-    needed = profile(config.naming).device_dimensions  # dimensions the naming profile publishes
+    naming = profile(config.naming)
+    needed = naming.device_dimensions  # dimensions the naming profile publishes
+    cwagent = naming.formulas == "cwagent"  # the CloudWatch agent's formulas and its extra series
     if config.cpu.enabled:
-        collectors.append(CpuCollector(per_core=config.cpu.per_core))
+        cpu = CwagentCpuCollector if cwagent else CpuCollector
+        collectors.append(cpu(per_core=config.cpu.per_core))
     if config.memory.enabled:
-        collectors.append(MemoryCollector())
+        collectors.append(MemoryCollector(formulas=naming.formulas))
     if config.storage.enabled:
         collectors.append(StorageCollector(
             mounts=NameFilter(config.storage.include_mounts, config.storage.exclude_mounts),
             fstypes=NameFilter(config.storage.include_fstypes, config.storage.exclude_fstypes),
             timeout=config.storage.timeout,
             device_dimensions={"Device", "FSType"} <= needed,
+            inodes_free=cwagent,
         ))
     if config.diskio.enabled:
         collectors.append(DiskIOCollector(
             devices=NameFilter(config.diskio.include_devices, config.diskio.exclude_devices),
             partitions=config.diskio.partitions,
+            io_time=cwagent,
         ))
     if config.network.enabled:
         collectors.append(NetworkCollector(
             interfaces=NameFilter(config.network.include_interfaces, config.network.exclude_interfaces),
         ))
+        if cwagent:
+            collectors.append(NetstatCollector())
     gpu_config = dataclasses.replace(config.gpu, name_dimension=True) if "GPUName" in needed else config.gpu
-    gpu = build_gpu_collector(gpu_config, Nvml(healthy_h100(fake_gpus, vary=True)) if fake_gpus else None)
+    gpu = build_gpu_collector(gpu_config, Nvml(healthy_h100(fake_gpus, vary=True)) if fake_gpus else None,
+                              arch_dimension="GPUArch" in needed)
     if gpu is not None:
         collectors.append(gpu)
     return collectors
@@ -238,10 +250,11 @@ def invalid(error: ConfigError) -> int:
 
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
                 plan: DimensionPlan, submit: Any = None, spool: Spool | None = None,
-                retry_sleep: Callable[[float], None] | None = None,
+                snapshot: Snapshot | None = None, retry_sleep: Callable[[float], None] | None = None,
                 monotonic: Callable[[], float] = time.monotonic) -> tuple[Agent, Publisher]:
+    namer = Namer(config.naming, config.collect.interval)
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
-                            publish_as=Namer(config.naming, config.collect.interval).datum)
+                            publish_as=namer.datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval),
                           on_undeliverable=spool.put if spool is not None else None,
@@ -249,8 +262,32 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
     gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
                   submit=submit or publisher.publish, plan=plan, gauges=gauges,
-                  keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None)
+                  keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None,
+                  observe=snapshot.update if snapshot is not None else None,
+                  sample_as=namer.sample)
     return agent, publisher
+
+
+def replace_endpoint(current: Endpoint | None, config: AgentConfig, snapshot: Snapshot) -> Endpoint | None:
+    """The endpoint `config` asks for. At a reload, an address that cannot be listened on keeps the running
+    endpoint (logged); at startup (`current` None) it raises EndpointError."""
+    wanted = config.prometheus.address if config.prometheus.enabled else None
+    if current is not None and current.address == wanted:
+        return current
+    if wanted is None:
+        if current is not None:
+            current.close()
+        return None
+    try:
+        endpoint = Endpoint(wanted, snapshot)
+    except EndpointError as error:
+        if current is None:
+            raise
+        log.warning("prometheus_address_rejected", problem=str(error), kept=current.address)
+        return current
+    if current is not None:
+        current.close()
+    return endpoint
 
 
 def run_once(config: AgentConfig, client: MetricsClient, collectors: list[Collector],
@@ -360,6 +397,12 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     settings.
     """
     stats = AgentStats()
+    snapshot = Snapshot(stale_after=3 * config.publish.interval)  # self-metrics are read once per flush
+    try:
+        endpoint = replace_endpoint(None, config, snapshot)
+    except EndpointError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
     statsd = start_statsd(config, on_drop=stats.add_dropped, on_error=lambda: stats.add_collector_error("statsd"))
     watchdog = Watchdog(notifier := Notifier())
     status = ServiceStatus(notifier, watchdog)
@@ -394,7 +437,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
                 plan.stop_holding()  # a stop that came during startup: publish what is known
             running = [*collectors, *([statsd] if statsd is not None else [])]
             agent, publisher = build_agent(config, client, stats, running, plan,
-                                           submit=lambda datums: worker_slot[0].submit(datums), spool=spool)
+                                           submit=lambda datums: worker_slot[0].submit(datums), spool=spool,
+                                           snapshot=snapshot)
             replayer = (Replayer(spool, publisher, requests_per_second=config.spool.replay_requests_per_second)
                         if spool is not None else None)
             worker_slot[:] = [PublishWorker(publisher, replayer)]
@@ -410,6 +454,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
         config, collectors[:] = reloaded.pop()
         statsd = start_statsd(config, on_drop=stats.add_dropped,
                               on_error=lambda: stats.add_collector_error("statsd"))
+        endpoint = replace_endpoint(endpoint, config, snapshot)
         logs.configure(config.log_level, stream=log_stream)
         log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)
         agent = None
@@ -417,6 +462,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     finished = worker_slot[0].close(config.shutdown_timeout)
     if spool is not None:
         spool.close()
+    if endpoint is not None:
+        endpoint.close()
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
              dropped=dict(stats.dropped), spooled=spool.datapoints if spool is not None else 0)
     return EXIT_OK

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +22,21 @@ FAKE_AWS_ENV = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def strict_cloudwatch() -> Iterator[None]:
+    """Every botocore session made from now on (boto3's default session, which `mock_aws` replaces, and
+    any other) answers the PutMetricData requests CloudWatch would refuse as CloudWatch does, the way moto
+    hooks its own `before-send` in: through botocore's builtin handlers."""
+    import botocore.handlers
+
+    from tests.fakes.cloudwatch import refuse_before_sending
+
+    hook = ("before-call.cloudwatch.PutMetricData", refuse_before_sending)
+    botocore.handlers.BUILTIN_HANDLERS.append(hook)
+    yield
+    botocore.handlers.BUILTIN_HANDLERS.remove(hook)
+
+
 @pytest.fixture(autouse=True)
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH", "AWS_CONFIG_FILE"):
@@ -27,6 +44,18 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     for name, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+def tool(name: str) -> str:
+    """The path of a real tool a test drives (promtool, prometheus, systemd-analyze). `make test` installs
+    them from Debian's packages when it runs as root; in CI a missing one fails the test, never skips it."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed: `make test` installs it as root (see .ci/os-tools)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def free_port() -> int:
@@ -37,8 +66,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def moto_server() -> Iterator[str]:
-    """A moto server over real HTTP on loopback; yields its endpoint URL. State is per test."""
+    """A moto server over real HTTP on loopback, behind the strict fault proxy (no faults: it refuses what
+    CloudWatch would); yields the proxy's URL. State is per test."""
     from moto.server import ThreadedMotoServer
+
+    from tests.faultproxy import FaultProxy
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -48,7 +80,8 @@ def moto_server() -> Iterator[str]:
     # test never reads another's metrics.
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
     try:
-        yield url
+        with FaultProxy(url, check_timestamps=False) as strict:  # tests' datums carry simulated times
+            yield strict.url
     finally:
         server.stop()
 

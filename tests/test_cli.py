@@ -21,6 +21,7 @@ from agent.dryrun import PrintingClient
 from agent.host import HostContext
 from agent.samples import Sample
 from provisioning.cli import main as provision_main
+from tests.fakes.systemd import NotifySocket
 
 
 def test_dry_run_json_prints_exact_request_parameters_and_the_cost_line(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -63,21 +64,24 @@ def test_dry_run_table_lists_each_series() -> None:
 def test_sigterm_ends_the_loop_after_a_last_flush_with_exit_0(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text("[collect]\ninterval = 1\n[publish]\ninterval = 300\n")
+    systemd = NotifySocket(tmp_path / "notify")
     process = subprocess.Popen(
         [sys.executable, "-m", "agent", "--config", str(config), "--dry-run"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+        env={**os.environ, "NOTIFY_SOCKET": systemd.address},
     )
-    assert process.stdout is not None and process.stderr is not None
-    for line in process.stderr:
-        if '"agent_started"' in line:
-            break
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=20)
+    try:
+        systemd.wait_for("READY=1")  # after the first collection
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 0
     # --dry-run's stdout is its requests only: the logs went to stderr.
     requests = [json.loads(line) for line in out.splitlines()]
     # publish.interval is 300 s, so the only request is the last flush made on the way out.
-    assert len(requests) == 1
+    assert [set(request) for request in requests] == [{"Namespace", "MetricData"}]
     assert "MemoryUtilization" in {d["MetricName"] for d in requests[0]["MetricData"]}
     events = [json.loads(line)["event"] for line in err.splitlines()]
     assert events[-2:] == ["stop_requested", "agent_stopped"]

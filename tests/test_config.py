@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import subprocess
 import sys
@@ -28,6 +29,21 @@ BAD_FILES = [
     ("[dimensions]\nInstanceId = \"x\"\n",
      ['dimensions: dimension "InstanceId" is set by the agent and cannot be overridden, got {InstanceId = "x"}']),
     ("[dimensions]\nTeam = 7\n", ["dimensions: must be a table of string values, got {Team = 7}"]),
+    # What CloudWatch refuses (API reference: PutMetricData Namespace, Dimension) is refused at load time.
+    ('namespace = ":colon"\n', ['namespace: must not start with ":", got ":colon"']),
+    ('namespace = "Infraé"\n', ['namespace: must be ASCII only, got "Infraé"']),
+    ('namespace = "Infra\\nWatch"\n',
+     ['namespace: must not contain control characters (tab, newline, ...), got "Infra\\nWatch"']),
+    ('[dimensions]\nTeam = "   "\n', ["dimensions: dimension Team value '   ' must have a non-whitespace character, "
+                                      'got {Team = "   "}']),
+    ('[dimensions]\nTeam = "équipe"\n',
+     ["dimensions: dimension Team value 'équipe' must be ASCII only, got {Team = \"équipe\"}"]),
+    ('[dimensions]\n":Team" = "ml"\n',
+     ["dimensions: dimension name ':Team' must not start with \":\", got {\":Team\" = \"ml\"}"]),
+    ('[statsd]\ndimension_keys = ["AutoScalingGroupName"]\n',
+     ['statsd.dimension_keys: "AutoScalingGroupName" is set by the agent, got ["AutoScalingGroupName"]']),
+    ('[statsd]\ndimension_keys = ["Component"]\n',
+     ['statsd.dimension_keys: "Component" is set by the agent, got ["Component"]']),
     ("[network]\nexclude_interfaces = \"lo\"\n", ['network.exclude_interfaces: must be a list of strings, got "lo"']),
     ('log_level = "verbose"\n',
      ['log_level: must be "debug" or "info" or "warning" or "error", got "verbose"']),
@@ -120,6 +136,8 @@ def test_a_file_that_is_not_utf8_is_one_config_error_line(tmp_path: Path, capsys
                                                           command: str) -> None:
     path = tmp_path / "file.toml"
     path.write_bytes(b'# \xe9quipe\n')  # Latin-1
-    code = main(["check-config", str(path)]) if command == "agent" else provision_main(["--config", str(path)])
+    err = io.StringIO()  # the provisioner logs to the stream it is given: not to capsys's, closed after the test
+    code = main(["check-config", str(path)]) if command == "agent" else provision_main(["--config", str(path)], err=err)
     assert code == 2
-    assert capsys.readouterr().err == f"{path}: not UTF-8 text (TOML files are UTF-8): byte 0xE9 at line 1, column 3\n"
+    assert capsys.readouterr().err + err.getvalue() == (
+        f"{path}: not UTF-8 text (TOML files are UTF-8): byte 0xE9 at line 1, column 3\n")

@@ -29,7 +29,7 @@ def test_min_constraints_pin_every_runtime_dependency_at_its_floor() -> None:
                             text=True, check=True)
     assert result.stdout.splitlines() == [
         "boto3==1.34", "psutil==5.9", "nvidia-ml-py==12.560.30", "tenacity==8.3", "structlog==24.1",
-        "tomli==2.0; python_version < '3.11'",
+        "prometheus_client==0.20", "tomli==2.0; python_version < '3.11'",
     ]
 
 

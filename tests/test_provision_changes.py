@@ -81,7 +81,7 @@ def test_dry_run_prints_the_plan_and_makes_no_write_call(provisioner: Provisione
     assert run.lines[:3] == ["+ create topic ml-critical", "+ create subscription ml-critical email:oncall@example.com",
                              "+ create topic ml-warning"]
     assert f"+ create alarm ml/host/{HOST}/gpu_unhealthy@gpu0" in run.lines
-    assert run.lines[-1] == "Plan: 40 to create, 0 to update, 0 to delete, 0 unchanged."
+    assert run.lines[-3] == "Plan: 40 to create, 0 to update, 0 to delete, 0 unchanged."
     assert alarm_names(provisioner) == set()
     assert provisioner.client("sns").list_topics()["Topics"] == []
 
@@ -114,7 +114,7 @@ def test_first_run_writes_and_second_run_writes_nothing(provisioner: Provisioner
     second = provisioner.run(SPEC + SCORER_ENTRY, "--yes")
     assert second.code == 0
     assert provisioner.recorder.writes == Counter()
-    assert second.lines[-1] == "Plan: 0 to create, 0 to update, 0 to delete, 40 unchanged."
+    assert second.lines[-3] == "Plan: 0 to create, 0 to update, 0 to delete, 40 unchanged."
 
 
 def test_a_changed_threshold_is_exactly_one_put_metric_alarm(provisioner: Provisioner) -> None:

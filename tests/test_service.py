@@ -206,7 +206,7 @@ def test_a_sigterm_during_startup_ends_the_agent_with_exit_0(tmp_path: Path) -> 
             connection, _ = imds.accept()  # the agent is in its startup, asking who it is
             stopped = agent.stop()
             connection.close()
-    events = [line.get("event") for line in stopped]
+    events = [line["event"] for line in stopped if "event" in line]
     assert events[-2:] == ["stop_requested", "agent_stopped"]
     assert "not_on_ec2" in events
     assert next(line for line in stopped if line.get("event") == "stop_requested")["signal"] == "SIGTERM"

@@ -110,6 +110,7 @@ class StatsdListener:
                 self._warn.warning("recv", "statsd_receive_failed", error=str(error))
                 self._stop.wait(self._error_pause)
                 continue
+            self._warn.reset("recv")
             if not packet and self._closing:
                 break  # the queue is drained (a zero-length datagram sent while closing ends it too)
             try:
