@@ -162,7 +162,8 @@ def parser() -> CommandParser:
         "2 if not, with one line per problem.",
         example="infrawatch-agent check-config --config /etc/infrawatch/agent.toml", with_version=False,
     )
-    check.add_argument("path", type=Path, nargs="?", metavar="PATH", help="the config file (same as --config)")
+    check.add_argument("path", type=Path, nargs="?", metavar="PATH",
+                       help="the config file (same as --config; neither: the defaults are checked)")
     policy = commands.add_parser(
         "print-iam-policy", help="print the least-privilege IAM policy the config needs",
         description="Print the least-privilege IAM policy (JSON) the agent needs with this config.",
@@ -181,10 +182,7 @@ def config_path_of(command_line: CommandParser, args: argparse.Namespace) -> Pat
     check = command_line.commands["check-config"]
     if args.path is not None and args.config is not None and args.path != args.config:
         check.error(f"got two files, {args.path} and --config {args.config}: give one")
-    path = args.path or args.config
-    if path is None:
-        check.error("needs the file to check: --config PATH")
-    return cast(Path, path)
+    return cast("Path | None", args.path or args.config)  # none: the defaults, as the agent would run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         return invalid(error)
     if args.command == "check-config":
-        print(f"{config_path}: valid")
+        name = config_path or "no --config, every key at its default"
+        print(f"{name}: valid")
         for warning in warnings(config):
-            print(f"{config_path}: warning: {warning}", file=sys.stderr)
+            print(f"{name}: warning: {warning}", file=sys.stderr)
         return EXIT_OK
     if args.command == "print-iam-policy":
         sys.stdout.write(iam.render(config))

@@ -204,8 +204,12 @@ def test_check_config_takes_the_file_in_every_form(tmp_path: Path, capsys: pytes
     assert capsys.readouterr() == (f"{path}: valid\n", "")
 
 
+def test_check_config_without_a_file_checks_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr() == ("no --config, every key at its default: valid\n", "")
+
+
 @pytest.mark.parametrize(("argv", "error"), [
-    (["check-config"], "infrawatch-agent check-config: error: needs the file to check: --config PATH"),
     (["check-config", "a.toml", "--config", "b.toml"],
      "infrawatch-agent check-config: error: got two files, a.toml and --config b.toml: give one"),
     (["--onse"], "infrawatch-agent: error: unrecognized arguments: --onse"),
