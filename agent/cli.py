@@ -355,10 +355,10 @@ class Signals:
         self.flag = WakeupFlag()  # threading.Event.set could deadlock in a signal handler
         self.plans: list[DimensionPlan] = []  # empty until the agent is built
         self._received: list[int] = []
+        self._previous: dict[int, Any] = {}
 
     def install(self) -> Signals:
-        for signum in HANDLED:
-            signal.signal(signum, self._handle)
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in HANDLED}
         return self
 
     def _handle(self, signum: int, _frame: Any) -> None:
@@ -369,8 +369,9 @@ class Signals:
         self.flag.set()
 
     def close(self) -> None:
-        for signum in HANDLED:
-            signal.signal(signum, signal.SIG_DFL)
+        """The handlers from before `install` again (Python's own, or a test runner's)."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         self.flag.close()
 
     def take(self) -> list[int]:

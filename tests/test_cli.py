@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from agent.cli import build_collectors, main, retry_deadline, run_once
+from agent.cli import Signals, build_collectors, main, retry_deadline, run_once
 from agent.config import load, parse
 from agent.dryrun import PrintingClient
 from agent.host import HostContext
@@ -247,3 +247,17 @@ def test_check_config_warns_about_risky_valid_settings_and_exits_0(
     captured = capsys.readouterr()
     assert captured.out == f"{path}: valid\n"
     assert captured.err.splitlines() == [f"{path}: warning: {warning}" for warning in warnings]
+
+
+def test_a_signal_before_the_agent_is_built_is_kept_and_the_handlers_are_given_back() -> None:
+    before = signal.getsignal(signal.SIGHUP)
+    signals = Signals().install()
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)  # no plan yet, as during startup: nothing to release, no error
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.flag.wait(5)
+        assert signals.take() == [signal.SIGHUP, signal.SIGTERM]
+        assert (signals.flag.is_set(), signals.take()) == (False, [])
+    finally:
+        signals.close()
+    assert signal.getsignal(signal.SIGHUP) is before
