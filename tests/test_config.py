@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agent.cli import main
 from agent.config import AgentConfig, load
@@ -137,7 +138,11 @@ def test_a_file_that_is_not_utf8_is_one_config_error_line(tmp_path: Path, capsys
     path = tmp_path / "file.toml"
     path.write_bytes(b'# \xe9quipe\n')  # Latin-1
     err = io.StringIO()  # the provisioner logs to the stream it is given: not to capsys's, closed after the test
-    code = main(["check-config", str(path)]) if command == "agent" else provision_main(["--config", str(path)], err=err)
+    try:
+        code = main(["check-config", str(path)]) if command == "agent" else provision_main(["--config", str(path)],
+                                                                                           err=err)
+    finally:
+        structlog.reset_defaults()  # provision-alarms configured logging at its own level
     assert code == 2
     assert capsys.readouterr().err + err.getvalue() == (
         f"{path}: not UTF-8 text (TOML files are UTF-8): byte 0xE9 at line 1, column 3\n")
