@@ -124,7 +124,8 @@ def retry_deadline(publish_interval: int) -> float:
 
 DESCRIPTION = """\
 Collects this host's CPU, memory, storage, disk, network and NVIDIA GPU metrics, and the StatsD metrics
-of jobs running on it, and publishes them to Amazon CloudWatch.
+of jobs running on it, and publishes them to Amazon CloudWatch (and, when enabled, on a Prometheus /metrics
+endpoint).
 
 As a service it runs until SIGTERM, re-reads its config on SIGHUP, and keeps what CloudWatch has not
 accepted in a spool to send later. Every config key has a default, so --config is optional."""
@@ -155,7 +156,7 @@ def parser() -> CommandParser:
                       help="how --dry-run prints requests: json, one request per line (default), or a table")
     root.add_argument("--fake-gpus", type=int, default=0, metavar="N",
                       help="for demos and tests only: read N simulated H100 GPUs instead of NVML")
-    commands = root.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    commands = root.add_subparsers(dest="command", title="commands (optional)", metavar="[COMMAND]")
     check = commands.add_parser(
         "check-config", help="validate a config file: exit 0 if valid (warnings on stderr), 2 if not",
         description="Validate a config file: exit 0 if it is valid (risky settings are warned about on stderr), "

@@ -188,7 +188,7 @@ def test_version_is_the_package_version_for_both_commands(capsys: pytest.Capture
 def test_help_is_written_for_users_not_about_the_code() -> None:
     result = agent_command("--help")
     assert result.returncode == 0
-    assert "publishes them to Amazon CloudWatch" in result.stdout
+    assert "publishes them to Amazon CloudWatch (and, when enabled, on a Prometheus /metrics" in result.stdout
     assert "wiring" not in result.stdout
     assert "exit codes:\n  0  done (with --once: everything collected was delivered)" in result.stdout
 
