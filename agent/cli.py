@@ -354,7 +354,6 @@ class Signals:
 
     def __init__(self) -> None:
         self.flag = WakeupFlag()  # threading.Event.set could deadlock in a signal handler
-        self.plans: list[DimensionPlan] = []  # empty until the agent is built
         self._received: list[int] = []
         self._previous: dict[int, Any] = {}
 
@@ -363,10 +362,9 @@ class Signals:
         return self
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        # Only flags and events: logging here could re-enter a stdout write the signal interrupted.
+        # Only a list and a flag: logging here could re-enter a stdout write the signal interrupted, and the
+        # agent may not be built yet (a signal during startup).
         self._received.append(signum)
-        for plan in self.plans:
-            plan.stop_holding()
         self.flag.set()
 
     def close(self) -> None:
@@ -422,6 +420,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
             if result is None:
                 return True
             reloaded.append(result)
+        plan.stop_holding()  # the last flush publishes what waited for the Auto Scaling group, with what is known
         if statsd is not None:
             statsd.close()  # hands over what the kernel holds; a new listener may want the same port
         return False
@@ -433,9 +432,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
                 # Pings come once per collection: they would arrive too late and systemd would kill us.
                 log.warning("watchdog_too_short", ping_every_s=watchdog.interval,
                             collect_interval=config.collect.interval, hint="raise WatchdogSec in a drop-in")
-            signals.plans[:] = [plan := host.plan(config)]
-            if signals.flag.is_set():
-                plan.stop_holding()  # a stop that came during startup: publish what is known
+            plan = host.plan(config)
             running = [*collectors, *([statsd] if statsd is not None else [])]
             agent, publisher = build_agent(config, client, stats, running, plan,
                                            submit=lambda datums: worker_slot[0].submit(datums), spool=spool,
