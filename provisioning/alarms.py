@@ -31,7 +31,9 @@ from provisioning.spec import AlarmSettings, Spec, ThroughputFloor
 
 Dimensions = tuple[tuple[str, str], ...]
 
-ERROR_RATE_EXPRESSION = "IF(invocations > 0, (errors4xx + errors5xx) / invocations, 0)"
+# The critical error rate counts what the service and the model did wrong; a client's bad requests (4XX)
+# are the separate warning `endpoint_4xx_rate`, so a client's 4XX burst never pages.
+ERROR_RATE_EXPRESSION = "IF(invocations > 0, (errors5xx + modelerrors) / invocations, 0)"
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,8 @@ def _error_rate_queries(dims: Dimensions, settings: AlarmSettings) -> tuple[Metr
 
     return (
         summed("invocations", "Invocations"),
-        summed("errors4xx", "Invocation4XXErrors"),
         summed("errors5xx", "Invocation5XXErrors"),
+        summed("modelerrors", "InvocationModelErrors"),
         MetricQuery(id="rate", expression=ERROR_RATE_EXPRESSION, label="Error rate"),
     )
 

@@ -8,6 +8,7 @@ that does not exist, or fails CloudWatch's limits (every problem listed; nothing
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,14 +19,14 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from agent.logs import LEVELS, configure
-from agent.schema import ConfigError
+from agent.schema import ConfigError, convert
 from provisioning import validate
 from provisioning.apply import Applier
 from provisioning.aws import ALARM_WRITES, DEFAULT_RATES, Account, Caller, Clients, RateLimiter, error_code
 from provisioning.discovery import Discovery
 from provisioning.notifications import preflight_problems, send_test_notifications
 from provisioning.plan import CONFLICT, Planner
-from provisioning.spec import load
+from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
 
@@ -86,10 +87,16 @@ def main(
         spec = load(args.config)
     except ConfigError as error:
         return _invalid(error, err)
-    rate = args.alarm_writes_per_second or spec.apply.alarm_writes_per_second
-    if rate <= 0:
-        print(f"--alarm-writes-per-second: must be above 0, got {rate}", file=err)
-        return INVALID
+    rate = spec.apply.alarm_writes_per_second
+    if args.alarm_writes_per_second is not None:
+        # The flag overrides the spec key, so it is checked by the spec key's own declaration.
+        declared = next(field for field in dataclasses.fields(Apply) if field.name == "alarm_writes_per_second")
+        rate, problem = convert(
+            "--alarm-writes-per-second", args.alarm_writes_per_second, float, declared.metadata
+        )
+        if problem:
+            print(problem, file=err)
+            return INVALID
     limiter = RateLimiter({**DEFAULT_RATES, **dict.fromkeys(ALARM_WRITES, rate)}, clock=clock, sleep=sleep)
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:

@@ -77,9 +77,19 @@ class Discovery:
     def inventory(self) -> Inventory:
         """Raises ConfigError when the spec names something AWS does not have."""
         hosts: dict[str, Host] = {}
+        found_in: dict[str, str] = {}
         for index, group in enumerate(self._spec.hosts):
-            for host in self._hosts(group, f"hosts[{index}]"):
-                hosts.setdefault(host.instance_id, host)  # the first group that lists an instance wins
+            path = f"hosts[{index}]"
+            for host in self._hosts(group, path):
+                if host.instance_id in found_in:
+                    # Two groups would give one host two alarm sets with different dimensions or floors.
+                    self._problems.append(
+                        f"{path}: host {render(host.instance_id)} ({_source(group)}) is also in "
+                        f"{found_in[host.instance_id]}"
+                    )
+                    continue
+                hosts[host.instance_id] = host
+                found_in[host.instance_id] = f"{path} ({_source(group)})"
         variants = [
             variant for index, entry in enumerate(self._spec.endpoints)
             for variant in self._variants(entry, f"endpoints[{index}]")
@@ -255,3 +265,12 @@ class Discovery:
         info = found[0]
         gpus = sum(gpu.get("Count", 0) for gpu in info.get("GpuInfo", {}).get("Gpus", []))
         return int(info["VCpuInfo"]["DefaultVCpus"]), int(gpus)
+
+
+def _source(group: HostGroup) -> str:
+    """Where a group's hosts come from, to name it in a problem."""
+    if group.instance_ids:
+        return "instance_ids"
+    if group.auto_scaling_group:
+        return f"auto_scaling_group {render(group.auto_scaling_group)}"
+    return "discover = true"

@@ -117,6 +117,9 @@ def _instance_ids_problem(value: tuple[str, ...]) -> str | None:
 def _mounts_problem(value: tuple[str, ...]) -> str | None:
     if any(not item.startswith("/") for item in value):
         return "every item must be an absolute mount path"
+    for index, item in enumerate(value):
+        if item in value[:index]:
+            return f"mounts[{index}] repeats mounts[{value.index(item)}] ({render(item)})"
     return None
 
 
@@ -453,8 +456,14 @@ def _events_problems(spec: Spec) -> list[str]:
 
 def _host_problems(spec: Spec, earlier: list[str]) -> list[str]:
     problems = []
+    listed: dict[str, str] = {}  # instance id: where the spec lists it first
     for index, group in enumerate(spec.hosts):
         path = f"hosts[{index}]"
+        for item_index, instance_id in enumerate(group.instance_ids):
+            here = f"{path}.instance_ids[{item_index}]"
+            if instance_id in listed:
+                problems.append(f"{here}: {render(instance_id)} is also in {listed[instance_id]}")
+            listed.setdefault(instance_id, here)
         sources = [bool(group.instance_ids), bool(group.auto_scaling_group), group.discover]
         source_rejected = any(line.startswith(f"{path}.instance_ids:") for line in earlier)
         if sources.count(True) != 1 and not source_rejected:

@@ -227,10 +227,10 @@ def test_sagemaker_alarms_use_endpoint_and_variant_and_microseconds(provisioned:
     error_rate = config(found["ml/sagemaker/embedder/primary/endpoint_error_rate"])
     assert error_rate["Metrics"] == [
         summed("invocations", "Invocations"),
-        summed("errors4xx", "Invocation4XXErrors"),
         summed("errors5xx", "Invocation5XXErrors"),
+        summed("modelerrors", "InvocationModelErrors"),
         {"Id": "rate", "Label": "Error rate", "ReturnData": True,
-         "Expression": "IF(invocations > 0, (errors4xx + errors5xx) / invocations, 0)"},
+         "Expression": "IF(invocations > 0, (errors5xx + modelerrors) / invocations, 0)"},
     ]
     assert (error_rate["Threshold"], "Namespace" in error_rate, "Period" in error_rate) == (0.05, False, False)
 
