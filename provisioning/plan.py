@@ -90,22 +90,22 @@ def _changed(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]
     return details
 
 
+def _missing_tags(desired: Mapping[str, str], actual: Mapping[str, str]) -> dict[str, str]:
+    """The desired tags the resource lacks or carries with another value. Tags with other keys belong to
+    whoever set them (AWS Config, tag policies, cost tooling) and are never removed or rewritten."""
+    return {key: value for key, value in desired.items() if actual.get(key) != value}
+
+
 def _tag_writes(
     service: str, arn_key: str, arn: str, desired: Mapping[str, str], actual: Mapping[str, str]
 ) -> list[Write]:
-    """TagResource / UntagResource so the resource carries exactly the desired tags."""
-    writes = []
-    missing = {key: value for key, value in desired.items() if actual.get(key) != value}
-    if missing:
-        writes.append(Write(service, "TagResource", {arn_key: arn, "Tags": _tag_list(missing)}))
-    extra = sorted(set(actual) - set(desired))
-    if extra:
-        writes.append(Write(service, "UntagResource", {arn_key: arn, "TagKeys": extra}))
-    return writes
+    """TagResource for this stack's own tag keys that are missing or changed; nothing else."""
+    missing = _missing_tags(desired, actual)
+    return [Write(service, "TagResource", {arn_key: arn, "Tags": _tag_list(missing)})] if missing else []
 
 
 def _tag_details(desired: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
-    return ["Tags"] if dict(desired) != dict(actual) else []
+    return ["Tags"] if _missing_tags(desired, actual) else []
 
 
 class Planner:

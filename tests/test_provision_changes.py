@@ -158,7 +158,8 @@ def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm
     cpu = f"ml/host/{HOST}/cpu_high"
     arn = alarm(provisioner, cpu)["AlarmArn"]
     cloudwatch.untag_resource(ResourceARN=arn, TagKeys=["team"])
-    cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "temporary", "Value": "yes"}])
+    # A tag someone else set (AWS Config, a tag policy, cost tooling) is theirs: it survives every rerun.
+    cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "cost-center", "Value": "4711"}])
     memory = alarm(provisioner, f"ml/host/{HOST}/memory_high")
     cloudwatch.put_metric_alarm(
         AlarmName=memory["AlarmName"], Namespace="InfraWatch", MetricName="MemoryUtilization", Statistic="Average",
@@ -168,10 +169,15 @@ def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm
     )
     run = provisioner.run(SPEC, "--yes")
     assert run.code == 0
-    assert provisioner.recorder.writes == Counter({"TagResource": 1, "UntagResource": 1, "PutMetricAlarm": 1})
+    assert provisioner.recorder.writes == Counter({"TagResource": 1, "PutMetricAlarm": 1})
     assert f"~ update alarm {cpu} (Tags)" in run.lines
     assert f"~ update alarm ml/host/{HOST}/memory_high (Threshold 99.0 -> 90.0)" in run.lines
-    assert tags(provisioner, cpu) == {"managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform"}
+    assert tags(provisioner, cpu) == {
+        "managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform", "cost-center": "4711",
+    }
+    rerun = provisioner.run(SPEC, "--yes")
+    assert (rerun.code, provisioner.recorder.writes) == (0, Counter())
+    assert tags(provisioner, cpu)["cost-center"] == "4711"
 
 
 def test_a_resource_with_this_stacks_name_but_not_its_tags_is_left_alone(provisioner: Provisioner) -> None:
