@@ -23,6 +23,7 @@ from provisioning.alarm_catalogue import (
     SAGEMAKER_HOST_NAMESPACE,
     SAGEMAKER_NAMESPACE,
     THROUGHPUT_KEY,
+    VARIANT,
     VARIANT_KINDS,
     AlarmKind,
 )
@@ -302,6 +303,27 @@ class AlarmBuilder:
         if self._spec.runbook_url:
             text += f" Runbook: {self._spec.runbook_url}"
         return text
+
+
+def name_patterns(spec: Spec, severity: str) -> list[str]:
+    """EventBridge `wildcard` filters matching the names of every alarm of `severity` this spec creates,
+    for any host or variant: the names are built above as `host/<id>/<key>[@<series>]` and
+    `sagemaker/<endpoint>/<variant>/<key>`, and ids, endpoint and variant names never contain `/`."""
+    patterns = set()
+    for kind in (*HOST_KINDS, *VARIANT_KINDS):
+        settings = spec.alarms[kind.key]
+        if not settings.enabled or settings.severity != severity:
+            continue
+        if kind.target == VARIANT:
+            patterns.add(f"{spec.stack}/sagemaker/*/{kind.key}")
+        else:
+            per_series = "@*" if kind.target in (GPU, MOUNT) else ""
+            patterns.add(f"{spec.stack}/host/*/{kind.key}{per_series}")
+    for group in spec.hosts:
+        for floor in group.throughput_floors:
+            if floor.severity == severity:
+                patterns.add(f"{spec.stack}/host/*/{THROUGHPUT_KEY}@{floor.name or floor.metric}")
+    return sorted(patterns)
 
 
 def _describe_series(series: dict[str, str]) -> str:

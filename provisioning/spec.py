@@ -180,7 +180,10 @@ class Events:
         True, "Create the EventBridge rule `<stack>-alarm-state` on this stack's alarm state changes."
     )
     states: tuple[str, ...] = setting(("ALARM",), "Alarm states the rule matches.", check=_states_problem)
-    notify_critical_topic: bool = setting(True, "Route matched events to the critical topic.")
+    notify_critical_topic: bool = setting(
+        True, "Notify the critical topic of critical alarms through this rule, as a readable message, instead "
+        "of through the alarms' own actions; the rule then matches critical alarms only.",
+    )
     target_arn: str = setting(
         "", "Automated response: a Lambda function ARN or an SSM Automation document ARN; empty: none.",
         check=_event_target_problem,

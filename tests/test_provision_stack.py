@@ -183,7 +183,7 @@ def test_host_alarms_watch_the_agents_series(provisioned: Provisioned) -> None:
         "Namespace": "InfraWatch", "MetricName": "GPUHealthy", "Statistic": "Minimum",
         "Dimensions": dims(GPU="3", InstanceId=HOST_B), "Period": 60, "EvaluationPeriods": 1,
         "DatapointsToAlarm": 1, "Threshold": 1.0, "ComparisonOperator": "LessThanThreshold",
-        "TreatMissingData": "notBreaching", "AlarmActions": [CRITICAL], "OKActions": [CRITICAL],
+        "TreatMissingData": "notBreaching", "OKActions": [CRITICAL],  # ALARM: by the rule
         "AlarmDescription": f"GPU health (0: fell off the bus) of {HOST_B} GPU 3 below 1 in 1 of 1 periods of 60 s "
                             f"(critical). Managed by infrawatch stack ml. Runbook: {RUNBOOK}",
     }
@@ -212,7 +212,7 @@ def test_sagemaker_alarms_use_endpoint_and_variant_and_microseconds(provisioned:
         "Namespace": "AWS/SageMaker", "MetricName": "ModelLatency", "ExtendedStatistic": "p99",
         "Dimensions": variant, "Period": 60, "EvaluationPeriods": 5, "DatapointsToAlarm": 3,
         "Threshold": 1_000_000.0, "ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "notBreaching",
-        "EvaluateLowSampleCountPercentile": "ignore", "AlarmActions": [CRITICAL], "OKActions": [CRITICAL],
+        "EvaluateLowSampleCountPercentile": "ignore", "OKActions": [CRITICAL],
         "AlarmDescription": "ModelLatency p99 of embedder/primary above 1000 ms (1e+06 µs) in 3 of 5 periods of "
                             f"60 s (critical). Managed by infrawatch stack ml. Runbook: {RUNBOOK}",
     }
@@ -258,7 +258,7 @@ def test_every_alarm_is_tagged_and_notifies_its_severitys_topic(provisioned: Pro
     }
     assert all(tag_set == TAGS for tag_set in tags.values())
     actions = {(tuple(a["AlarmActions"]), tuple(a["OKActions"])) for a in found.values()}
-    assert actions == {((CRITICAL,), (CRITICAL,)), ((WARNING,), ())}
+    assert actions == {((), (CRITICAL,)), ((WARNING,), ())}
 
 
 def test_topics_policy_and_subscriptions(provisioned: Provisioned) -> None:
@@ -333,12 +333,25 @@ def test_eventbridge_rule_pattern_and_targets(provisioned: Provisioned) -> None:
     assert json.loads(rule["EventPattern"]) == {
         "source": ["aws.cloudwatch"],
         "detail-type": ["CloudWatch Alarm State Change"],
-        "detail": {"alarmName": [{"prefix": "ml/"}], "state": {"value": ["ALARM"]}},
+        # What pages and nothing else: every critical kind, for any host, GPU, mount or variant.
+        "detail": {"alarmName": [{"wildcard": pattern} for pattern in (
+            "ml/host/*/gpu_ecc_errors@*", "ml/host/*/gpu_unhealthy@*", "ml/host/*/gpu_xid_errors@*",
+            "ml/host/*/heartbeat_missing", "ml/sagemaker/*/endpoint_5xx_rate", "ml/sagemaker/*/endpoint_error_rate",
+            "ml/sagemaker/*/endpoint_latency_p99", "ml/sagemaker/*/endpoint_model_error_rate",
+        )], "state": {"value": ["ALARM"]}},
     }
     assert rule["State"] == "ENABLED"
     assert events.list_targets_by_rule(Rule="ml-alarm-state")["Targets"] == [
         {"Id": "automated-response", "Arn": AUTOMATION, "RoleArn": AUTOMATION_ROLE},
-        {"Id": "critical-topic", "Arn": CRITICAL},
+        {"Id": "critical-topic", "Arn": CRITICAL, "InputTransformer": {
+            "InputPathsMap": {
+                "alarm": "$.detail.alarmName", "description": "$.detail.configuration.description",
+                "previous": "$.detail.previousState.value", "reason": "$.detail.state.reason",
+                "region": "$.region", "state": "$.detail.state.value", "time": "$.time",
+            },
+            "InputTemplate": '"<alarm> is <state> (was <previous>) in <region> since <time>. <description> '
+                             'Why: <reason>"',
+        }},
     ]
     tags = events.list_tags_for_resource(ResourceARN=RULE)["Tags"]
     assert {tag["Key"]: tag["Value"] for tag in tags} == TAGS
