@@ -3,7 +3,8 @@
 Same spec, same bytes: bodies are canonical JSON with widgets in inventory order. A fleet too large for
 one dashboard (500 widgets, 2,500 metrics) continues on `<stack>-fleet-2`, `-3`, …; alarm status widgets
 take at most 100 alarms each. Dashboards cannot carry tags, so the first widget of every dashboard is a
-text widget whose marker (`managed-by=infrawatch` and the stack) is what ownership and `--prune` check.
+text widget whose marker (`managed-by=infrawatch`, the stack and the region) is what ownership and `--prune`
+check. Dashboards are global to the account, so their names and marker carry the region.
 """
 
 from __future__ import annotations
@@ -39,27 +40,34 @@ class DashboardDefinition:
     body: str  # canonical JSON
 
 
-def marker(stack: str) -> str:
-    return f"`managed-by=infrawatch` `infrawatch:stack={stack}`"
+def marker(stack: str, region: str) -> str:
+    return f"`managed-by=infrawatch` `infrawatch:stack={stack}` `infrawatch:region={region}`"
 
 
-def is_owned(body: str, stack: str) -> bool:
-    """Whether a dashboard body carries this stack's marker in its first widget."""
+def is_owned(body: str, stack: str, region: str) -> bool:
+    """Whether a dashboard body carries this stack's marker, for this region, in its first widget."""
     try:
         widgets = json.loads(body).get("widgets", [])
     except (ValueError, AttributeError):
         return False
     if not widgets or widgets[0].get("type") != "text":
         return False
-    return marker(stack) in str(widgets[0].get("properties", {}).get("markdown", ""))
+    return marker(stack, region) in str(widgets[0].get("properties", {}).get("markdown", ""))
 
 
-def fleet_name(stack: str, index: int) -> str:
-    return f"{stack}-fleet" if index == 0 else f"{stack}-fleet-{index + 1}"
+def name_prefix(stack: str, region: str) -> str:
+    """Dashboards are global to the account, alarms are not: the same stack applied in two regions keeps a
+    set of dashboards per region, each plotting its own region's series."""
+    return f"{stack}-{region}-"
 
 
-def endpoint_name(stack: str, endpoint: str) -> str:
-    return f"{stack}-endpoint-{endpoint}"
+def fleet_name(stack: str, region: str, index: int) -> str:
+    base = f"{name_prefix(stack, region)}fleet"
+    return base if index == 0 else f"{base}-{index + 1}"
+
+
+def endpoint_name(stack: str, region: str, endpoint: str) -> str:
+    return f"{name_prefix(stack, region)}endpoint-{endpoint}"
 
 
 def metric_count(widget: Mapping[str, Any]) -> int:
@@ -95,7 +103,10 @@ class DashboardBuilder:
             widgets += len(row)
             metrics += row_metrics
         return [
-            self._dashboard(fleet_name(self._spec.stack, index), f"Fleet ({index + 1} of {len(pages)})", rows)
+            self._dashboard(
+                fleet_name(self._spec.stack, self._account.region, index), f"Fleet ({index + 1} of {len(pages)})",
+                rows,
+            )
             for index, rows in enumerate(pages)
         ]
 
@@ -163,7 +174,7 @@ class DashboardBuilder:
 
     def endpoint(self, endpoint: str, variants: Sequence[Variant]) -> DashboardDefinition:
         rows = [self._variant_row(variant) for variant in variants]
-        name = endpoint_name(self._spec.stack, endpoint)
+        name = endpoint_name(self._spec.stack, self._account.region, endpoint)
         return self._dashboard(name, f"SageMaker endpoint {endpoint}", rows)
 
     def _variant_row(self, variant: Variant) -> list[dict[str, Any]]:
@@ -241,8 +252,9 @@ class DashboardBuilder:
         header = {
             "type": "text", "x": 0, "y": 0, "width": GRID_COLUMNS, "height": HEADER_HEIGHT,
             "properties": {"markdown": (
-                f"## infrawatch {self._spec.stack}: {title}\n"
-                f"{marker(self._spec.stack)}. Written by provision-alarms; edits here are overwritten."
+                f"## infrawatch {self._spec.stack} ({self._account.region}): {title}\n"
+                f"{marker(self._spec.stack, self._account.region)}. Written by provision-alarms; edits here are "
+                "overwritten."
             )},
         }
         widgets = [header]

@@ -144,12 +144,12 @@ def test_prune_deletes_the_removed_endpoints_alarms_and_dashboard_only(provision
     assert pruned.code == 0
     assert provisioner.recorder.writes == Counter({"DeleteAlarms": 1, "DeleteDashboards": 1})
     assert f"- delete alarm {SCORER}endpoint_5xx_rate" in pruned.lines
-    assert "- delete dashboard ml-endpoint-scorer" in pruned.lines
+    assert "- delete dashboard ml-us-east-1-endpoint-scorer" in pruned.lines
     remaining = alarm_names(provisioner)
     assert {name for name in remaining if name.startswith(SCORER)} == {SCORER + "by-hand"}
     assert len(remaining) == HOST_ALARMS + RANKER_ALARMS + 1
     dashboards = provisioner.client("cloudwatch").list_dashboards()["DashboardEntries"]
-    assert sorted(entry["DashboardName"] for entry in dashboards) == ["ml-endpoint-ranker", "ml-fleet"]
+    assert sorted(entry["DashboardName"] for entry in dashboards) == ["ml-us-east-1-endpoint-ranker", "ml-us-east-1-fleet"]
 
 
 def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm(provisioner: Provisioner) -> None:
@@ -220,7 +220,7 @@ def test_a_refused_write_exits_1_and_reports_what_was_applied(provisioner: Provi
     assert failures == [
         f"failed + create dashboard {name}: InvalidParameterInput: An error occurred (InvalidParameterInput) when "
         "calling the PutDashboard operation: InvalidParameterInput from the test"
-        for name in ("ml-fleet", "ml-endpoint-ranker")
+        for name in ("ml-us-east-1-fleet", "ml-us-east-1-endpoint-ranker")
     ]
     assert f"applied + create alarm ml/host/{HOST}/cpu_high" in run.lines
     assert run.lines[-1] == "Applied 27 changes; 2 failed."

@@ -297,9 +297,9 @@ def widgets(provisioner: Provisioned, name: str) -> list[dict[str, Any]]:
 def test_dashboards_and_their_widgets(provisioned: Provisioned) -> None:
     entries = provisioned.client("cloudwatch").list_dashboards()["DashboardEntries"]
     assert sorted(entry["DashboardName"] for entry in entries) == [
-        "ml-endpoint-embedder", "ml-endpoint-ranker", "ml-fleet",
+        "ml-us-east-1-endpoint-embedder", "ml-us-east-1-endpoint-ranker", "ml-us-east-1-fleet",
     ]
-    fleet = widgets(provisioned, "ml-fleet")
+    fleet = widgets(provisioned, "ml-us-east-1-fleet")
     assert [widget.get("properties", {}).get("title") for widget in fleet] == [
         None,
         f"{HOST_A}: CPU and memory (%)", f"{HOST_A}: GPU utilization (%)", f"{HOST_A}: GPU memory utilization (%)",
@@ -309,7 +309,7 @@ def test_dashboards_and_their_widgets(provisioned: Provisioned) -> None:
         f"{HOST_B}: storage utilization (%)", f"{HOST_B}: disk and network throughput (bytes/s)",
         f"{HOST_B}: application throughput", f"{HOST_B}: agent health", f"{HOST_B}: alarms",
     ]
-    assert "`managed-by=infrawatch` `infrawatch:stack=ml`" in fleet[0]["properties"]["markdown"]
+    assert "`managed-by=infrawatch` `infrawatch:stack=ml` `infrawatch:region=us-east-1`" in fleet[0]["properties"]["markdown"]
     gpu = fleet[2]["properties"]["metrics"]
     assert gpu[0] == ["InfraWatch", "HostGPUUtilization", "InstanceId", HOST_A, {"stat": "Average"}]
     assert gpu[4] == ["InfraWatch", "GPUUtilization", "GPU", "3", "InstanceId", HOST_A, {"stat": "Average"}]
@@ -318,7 +318,7 @@ def test_dashboards_and_their_widgets(provisioned: Provisioned) -> None:
     assert len(status) == 46
     assert f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:ml/host/{HOST_A}/heartbeat_missing" in status
 
-    endpoint = widgets(provisioned, "ml-endpoint-embedder")
+    endpoint = widgets(provisioned, "ml-us-east-1-endpoint-embedder")
     latency = endpoint[3]["properties"]["metrics"]
     assert [line[-1] for line in latency] == [
         {"stat": "p50", "label": "ModelLatency p50"}, {"stat": "p90", "label": "ModelLatency p90"},
