@@ -32,6 +32,7 @@ from provisioning.spec import AlarmSettings, Spec, ThroughputFloor
 
 Dimensions = tuple[tuple[str, str], ...]
 
+HOST_NAME_PART = "host"  # host alarms are named `<stack>/host/<host id>/<key>[@<series>]`
 # The critical error rate counts what the service and the model did wrong; a client's bad requests (4XX)
 # are the separate warning `endpoint_4xx_rate`, so a client's 4XX burst never pages.
 ERROR_RATE_EXPRESSION = "IF(invocations > 0, (errors5xx + modelerrors) / invocations, 0)"
@@ -194,7 +195,7 @@ class AlarmBuilder:
             for suffix, series in self._series(kind, host):
                 namespace, name, dims = self._published(host, kind.metric, series)
                 alarms.append(self._alarm(
-                    kind, settings, f"host/{host.instance_id}/{kind.key}{suffix}",
+                    kind, settings, f"{HOST_NAME_PART}/{host.instance_id}/{kind.key}{suffix}",
                     f"{host.instance_id}{_describe_series(series)}",
                     namespace=namespace, metric_name=name, dimensions=dims, statistic=kind.statistic,
                     period=settings.period,
@@ -233,7 +234,7 @@ class AlarmBuilder:
             datapoints=floor.datapoints, evaluation_periods=floor.evaluation_periods,
         )
         return self._alarm(
-            kind, settings, f"host/{host.instance_id}/{THROUGHPUT_KEY}@{name}", host.instance_id,
+            kind, settings, f"{HOST_NAME_PART}/{host.instance_id}/{THROUGHPUT_KEY}@{name}", host.instance_id,
             namespace=self._spec.metric_namespace, metric_name=floor.metric,
             dimensions=tuple(sorted(dims.items())), statistic=floor.statistic, period=floor.period,
         )
@@ -305,6 +306,12 @@ class AlarmBuilder:
         return text
 
 
+def host_of(stack: str, alarm_name: str) -> str:
+    """The host id (instance id or hostname) in a host alarm's name; "" for any other alarm."""
+    prefix = f"{stack}/{HOST_NAME_PART}/"
+    return alarm_name.removeprefix(prefix).split("/", 1)[0] if alarm_name.startswith(prefix) else ""
+
+
 def name_patterns(spec: Spec, severity: str) -> list[str]:
     """EventBridge `wildcard` filters matching the names of every alarm of `severity` this spec creates,
     for any host or variant: the names are built above as `host/<id>/<key>[@<series>]` and
@@ -318,11 +325,11 @@ def name_patterns(spec: Spec, severity: str) -> list[str]:
             patterns.add(f"{spec.stack}/sagemaker/*/{kind.key}")
         else:
             per_series = "@*" if kind.target in (GPU, MOUNT) else ""
-            patterns.add(f"{spec.stack}/host/*/{kind.key}{per_series}")
+            patterns.add(f"{spec.stack}/{HOST_NAME_PART}/*/{kind.key}{per_series}")
     for group in spec.hosts:
         for floor in group.throughput_floors:
             if floor.severity == severity:
-                patterns.add(f"{spec.stack}/host/*/{THROUGHPUT_KEY}@{floor.name or floor.metric}")
+                patterns.add(f"{spec.stack}/{HOST_NAME_PART}/*/{THROUGHPUT_KEY}@{floor.name or floor.metric}")
     return sorted(patterns)
 
 

@@ -1,7 +1,8 @@
 """`provision-alarms`: read the spec, plan against what exists, print the plan, apply it.
 
 Exit codes: 0 success or nothing to do; 1 AWS refused something (what was applied is listed), or a
-resource with one of this stack's names is not this stack's; 2 the spec is invalid, or names something
+resource with one of this stack's names is not this stack's, or the plan deletes suspiciously many alarms
+without `--allow-mass-delete` (nothing written, the plan says why); 2 the spec is invalid, or names something
 that does not exist, or fails CloudWatch's limits (every problem listed; nothing written).
 """
 
@@ -23,9 +24,9 @@ from agent.schema import ConfigError, convert
 from provisioning import validate
 from provisioning.apply import Applier
 from provisioning.aws import ALARM_WRITES, DEFAULT_RATES, Account, Caller, Clients, RateLimiter, error_code
-from provisioning.discovery import Discovery
+from provisioning.discovery import Discovery, instance_states
 from provisioning.notifications import preflight_problems, send_test_notifications
-from provisioning.plan import CONFLICT, Planner
+from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts
 from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
@@ -51,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the plan; make no write call")
     parser.add_argument(
         "--prune", action="store_true", help="delete this stack's resources the spec no longer wants"
+    )
+    parser.add_argument(
+        "--allow-mass-delete", action="store_true",
+        help=f"let --prune delete more than {MAX_PRUNE_SHARE * 100:g} %% of the stack's alarms, or a whole host "
+        "group's alarms when it found no hosts",
     )
     parser.add_argument("--yes", action="store_true", help="apply without asking")
     parser.add_argument(
@@ -101,7 +107,8 @@ def main(
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:
         account = Account.lookup(caller)
-        desired = desired_stack(spec, account, Discovery(spec, caller).inventory())
+        inventory = Discovery(spec, caller).inventory()
+        desired = desired_stack(spec, account, inventory)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
         if problems:
@@ -111,6 +118,7 @@ def main(
                 say(line)
             return OK
         actual = StateReader(spec.stack, account, caller).read()
+        states = instance_states(caller, pruned_hosts(desired, actual)) if args.prune else {}
     except ConfigError as error:
         return _invalid(error, err)
     except (NoRegionError, NoCredentialsError) as error:
@@ -120,9 +128,14 @@ def main(
         print(f"AWS refused a call: {error_code(error)}: {error}", file=err)
         return REFUSED
 
-    plan = Planner(desired, actual, prune=args.prune).plan()
+    plan = Planner(desired, actual, prune=args.prune, instance_states=states).plan()
     for line in plan.lines():
         say(line)
+    suspicious = [] if args.allow_mass_delete else mass_deletion(plan, actual, spec.stack, inventory.empty_groups)
+    if suspicious:
+        for reason in suspicious:
+            say(f"Refused: {reason}; pass --allow-mass-delete if that is intended.")
+        return REFUSED
     conflicts = plan.count(CONFLICT)
     if args.dry_run or not plan.writes:
         return REFUSED if conflicts else OK

@@ -55,6 +55,7 @@ class Variant:
 class Inventory:
     hosts: tuple[Host, ...]
     variants: tuple[Variant, ...]
+    empty_groups: tuple[str, ...] = ()  # host groups that resolved to no host, e.g. "hosts[0] (discover = true)"
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -78,9 +79,13 @@ class Discovery:
         """Raises ConfigError when the spec names something AWS does not have."""
         hosts: dict[str, Host] = {}
         found_in: dict[str, str] = {}
+        empty: list[str] = []
         for index, group in enumerate(self._spec.hosts):
             path = f"hosts[{index}]"
-            for host in self._hosts(group, path):
+            group_hosts = self._hosts(group, path)
+            if not group_hosts:
+                empty.append(f"{path} ({_source(group)})")
+            for host in group_hosts:
                 if host.instance_id in found_in:
                     # Two groups would give one host two alarm sets with different dimensions or floors.
                     self._problems.append(
@@ -97,7 +102,7 @@ class Discovery:
         unique = tuple({(variant.endpoint, variant.name): variant for variant in variants}.values())
         if self._problems:
             raise ConfigError(self._problems)
-        return Inventory(hosts=tuple(hosts.values()), variants=unique)
+        return Inventory(hosts=tuple(hosts.values()), variants=unique, empty_groups=tuple(empty))
 
     # --- hosts ------------------------------------------------------------------------------------
 
@@ -265,6 +270,25 @@ class Discovery:
         info = found[0]
         gpus = sum(gpu.get("Count", 0) for gpu in info.get("GpuInfo", {}).get("Gpus", []))
         return int(info["VCpuInfo"]["DefaultVCpus"]), int(gpus)
+
+
+MAX_FILTER_VALUES = 200  # DescribeInstances takes at most 200 values per filter
+
+
+def instance_states(caller: Caller, instance_ids: Iterable[str]) -> dict[str, str]:
+    """{instance id: EC2 state name} of the instances EC2 still knows; an id it has forgotten is absent.
+    A filter, not InstanceIds: one unknown id would fail the whole call (InvalidInstanceID.NotFound)."""
+    ids = sorted(set(instance_ids))
+    states: dict[str, str] = {}
+    for start in range(0, len(ids), MAX_FILTER_VALUES):
+        chunk = ids[start:start + MAX_FILTER_VALUES]
+        for page in caller.pages(
+            "ec2", "DescribeInstances", Filters=[{"Name": "instance-id", "Values": chunk}]
+        ):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    states[instance["InstanceId"]] = instance["State"]["Name"]
+    return states
 
 
 def _source(group: HostGroup) -> str:

@@ -33,6 +33,7 @@ class ActualAlarm:
     definition: AlarmDefinition
     arn: str
     tags: Tags
+    state: str = "OK"  # StateValue: ALARM, OK or INSUFFICIENT_DATA
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,9 @@ class StateReader:
             for raw in page.get("MetricAlarms", []):
                 arn = raw["AlarmArn"]
                 tags = self._call("cloudwatch", "ListTagsForResource", ResourceARN=arn)["Tags"]
-                alarms[raw["AlarmName"]] = ActualAlarm(AlarmDefinition.from_described(raw), arn, _tags(tags))
+                alarms[raw["AlarmName"]] = ActualAlarm(
+                    AlarmDefinition.from_described(raw), arn, _tags(tags), raw.get("StateValue", "")
+                )
         return alarms
 
     def topics(self) -> dict[str, ActualTopic]:

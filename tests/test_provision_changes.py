@@ -140,7 +140,14 @@ def test_prune_deletes_the_removed_endpoints_alarms_and_dashboard_only(provision
     assert provisioner.recorder.writes == Counter()
     assert f"! keep alarm {SCORER}endpoint_cpu_high (no longer in the spec; --prune deletes it)" in kept.lines
 
-    pruned = provisioner.run(SPEC, "--yes", "--prune")
+    refused = provisioner.run(SPEC, "--yes", "--prune")  # the scorer's 10 of the stack's 33 alarms: 30 %
+    assert (refused.code, provisioner.recorder.writes) == (1, Counter())
+    assert refused.lines[-2:] == [
+        "Plan: 0 to create, 0 to update, 11 to delete, 29 unchanged.",
+        "Refused: the plan deletes 10 of this stack's 33 alarms, more than 20 %; pass --allow-mass-delete if that "
+        "is intended.",
+    ]
+    pruned = provisioner.run(SPEC, "--yes", "--prune", "--allow-mass-delete")
     assert pruned.code == 0
     assert provisioner.recorder.writes == Counter({"DeleteAlarms": 1, "DeleteDashboards": 1})
     assert f"- delete alarm {SCORER}endpoint_5xx_rate" in pruned.lines
