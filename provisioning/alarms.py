@@ -1,8 +1,8 @@
 """The desired metric alarms: one per alarm kind and target, from the spec, the inventory and the catalogues.
 
-Host alarms take their metric's dimensions from the agent's metric catalogue (`METRICS[name].sample`)
-and their published name and dimensions from the agent's naming profile (`agent.naming.resolve`), so an
-alarm watches exactly the series the agent publishes. `AlarmDefinition` is also the normalized form an
+Host alarms name their series through `provisioning.series` (the agent's metric catalogue and naming
+profile, with the device dimensions discovery read from the host), so an alarm watches exactly the series
+the agent publishes. `AlarmDefinition` is also the normalized form an
 existing alarm is read back into, so desired and actual compare field by field.
 """
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.catalogue import METRICS
-from agent.naming import resolve
 from provisioning.alarm_catalogue import (
     ABOVE,
     GPU,
@@ -28,6 +27,7 @@ from provisioning.alarm_catalogue import (
     AlarmKind,
 )
 from provisioning.discovery import AGENT_COMPONENT, Host, Inventory, Variant
+from provisioning.series import published
 from provisioning.spec import AlarmSettings, Spec, ThroughputFloor
 
 Dimensions = tuple[tuple[str, str], ...]
@@ -215,11 +215,7 @@ class AlarmBuilder:
         return [("", dict(AGENT_COMPONENT) if METRICS[kind.metric].dimensions == ("Component",) else {})]
 
     def _published(self, host: Host, metric: str, series: dict[str, str]) -> tuple[str, str, Dimensions]:
-        # The catalogue checks the per-series dimensions; the naming profile names the published series.
-        sample = METRICS[metric].sample(0.0, **series)
-        dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
-        name, published = resolve(self._spec.naming, metric, dims)
-        return self._spec.metric_namespace, name, tuple(sorted(published.items()))
+        return published(self._spec.naming, self._spec.metric_namespace, host, metric, series)
 
     def _throughput_alarm(self, host: Host, floor: ThroughputFloor) -> AlarmDefinition:
         dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(floor.dimensions)}

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -76,6 +77,7 @@ def main(
     *,
     clients: Clients | None = None,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     confirm: Confirm | None = None,
     out: TextIO | None = None,
@@ -117,6 +119,9 @@ def main(
             for line in send_test_notifications(spec, desired.topics, caller):
                 say(line)
             return OK
+        now = datetime.fromtimestamp(wall_clock(), tz=timezone.utc)
+        for warning in [*inventory.warnings, *validate.series_without_data(desired.alarms, caller, now)]:
+            print(f"warning: {warning}", file=err)
         actual = StateReader(spec.stack, account, caller).read()
         states = instance_states(caller, pruned_hosts(desired, actual)) if args.prune else {}
     except ConfigError as error:

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.catalogue import METRICS
 from agent.naming import resolve
 from provisioning.alarm_catalogue import SAGEMAKER_HOST_NAMESPACE, SAGEMAKER_NAMESPACE
 from provisioning.alarms import AlarmDefinition
 from provisioning.aws import Account
 from provisioning.discovery import AGENT_COMPONENT, Host, Inventory, Variant
 from provisioning.notifications import canonical_json
+from provisioning.series import published
 from provisioning.spec import Spec
 
 MAX_WIDGETS = 500  # per dashboard
@@ -153,10 +153,8 @@ class DashboardBuilder:
     def _host_metric(
         self, host: Host, metric: str, series: Mapping[str, str], stat: str = "Average"
     ) -> list[Any]:
-        sample = METRICS[metric].sample(0.0, **series)
-        dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
-        name, published = resolve(self._spec.naming, metric, dims)
-        return [self._spec.metric_namespace, name, *_flat(sorted(published.items())), {"stat": stat}]
+        namespace, name, dims = published(self._spec.naming, self._spec.metric_namespace, host, metric, series)
+        return [namespace, name, *_flat(dims), {"stat": stat}]
 
     def _floor_dimensions(self, host: Host, extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         return sorted({host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(extra)}.items())

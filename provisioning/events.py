@@ -4,8 +4,9 @@ CloudWatch emits `CloudWatch Alarm State Change` events for every alarm. When th
 topic it matches only this stack's critical alarms, by name (`wildcard` filters from `alarms.name_patterns`),
 and delivers a readable message (an input transformer), while those alarms' own actions leave that state out,
 so every subscriber hears of each alarm once. Otherwise it matches every alarm of the stack by the name
-prefix `<stack>/` (no other stack's names start with it: a stack name has no `/`). A Lambda target's resource policy must let events.amazonaws.com invoke it from the rule's ARN;
-an SSM Automation target needs `events.role_arn`.
+prefix `<stack>/` (no other stack's names start with it: a stack name has no `/`). A Lambda target's resource
+policy must let events.amazonaws.com invoke it from the rule's ARN; an SSM Automation target needs
+`events.role_arn`.
 """
 
 from __future__ import annotations

@@ -76,7 +76,11 @@ def tags(provisioner: Provisioner, name: str) -> dict[str, str]:
 
 def test_dry_run_prints_the_plan_and_makes_no_write_call(provisioner: Provisioner) -> None:
     run = provisioner.run(SPEC + SCORER_ENTRY, "--dry-run")
-    assert (run.code, run.err) == (0, "")
+    assert (run.code, run.errors) == (0, [])
+    # No agent or endpoint has published yet: every alarm's series is without data, one warning per alarm.
+    assert len(run.warnings) == HOST_ALARMS + RANKER_ALARMS + SCORER_ALARMS
+    assert run.warnings[0] == (f'warning: alarm "ml/host/{HOST}/cpu_high": no datapoints in the last hour for '
+                               f"InfraWatch CPUUtilization {{InstanceId={HOST}}}")
     assert provisioner.recorder.writes == Counter()
     assert run.lines[:3] == ["+ create topic ml-critical", "+ create subscription ml-critical email:oncall@example.com",
                              "+ create topic ml-warning"]
@@ -97,7 +101,7 @@ def test_without_yes_the_plan_is_applied_only_when_confirmed(provisioner: Provis
     assert (declined.code, declined.lines[-1], questions) == (0, "Nothing applied.", ["Apply 32 writes?"])
     assert provisioner.recorder.writes == Counter()
     not_a_terminal = provisioner.run(SPEC)  # pytest's stdin is not a terminal
-    assert (not_a_terminal.code, not_a_terminal.err) == (2, "stdin is not a terminal: pass --yes to apply the plan\n")
+    assert (not_a_terminal.code, not_a_terminal.errors) == (2, ["stdin is not a terminal: pass --yes to apply the plan"])
     assert provisioner.recorder.writes == Counter()
     accepted = provisioner.run(SPEC, confirm=lambda question: True)
     assert (accepted.code, accepted.lines[-1]) == (0, "Applied 29 changes; 0 failed.")
@@ -156,7 +160,9 @@ def test_prune_deletes_the_removed_endpoints_alarms_and_dashboard_only(provision
     assert {name for name in remaining if name.startswith(SCORER)} == {SCORER + "by-hand"}
     assert len(remaining) == HOST_ALARMS + RANKER_ALARMS + 1
     dashboards = provisioner.client("cloudwatch").list_dashboards()["DashboardEntries"]
-    assert sorted(entry["DashboardName"] for entry in dashboards) == ["ml-us-east-1-endpoint-ranker", "ml-us-east-1-fleet"]
+    assert sorted(entry["DashboardName"] for entry in dashboards) == [
+        "ml-us-east-1-endpoint-ranker", "ml-us-east-1-fleet",
+    ]
 
 
 def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm(provisioner: Provisioner) -> None:
@@ -240,7 +246,7 @@ def test_throttling_is_retried_with_backoff_until_it_passes(provisioner: Provisi
     assert run.code == 0
     assert provisioner.recorder.calls.count("PutMetricAlarm") == HOST_ALARMS + RANKER_ALARMS + 3
     assert len(alarm_names(provisioner)) == HOST_ALARMS + RANKER_ALARMS
-    logged = [json.loads(line) for line in run.err.splitlines()]
+    logged = [json.loads(line) for line in run.errors]
     assert [(entry["event"], entry["operation"], entry["error_code"]) for entry in logged] == [
         ("aws_call_retried", "PutMetricAlarm", "Throttling"),  # logged once, not once per retry
     ]

@@ -40,7 +40,7 @@ def provisioned(tmp_path: Path) -> Iterator[Provisioner]:
         for queue in ("pages", "tickets"):
             provisioner.client("sqs").create_queue(QueueName=queue)
         run = provisioner.run(SPEC, "--yes")
-        assert (run.code, run.err) == (0, "")
+        assert (run.code, run.errors) == (0, [])
         yield provisioner
 
 

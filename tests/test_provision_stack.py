@@ -130,7 +130,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
         provisioner = Provisioner(tmp_path_factory.mktemp("stack"))
         create_embedder(provisioner)
         first = provisioner.run(FULL_SPEC, "--yes")
-        assert (first.code, first.err) == (0, "")
+        assert (first.code, first.errors) == (0, [])
         second = provisioner.run(FULL_SPEC, "--yes")
         yield Provisioned(provisioner, second, provisioner.recorder.writes)
 
@@ -309,7 +309,8 @@ def test_dashboards_and_their_widgets(provisioned: Provisioned) -> None:
         f"{HOST_B}: storage utilization (%)", f"{HOST_B}: disk and network throughput (bytes/s)",
         f"{HOST_B}: application throughput", f"{HOST_B}: agent health", f"{HOST_B}: alarms",
     ]
-    assert "`managed-by=infrawatch` `infrawatch:stack=ml` `infrawatch:region=us-east-1`" in fleet[0]["properties"]["markdown"]
+    marker = "`managed-by=infrawatch` `infrawatch:stack=ml` `infrawatch:region=us-east-1`"
+    assert marker in fleet[0]["properties"]["markdown"]
     gpu = fleet[2]["properties"]["metrics"]
     assert gpu[0] == ["InfraWatch", "HostGPUUtilization", "InstanceId", HOST_A, {"stat": "Average"}]
     assert gpu[4] == ["InfraWatch", "GPUUtilization", "GPU", "3", "InstanceId", HOST_A, {"stat": "Average"}]

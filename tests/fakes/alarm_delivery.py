@@ -62,7 +62,7 @@ class AlarmDelivery:
     @staticmethod
     def _event(alarm: dict[str, Any], state: str, reason: str) -> dict[str, Any]:
         arn = alarm["AlarmArn"]
-        _, partition, _, region, account, _ = arn.split(":", 5)
+        _, _, _, region, account, _ = arn.split(":", 5)
         return {
             "version": "0", "id": "c4c1c1c9-6542-e61b-6ef0-8c4d36933a92",
             "detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch", "account": account,

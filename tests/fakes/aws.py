@@ -84,6 +84,16 @@ class Run:
     def lines(self) -> list[str]:
         return self.out.splitlines()
 
+    @property
+    def warnings(self) -> list[str]:
+        """The pre-flight warnings on stderr (series without data, devices left out)."""
+        return [line for line in self.err.splitlines() if line.startswith("warning: ")]
+
+    @property
+    def errors(self) -> list[str]:
+        """stderr without the warnings: problems and logs."""
+        return [line for line in self.err.splitlines() if not line.startswith("warning: ")]
+
 
 class Provisioner:
     """`provision-alarms` in-process against moto (call inside `mock_aws`), never sleeping, calls recorded."""
