@@ -12,8 +12,8 @@ import argparse
 import dataclasses
 import sys
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 

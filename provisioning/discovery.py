@@ -144,18 +144,18 @@ class Discovery:
                 if not group.discover_devices and not device_keys(self._spec.naming, metric):
                     values[metric, dimension] = declared[metric, dimension]
                     continue
-                found = self._devices(metric, dimension, group, id_dimension).get(instance_id, {})
-                wanted = tuple(found) if group.discover_devices else declared[metric, dimension]
-                missing = [value for value in wanted if value not in found]
+                read = self._devices(metric, dimension, group, id_dimension).get(instance_id, {})
+                wanted = tuple(read) if group.discover_devices else declared[metric, dimension]
+                missing = [value for value in wanted if value not in read]
                 if missing:
                     self._warnings.append(
                         f"{path}: {instance_id} published no {metric} series for {dimension} "
                         f"{', '.join(missing)} in the last 3 hours, so their alarms, which need the "
                         f"{'/'.join(device_keys(self._spec.naming, metric))} it publishes, are left out"
                     )
-                values[metric, dimension] = tuple(value for value in wanted if value in found)
+                values[metric, dimension] = tuple(value for value in wanted if value in read)
                 devices.update(
-                    {(dimension, value): found[value] for value in values[metric, dimension] if found[value]}
+                    {(dimension, value): read[value] for value in values[metric, dimension] if read[value]}
                 )
             hosts.append(Host(
                 instance_id=instance_id,

@@ -1,11 +1,14 @@
-"""Every host alarm watches a series the agent really publishes: one agent cycle into moto, then ListMetrics."""
+"""Every host alarm watches a series the agent really publishes: agent cycles into moto, then provision and look."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from moto import mock_aws
 
 from agent.aggregate import Aggregator
@@ -16,6 +19,7 @@ from agent.collectors.storage import StorageCollector
 from agent.fake_nvml import healthy_h100
 from agent.filters import NameFilter
 from agent.loop import Agent
+from agent.naming import DEFAULT_NAMESPACE, PROFILES, Namer, profile
 from agent.nvml import Nvml
 from agent.publisher import Publisher
 from agent.selfstats import AgentStats
@@ -36,23 +40,29 @@ class Swap:
     used = 0
 
 
-def run_agent_cycle(client: Any, instance_id: str, id_dimension: str = "InstanceId") -> None:
-    """Two collections and a flush of the agent's own loop, collectors, aggregator and publisher, on a fake
-    8-GPU host (counters such as CPU time and ECC errors publish from their second reading)."""
+def run_agent_cycle(
+    client: Any, instance_id: str, id_dimension: str = "InstanceId", naming: str = "native",
+    static: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Two collections and a flush of the agent's own loop, collectors, aggregator, naming profile and
+    publisher, on a fake 8-GPU host (counters such as CPU time and ECC errors publish from their second
+    reading). The collectors set the device dimensions the profile needs, as `agent.cli.build_collectors`."""
     stats = AgentStats()
     clock = FakeClock()
-    gpu = GpuCollector(Nvml(healthy_h100(GPUS, clock=clock)), monotonic=clock, xid_wait_ms=10)
+    needed = profile(naming).device_dimensions
+    gpu = GpuCollector(Nvml(healthy_h100(GPUS, clock=clock)), monotonic=clock, xid_wait_ms=10,
+                       name_dimension="GPUName" in needed)
     collectors = [
         CpuCollector(cpu_times=Sequence(cpu(user=10, idle=90), cpu(user=20, idle=180))),
         MemoryCollector(virtual_memory=lambda: Memory(), swap_memory=lambda: Swap()),
         StorageCollector(fstypes=NameFilter(exclude=("tmpfs", "overlay", "squashfs", "proc", "cgroup2", "fuse.*")),
                          disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
-                         statvfs=statvfs_from(TRAINING_HOST_STATVFS)),
+                         statvfs=statvfs_from(TRAINING_HOST_STATVFS), device_dimensions={"Device", "FSType"} <= needed),
         gpu,
     ]
-    agent = Agent(collectors=collectors, aggregator=Aggregator(), stats=stats,
-                  submit=Publisher(client, "InfraWatch", stats=stats).publish,
-                  host_dimensions=((id_dimension, instance_id),))
+    agent = Agent(collectors=collectors, aggregator=Aggregator(publish_as=Namer(naming, 10.0).datum), stats=stats,
+                  submit=Publisher(client, DEFAULT_NAMESPACE[naming], stats=stats).publish,
+                  host_dimensions=((id_dimension, instance_id), *static))
     agent.collect()
     clock.advance(10)
     agent.collect()
@@ -115,3 +125,71 @@ def test_an_agent_off_ec2_is_discovered_and_every_alarm_watches_its_host_series(
     assert len(alarms) == 6 + 5 * GPUS  # cpu, memory, 2 mounts, gpu utilization, heartbeat; 5 per GPU
     assert watched - published == set()
     assert ("Heartbeat", (("Component", "agent"), ("Host", "gpu-box-1"))) in watched
+
+
+def datapoints(cloudwatch: Any, namespace: str, name: str, dims: list[dict[str, str]]) -> int:
+    now = datetime.now(timezone.utc)
+    found = cloudwatch.get_metric_statistics(
+        Namespace=namespace, MetricName=name, Dimensions=dims, StartTime=now - timedelta(hours=1),
+        EndTime=now + timedelta(minutes=5), Period=60, Statistics=["SampleCount"],
+    )["Datapoints"]
+    return int(sum(point["SampleCount"] for point in found))
+
+
+def dashboard_series(cloudwatch: Any, name: str) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """(namespace, name, dimensions) of every plain metric line of a dashboard (not SEARCH expressions)."""
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
+    lines = [line for widget in body["widgets"] for line in widget.get("properties", {}).get("metrics", [])
+             if isinstance(line[0], str)]
+    return [(line[0], line[1], [{"Name": key, "Value": value}
+                                for key, value in zip(line[2:-1:2], line[3:-1:2], strict=True)])
+            for line in lines]
+
+
+DECLARED, DISCOVERED = "i-0000000000000000a", "i-0000000000000000b"
+BOTH_WAYS = f"""
+stack = "ml"
+naming = "{{naming}}"
+[alarms.gpu_idle]
+enabled = true
+
+[[hosts]]
+instance_ids = ["{DECLARED}"]
+gpus = {GPUS}
+mounts = ["/", "/data"]
+
+[[hosts]]
+discover = true
+discover_devices = true
+dimensions = {{{{ Cluster = "batch" }}}}
+"""
+
+
+@pytest.mark.parametrize("naming", PROFILES)
+def test_every_alarm_and_dashboard_line_watches_a_series_with_datapoints(
+    naming: str, moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Both profiles, declared and discovered devices: the agent publishes over HTTP to a moto server, then
+    every alarm's namespace, name and full dimension set must have datapoints."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    cloudwatch = boto3.client("cloudwatch")
+    run_agent_cycle(cloudwatch, DECLARED, naming=naming)
+    run_agent_cycle(cloudwatch, DISCOVERED, naming=naming, static=(("Cluster", "batch"),))
+
+    run = Provisioner(tmp_path).run(BOTH_WAYS.format(naming=naming), "--yes")
+    assert (run.code, run.err) == (0, "")  # not one warning: every alarm's series has data
+
+    alarms = [alarm for page in cloudwatch.get_paginator("describe_alarms").paginate()
+              for alarm in page["MetricAlarms"]]
+    assert len(alarms) == 2 * (7 + 5 * GPUS)  # cpu, memory, 2 mounts, 2 GPU utilization, heartbeat; 5 per GPU
+    without_data = [alarm["AlarmName"] for alarm in alarms
+                    if not datapoints(cloudwatch, alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"])]
+    assert without_data == []
+    lines = dashboard_series(cloudwatch, "ml-us-east-1-fleet")
+    assert len(lines) == 2 * (2 + (1 + GPUS) + GPUS + 2 + 2)  # CPU+memory, GPU, GPU memory, storage, agent
+    assert [line for line in lines if not datapoints(cloudwatch, *line)] == []
+    gpu = next(alarm for alarm in alarms if alarm["AlarmName"] == f"ml/host/{DISCOVERED}/gpu_unhealthy@gpu3")
+    if naming == "cwagent":
+        assert sorted((d["Name"], d["Value"]) for d in gpu["Dimensions"]) == [
+            ("Cluster", "batch"), ("InstanceId", DISCOVERED), ("index", "3"), ("name", "NVIDIA H100 80GB HBM3"),
+        ]

@@ -101,7 +101,8 @@ def test_without_yes_the_plan_is_applied_only_when_confirmed(provisioner: Provis
     assert (declined.code, declined.lines[-1], questions) == (0, "Nothing applied.", ["Apply 32 writes?"])
     assert provisioner.recorder.writes == Counter()
     not_a_terminal = provisioner.run(SPEC)  # pytest's stdin is not a terminal
-    assert (not_a_terminal.code, not_a_terminal.errors) == (2, ["stdin is not a terminal: pass --yes to apply the plan"])
+    assert (not_a_terminal.code, not_a_terminal.errors) == (
+        2, ["stdin is not a terminal: pass --yes to apply the plan"])
     assert provisioner.recorder.writes == Counter()
     accepted = provisioner.run(SPEC, confirm=lambda question: True)
     assert (accepted.code, accepted.lines[-1]) == (0, "Applied 29 changes; 0 failed.")
