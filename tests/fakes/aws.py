@@ -26,17 +26,28 @@ class CallRecorder:
 
     def __init__(self, session: boto3.Session) -> None:
         self.calls: list[str] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []  # (operation, parameters as the caller passed them)
         session.events.register("before-call", self._record)
+        session.events.register("before-parameter-build", self._record_parameters)
 
     def _record(self, model: Any, **_: Any) -> None:
         self.calls.append(model.name)
+
+    def _record_parameters(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.requests.append((model.name, dict(params)))
 
     @property
     def writes(self) -> Counter[str]:
         return Counter(call for call in self.calls if is_write(call))
 
+    @property
+    def write_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every write call with its parameters, in order."""
+        return [(operation, params) for operation, params in self.requests if is_write(operation)]
+
     def clear(self) -> None:
         self.calls.clear()
+        self.requests.clear()
 
 
 DASHBOARD_OPERATIONS = ("put_dashboard", "get_dashboard", "list_dashboards", "delete_dashboards")
