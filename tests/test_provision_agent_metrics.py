@@ -128,6 +128,13 @@ def test_an_agent_off_ec2_is_discovered_and_every_alarm_watches_its_host_series(
 
 
 def datapoints(cloudwatch: Any, namespace: str, name: str, dims: list[dict[str, str]]) -> int:
+    """Samples of exactly this series in the last hour. A CloudWatch metric is its namespace, name and whole
+    dimension set, but moto's GetMetricStatistics also counts series with more dimensions than asked, so the
+    exact series is first looked up with ListMetrics, which lists every series as published."""
+    listed = cloudwatch.list_metrics(Namespace=namespace, MetricName=name, Dimensions=dims)["Metrics"]
+    wanted = sorted((d["Name"], d["Value"]) for d in dims)
+    if not any(sorted((d["Name"], d["Value"]) for d in series["Dimensions"]) == wanted for series in listed):
+        return 0
     now = datetime.now(timezone.utc)
     found = cloudwatch.get_metric_statistics(
         Namespace=namespace, MetricName=name, Dimensions=dims, StartTime=now - timedelta(hours=1),
