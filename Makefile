@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	@bash .ci/os-tools
 	$(BIN)/python -m pytest
 
 # This machine's real readings, one collect→publish cycle, printed instead of sent.

@@ -82,7 +82,7 @@ class Aggregator:
             values = self._buckets.get(key)
             if values is None:
                 values = self._buckets[key] = Counter()
-            values[sample.value] += 1
+            values[sample.value] += sample.count  # type: ignore[assignment] # Counter adds float weights too
             kept += 1
         return kept
 

@@ -18,9 +18,11 @@ from agent import iam, logs
 from agent.aggregate import Aggregator
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
+from agent.collectors.cwagent_cpu import CwagentCpuCollector
 from agent.collectors.diskio import DiskIOCollector
 from agent.collectors.gpu import build_gpu_collector
 from agent.collectors.memory import MemoryCollector
+from agent.collectors.netstat import NetstatCollector
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import StorageCollector
 from agent.config import AgentConfig, load
@@ -32,6 +34,7 @@ from agent.host import HostContext
 from agent.loop import Agent, PublishWorker
 from agent.naming import Namer, profile
 from agent.nvml import Nvml
+from agent.prometheus import Endpoint, EndpointError, Snapshot
 from agent.publisher import MetricsClient, Publisher
 from agent.reload import ConfigReloader
 from agent.replay import Replayer
@@ -51,29 +54,37 @@ EXIT_INVALID = 2
 def build_collectors(config: AgentConfig, fake_gpus: int = 0) -> list[Collector]:
     """Every enabled collector. Raises ConfigError when `gpu.enabled = true` and NVML cannot be used."""
     collectors: list[Collector] = []
-    needed = profile(config.naming).device_dimensions  # dimensions the naming profile publishes
+    naming = profile(config.naming)
+    needed = naming.device_dimensions  # dimensions the naming profile publishes
+    cwagent = naming.formulas == "cwagent"  # the CloudWatch agent's formulas and its extra series
     if config.cpu.enabled:
-        collectors.append(CpuCollector(per_core=config.cpu.per_core))
+        cpu = CwagentCpuCollector if cwagent else CpuCollector
+        collectors.append(cpu(per_core=config.cpu.per_core))
     if config.memory.enabled:
-        collectors.append(MemoryCollector())
+        collectors.append(MemoryCollector(formulas=naming.formulas))
     if config.storage.enabled:
         collectors.append(StorageCollector(
             mounts=NameFilter(config.storage.include_mounts, config.storage.exclude_mounts),
             fstypes=NameFilter(config.storage.include_fstypes, config.storage.exclude_fstypes),
             timeout=config.storage.timeout,
             device_dimensions={"Device", "FSType"} <= needed,
+            inodes_free=cwagent,
         ))
     if config.diskio.enabled:
         collectors.append(DiskIOCollector(
             devices=NameFilter(config.diskio.include_devices, config.diskio.exclude_devices),
             partitions=config.diskio.partitions,
+            io_time=cwagent,
         ))
     if config.network.enabled:
         collectors.append(NetworkCollector(
             interfaces=NameFilter(config.network.include_interfaces, config.network.exclude_interfaces),
         ))
+        if cwagent:
+            collectors.append(NetstatCollector())
     gpu_config = dataclasses.replace(config.gpu, name_dimension=True) if "GPUName" in needed else config.gpu
-    gpu = build_gpu_collector(gpu_config, Nvml(healthy_h100(fake_gpus, vary=True)) if fake_gpus else None)
+    gpu = build_gpu_collector(gpu_config, Nvml(healthy_h100(fake_gpus, vary=True)) if fake_gpus else None,
+                              arch_dimension="GPUArch" in needed)
     if gpu is not None:
         collectors.append(gpu)
     return collectors
@@ -160,17 +171,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
-                plan: DimensionPlan, submit: Any = None, spool: Spool | None = None) -> tuple[Agent, Publisher]:
+                plan: DimensionPlan, submit: Any = None, spool: Spool | None = None,
+                snapshot: Snapshot | None = None) -> tuple[Agent, Publisher]:
+    namer = Namer(config.naming, config.collect.interval)
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
-                            publish_as=Namer(config.naming, config.collect.interval).datum)
+                            publish_as=namer.datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval),
                           on_undeliverable=spool.put if spool is not None else None)
     gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
                   submit=submit or publisher.publish, plan=plan, gauges=gauges,
-                  keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None)
+                  keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None,
+                  observe=snapshot.update if snapshot is not None else None,
+                  sample_as=namer.sample)
     return agent, publisher
+
+
+def replace_endpoint(current: Endpoint | None, config: AgentConfig, snapshot: Snapshot) -> Endpoint | None:
+    """The endpoint `config` asks for. At a reload, an address that cannot be listened on keeps the running
+    endpoint (logged); at startup (`current` None) it raises EndpointError."""
+    wanted = config.prometheus.address if config.prometheus.enabled else None
+    if current is not None and current.address == wanted:
+        return current
+    if wanted is None:
+        if current is not None:
+            current.close()
+        return None
+    try:
+        endpoint = Endpoint(wanted, snapshot)
+    except EndpointError as error:
+        if current is None:
+            raise
+        log.warning("prometheus_address_rejected", problem=str(error), kept=current.address)
+        return current
+    if current is not None:
+        current.close()
+    return endpoint
 
 
 def run_once(config: AgentConfig, client: MetricsClient, collectors: list[Collector],
@@ -201,6 +238,12 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     is opened once, from the config at start: a reload keeps it and its [spool] settings.
     """
     stats = AgentStats()
+    snapshot = Snapshot(stale_after=3 * config.publish.interval)  # self-metrics are read once per flush
+    try:
+        endpoint = replace_endpoint(None, config, snapshot)
+    except EndpointError as error:
+        print(error, file=sys.stderr)
+        return EXIT_INVALID
     statsd = start_statsd(config, on_drop=stats.add_dropped, on_error=lambda: stats.add_collector_error("statsd"))
     stop = WakeupFlag()  # set from signal handlers: threading.Event.set could deadlock there
     received: list[int] = []
@@ -229,7 +272,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
             plan_slot[:] = [host.plan(config)]
             running = [*collectors, *([statsd] if statsd is not None else [])]
             agent, publisher = build_agent(config, client, stats, running, plan_slot[0],
-                                           submit=lambda datums: worker_slot[0].submit(datums), spool=spool)
+                                           submit=lambda datums: worker_slot[0].submit(datums), spool=spool,
+                                           snapshot=snapshot)
             replayer = (Replayer(spool, publisher, requests_per_second=config.spool.replay_requests_per_second)
                         if spool is not None else None)
             worker_slot[:] = [PublishWorker(publisher, replayer)]
@@ -255,6 +299,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
             statsd.close()  # before the new listener binds: it may want the same port
         statsd = start_statsd(config, on_drop=stats.add_dropped,
                               on_error=lambda: stats.add_collector_error("statsd"))
+        endpoint = replace_endpoint(endpoint, config, snapshot)
         logs.configure(config.log_level)
         log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)
         agent = None
@@ -265,6 +310,8 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     stop.close()
     if statsd is not None:
         statsd.close()
+    if endpoint is not None:
+        endpoint.close()
     log.info("agent_stopped", flushed=finished, collected=stats.collected, published=stats.published,
              dropped=dict(stats.dropped), spooled=spool.datapoints if spool is not None else 0)
     return EXIT_OK

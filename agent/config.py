@@ -9,7 +9,8 @@ from typing import Any
 
 from agent.catalogue import CATALOGUE, METRICS
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
-from agent.naming import DEFAULT_NAMESPACE, PROFILES
+from agent.naming import DEFAULT_NAMESPACE, PROFILES, profile, published_dimensions
+from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.statsd.address import split_host_port
 from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
@@ -177,6 +178,19 @@ class StatsdConfig:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = setting(
+        False, "Serve the latest readings on a Prometheus /metrics endpoint (text format and OpenMetrics)."
+    )
+    address: str = setting(
+        "127.0.0.1:9400", 'TCP "host:port" of the endpoint; loopback unless allow_remote.', check=_address_problem
+    )
+    allow_remote: bool = setting(
+        False, "Allow an address beyond loopback; put the endpoint behind node-level auth first."
+    )
+
+
+@dataclass(frozen=True)
 class GpuConfig:
     enabled: str | bool = setting(
         "auto",
@@ -184,7 +198,10 @@ class GpuConfig:
         "true: their absence is a startup error; false: never touch NVML.",
         choices=("auto", True, False),
     )
-    uuid_dimension: bool = setting(False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric).")
+    uuid_dimension: bool = setting(
+        False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric). Not with "
+        'naming = "cwagent": the CloudWatch agent drops uuid, so its series have none.',
+    )
     name_dimension: bool = setting(False, "Add the GPUName dimension to per-GPU series (a billed metric per name).")
 
 
@@ -275,6 +292,7 @@ class AgentConfig:
     spool: SpoolConfig = section(SpoolConfig, "Durable spool for datums CloudWatch has not accepted yet.")
     ec2: Ec2Config = section(Ec2Config, "EC2 identity and tags.")
     statsd: StatsdConfig = section(StatsdConfig, "StatsD listener for application throughput.")
+    prometheus: PrometheusConfig = section(PrometheusConfig, "Prometheus endpoint (off by default).")
 
     def __post_init__(self) -> None:
         if not self.namespace:  # unset: the naming profile's namespace
@@ -291,6 +309,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             f"got {config.publish.interval}"
         )
     problems += _dimension_problems(config)
+    if config.naming == "cwagent" and config.gpu.uuid_dimension:
+        # Refused rather than ignored: a dimension the operator asked for must not silently go missing.
+        problems.append('gpu.uuid_dimension: must be false with naming = "cwagent" (the CloudWatch agent '
+                        "publishes no uuid dimension), got true")
 
 
     if config.publish.phase >= config.publish.interval:
@@ -304,6 +326,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             f"statsd.dimension_keys: {', '.join(sorted(static))} already set by the static dimensions, "
             f"got {render(config.statsd.dimension_keys)}"
         )
+    if config.prometheus.enabled and not problems:
+        problem = endpoint_address_problem(config.prometheus.address, config.prometheus.allow_remote)
+        if problem:
+            problems.append(f"prometheus.address: {problem}, got {render(config.prometheus.address)}")
     if problems:
         raise ConfigError(problems)
     return config
@@ -311,7 +337,12 @@ def parse(data: dict[str, Any]) -> AgentConfig:
 
 def _dimension_problems(config: AgentConfig) -> list[str]:
     problems = []
-    widest = max(len(metric.dimensions) + len(metric.optional_dimensions) for metric in CATALOGUE)
+    # The most dimensions one series carries besides the host's, under this profile and GPU config.
+    naming = profile(config.naming)
+    optional = {"GPUUUID"} if config.gpu.uuid_dimension else set()
+    optional |= {"GPUName"} if config.gpu.name_dimension else set()
+    widest = max(len(published_dimensions(config.naming, metric.name, host=(), optional=optional))
+                 for metric in CATALOGUE if naming.publishes(metric.name))
     room = MAX_DIMENSIONS - max(len(config.append_dimensions), 1) - widest
     if len(config.dimensions) > room:
         problems.append(f"dimensions: at most {room} static dimensions fit CloudWatch's {MAX_DIMENSIONS} "

@@ -48,6 +48,7 @@ class FakeGpu:
     pcie_rx_bytes_per_s: int  # the byte counters grow at these rates from 0
     pcie_tx_bytes_per_s: int
     memory_reserved: int = 0  # bytes the driver keeps; NVML's version 1 memory call counts them as used
+    architecture: int = pynvml.NVML_DEVICE_ARCH_HOPPER  # nvmlDeviceGetArchitecture's NVML_DEVICE_ARCH_*
     clocks_event_reasons: int = 0
     ecc_uncorrected: int = 0
     pcie_replays: int = 0
@@ -188,6 +189,9 @@ class FakeNvml:
 
     def nvmlDeviceGetName(self, handle: FakeGpu) -> str:
         return self._gpu("nvmlDeviceGetName", handle)[1].name
+
+    def nvmlDeviceGetArchitecture(self, handle: FakeGpu) -> int:
+        return self._gpu("nvmlDeviceGetArchitecture", handle)[1].architecture
 
     def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[int]:
         mode = pynvml.NVML_DEVICE_MIG_ENABLE if self._gpu("nvmlDeviceGetMigMode", handle)[1].mig else 0
@@ -353,6 +357,7 @@ def a10g(index: int) -> FakeGpu:
         memory_total=24 * GIB,
         memory_used=6 * GIB,
         memory_reserved=384 * 2**20,
+        architecture=pynvml.NVML_DEVICE_ARCH_AMPERE,
         utilization=30,
         memory_utilization=20,
         temperature=40,

@@ -35,6 +35,20 @@ def sdk_region() -> str | None:
     return boto3.session.Session().region_name or os.environ.get("AWS_REGION") or None
 
 
+def region_source() -> str:
+    """Where `sdk_region` found its region, in the words a person would use to change it."""
+    import boto3
+
+    session = boto3.session.Session()
+    if os.environ.get("AWS_DEFAULT_REGION"):
+        return "AWS_DEFAULT_REGION"
+    if session.region_name:
+        return f"profile {session.profile_name!r} in the AWS config file"
+    if os.environ.get("AWS_REGION"):
+        return "AWS_REGION"
+    return "nowhere: set AWS_REGION"
+
+
 class HostContext:
     def __init__(
         self,

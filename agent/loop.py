@@ -130,9 +130,13 @@ class Agent:
         wall_clock: Callable[[], float] = time.time,
         gauges: Sequence[Callable[[], list[Sample]]] = (),
         keeps: Callable[[str], bool] | None = None,
+        observe: Callable[[Sequence[Sample]], object] | None = None,
+        sample_as: Callable[[Sample], Sample] | None = None,
     ) -> None:
         self.collectors = list(collectors)
+        self._observe = observe  # the Prometheus snapshot: every batch the aggregator gets, as it gets it
         self._keeps = keeps  # exclude_metrics: names never published, to save their cost
+        self._sample_as = sample_as  # the naming profile's sample stage (agent.naming.Namer.sample)
         self.gauges = list(gauges)  # self-metrics read at each flush: process usage, spool depth
         self.aggregator = aggregator
         self.stats = stats
@@ -162,6 +166,10 @@ class Agent:
     def _add(self, samples: Sequence[Sample], timestamp: float) -> int:
         if self._keeps is not None:
             samples = [sample for sample in samples if self._keeps(sample.name)]
+        if self._observe is not None:
+            self._observe(samples)
+        if self._sample_as is not None:
+            samples = [self._sample_as(sample) for sample in samples]
         if self.plan is None:
             return self.aggregator.add(samples, timestamp, self.host_dimensions)
         return sum(self.aggregator.add(group, at, dims) for group, at, dims in self.plan.place(samples, timestamp))

@@ -19,3 +19,6 @@ class Sample(NamedTuple):
     value: float
     unit: str
     dimensions: Dimensions = ()
+    # How many observations this sample stands for (a sampled StatsD timer value: 1/rate). It shadows
+    # tuple.count, which nothing calls on a Sample.
+    count: float = 1.0  # type: ignore[assignment]

@@ -1,7 +1,8 @@
-"""`make bench`: runs every bench script, writes bench/RESULTS.md, and puts it in the README.
+"""`make bench` (for maintainers): runs every bench script, writes bench/RESULTS.md and the generated
+block of docs/performance.md, and says so.
 
 Each script prints its own markdown section; this runner only collects them, with the command that
-made each one, so every number in the README can be reproduced.
+made each one, so every number in docs/performance.md can be reproduced.
 
     .venv/bin/python bench/run_all.py [--quick]
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-README = ROOT / "README.md"
+PERFORMANCE = ROOT / "docs" / "performance.md"
 BLOCK = re.compile(r"(<!-- BEGIN generated: performance -->\n)(.*?)(<!-- END generated: performance -->)", re.DOTALL)
 
 # (script, full-run arguments, --quick arguments)
@@ -34,6 +35,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("systemd_security.py", [], []),
     ("statsd_ingest.py", [], ["--repeats", "1"]),
     ("meter_add.py", [], ["--runs", "3"]),
+    ("prometheus_scrape.py", ["--seconds", "60"], ["--seconds", "15"]),
 ]
 
 
@@ -52,16 +54,16 @@ def main() -> int:
                                 capture_output=True, text=True, check=False)
         if result.returncode != 0:
             failed.append(script)
-            sections.append(f"### {script}: failed (exit {result.returncode})\n\n```\n{result.stderr[-2000:]}\n```\n")
+            sections.append(f"## {script}: failed (exit {result.returncode})\n\n```\n{result.stderr[-2000:]}\n```\n")
             continue
-        body = result.stdout.strip().replace("\n## ", "\n### ")
-        body = re.sub(r"^## ", "### ", body)
+        body = result.stdout.strip()
         sections.append(f"{body}\n\n_Command: `.venv/bin/python {command}`_\n")
     results = "\n".join(sections)
     (BENCH / "RESULTS.md").write_text("# Benchmark results\n\n" + results)
-    text = README.read_text()
-    README.write_text(BLOCK.sub(lambda m: m.group(1) + results + m.group(3), text))
-    print("wrote bench/RESULTS.md and the README's performance section", file=sys.stderr)
+    text = PERFORMANCE.read_text()
+    PERFORMANCE.write_text(BLOCK.sub(lambda m: m.group(1) + results + m.group(3), text))
+    print("wrote bench/RESULTS.md and the generated block of docs/performance.md: review them with "
+          "`git diff`, commit them if the numbers are the ones to publish", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -103,11 +103,13 @@ def main() -> int:
 def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) -> int:
     config = tmp / "agent.toml"
     statsd_address = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
+    metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
     config.write_text(
         "[collect]\ninterval = 1\n"
         "[publish]\ninterval = 10\nhigh_resolution = true\n"
         f'[spool]\npath = "{tmp / "spool.db"}"\n'  # the demo leaves nothing in /var/lib/infrawatch
         f'[statsd]\naddress = "{statsd_address}"\n'
+        f'[prometheus]\nenabled = true\naddress = "{metrics_url.split("/")[2]}"\n'
     )
     say(f"moto server on {env['AWS_ENDPOINT_URL']}: starting infrawatch-agent for {seconds:.0f} s "
         "(1 s collection, 2 simulated GPUs)")
@@ -131,6 +133,7 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
             print(f"  {elapsed:5.0f} s", flush=True)
             next_progress += 10.0
         time.sleep(1.0)
+    show_scrape(metrics_url)
     agent.send_signal(signal.SIGTERM)
     agent.wait(timeout=30)
     ended = dt.datetime.now(dt.timezone.utc)
@@ -156,6 +159,19 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
         print("no message arrived")
         return 1
     return 0
+
+
+def show_scrape(url: str) -> None:
+    """The same readings on the agent's Prometheus endpoint: its URL and three of its lines."""
+    import urllib.request
+
+    say(f"the agent's Prometheus endpoint: curl -s {url}")
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    wanted = ("infrawatch_cpu_utilization_percent ", 'infrawatch_gpu_utilization_percent{gpu="0"}',
+              "infrawatch_job_samples_processed_total")
+    for prefix in wanted:
+        print(next((line for line in lines if line.startswith(prefix)), f"{prefix.strip()}: not served yet"))
 
 
 def heartbeat_published() -> bool:

@@ -20,21 +20,33 @@ from typing import TextIO
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
+from agent.host import region_source
 from agent.logs import LEVELS, configure
 from agent.schema import ConfigError, convert
 from provisioning import validate
 from provisioning.apply import Applier
-from provisioning.aws import ALARM_WRITES, DEFAULT_RATES, Account, Caller, Clients, RateLimiter, error_code
+from provisioning.aws import (
+    ALARM_WRITES,
+    DEFAULT_RATES,
+    UNREACHABLE,
+    Account,
+    Caller,
+    Clients,
+    RateLimiter,
+    error_code,
+)
 from provisioning.discovery import Discovery, instance_states
 from provisioning.notifications import preflight_problems, send_test_notifications
 from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts
 from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
+from provisioning.summary import detailed_lines, footer
 
 log = structlog.get_logger()
 
 OK, REFUSED, INVALID = 0, 1, 2
+LARGE_PLAN_WRITES = 1000  # past this, --yes alone does not apply: a mistaken spec would take an hour to undo
 
 Confirm = Callable[[str], bool]
 
@@ -60,6 +72,14 @@ def parser() -> argparse.ArgumentParser:
         "group's alarms when it found no hosts",
     )
     parser.add_argument("--yes", action="store_true", help="apply without asking")
+    parser.add_argument(
+        "--large-plan-ok", action="store_true",
+        help=f"with --yes, also apply a plan of more than {LARGE_PLAN_WRITES:,} writes without asking",
+    )
+    parser.add_argument(
+        "--detail", action="store_true",
+        help="under each alarm of the plan, what it watches: metric, statistic, threshold, M of N × period",
+    )
     parser.add_argument(
         "--test-notification", action="store_true",
         help="publish a test message to each topic; change nothing",
@@ -105,7 +125,8 @@ def main(
         if problem:
             print(problem, file=err)
             return INVALID
-    limiter = RateLimiter({**DEFAULT_RATES, **dict.fromkeys(ALARM_WRITES, rate)}, clock=clock, sleep=sleep)
+    rates = {**DEFAULT_RATES, **dict.fromkeys(ALARM_WRITES, rate)}
+    limiter = RateLimiter(rates, clock=clock, sleep=sleep)
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:
         account = Account.lookup(caller)
@@ -129,12 +150,20 @@ def main(
     except (NoRegionError, NoCredentialsError) as error:
         print(f"AWS configuration: {error}", file=err)
         return INVALID
+    except UNREACHABLE as error:
+        client = caller.clients["cloudwatch"]
+        print(f"could not reach {getattr(error, 'kwargs', {}).get('endpoint_url') or client.meta.endpoint_url} "
+              f"(region {client.meta.region_name}, from {region_source()}): {error}. Set AWS_ENDPOINT_URL for "
+              "a local endpoint such as a moto server, AWS_REGION for another region.", file=err)
+        return REFUSED
     except (ClientError, BotoCoreError) as error:
         print(f"AWS refused a call: {error_code(error)}: {error}", file=err)
         return REFUSED
 
     plan = Planner(desired, actual, prune=args.prune, instance_states=states).plan()
-    for line in plan.lines():
+    for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
+        say(line)
+    for line in footer(plan, desired.alarms, len(desired.dashboards), rates):
         say(line)
     suspicious = [] if args.allow_mass_delete else mass_deletion(plan, actual, spec.stack, inventory.empty_groups)
     if suspicious:
@@ -144,10 +173,13 @@ def main(
     conflicts = plan.count(CONFLICT)
     if args.dry_run or not plan.writes:
         return REFUSED if conflicts else OK
-    if not args.yes:
+    large = plan.writes > LARGE_PLAN_WRITES and not args.large_plan_ok
+    if not args.yes or large:
         asker = confirm if confirm is not None else (_ask if sys.stdin.isatty() else None)
         if asker is None:
-            print("stdin is not a terminal: pass --yes to apply the plan", file=err)
+            reason = (f"the plan has {plan.writes:,} writes, more than {LARGE_PLAN_WRITES:,}: pass --large-plan-ok "
+                      "with --yes to apply it" if large else "pass --yes to apply the plan")
+            print(f"stdin is not a terminal: {reason}", file=err)
             return INVALID
         if not asker(f"Apply {plan.writes} writes?"):
             say("Nothing applied.")

@@ -1,7 +1,9 @@
-"""The README's provision-alarms tables, generated from the spec, the alarm catalogue and the example.
+"""The provision-alarms tables of docs/provisioning.md, generated from the spec, the alarm catalogue and
+the example.
 
-`python -m provisioning.docs` rewrites these generated blocks of README.md in place (the agent's blocks
-are `agent.docs`'s); a test fails when the README differs from what this module renders.
+`python -m provisioning.docs` rewrites these generated blocks in place, wherever they stand in README.md or
+docs/ (the agent's blocks are `agent.docs`'s); a test fails when a document differs from what this module
+renders.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def regenerate(text: str) -> str:
 
 
 def main() -> int:
-    return agent_docs.rewrite_readme(BLOCKS)
+    return agent_docs.rewrite_documents(BLOCKS)
 
 
 if __name__ == "__main__":

@@ -125,12 +125,21 @@ def actions(spec: Spec, topics: Mapping[str, TopicDefinition]) -> dict[str, Acti
 
 
 def preflight_problems(spec: Spec, topics: Mapping[str, TopicDefinition], caller: Caller) -> list[str]:
-    """Existing topics must exist; encryption keys must be customer-managed and usable by the publishers."""
+    """Existing topics must exist in the stack's region; encryption keys must be customer-managed and usable
+    by the publishers."""
     problems = []
     for severity, topic in topics.items():
         settings: Topic = getattr(spec.notifications, severity)
         path = f"notifications.{severity}"
         if not topic.managed:
+            region = caller.clients["cloudwatch"].meta.region_name
+            topic_region = topic.arn.split(":")[3]
+            if topic_region != region:
+                problems.append(
+                    f"{path}.topic_arn: the topic is in {topic_region}, but this stack is provisioned in {region} "
+                    f"and an alarm can notify only a topic of its own region, got {render(topic.arn)}"
+                )
+                continue
             try:
                 caller("sns", "GetTopicAttributes", TopicArn=topic.arn)
             except ClientError as error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +29,18 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     for name, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+def tool(name: str) -> str:
+    """The path of a real tool a test drives (promtool, prometheus, systemd-analyze). `make test` installs
+    them from Debian's packages when it runs as root; in CI a missing one fails the test, never skips it."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed: `make test` installs it as root (see .ci/os-tools)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def free_port() -> int:

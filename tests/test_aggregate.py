@@ -88,3 +88,12 @@ def test_datum_api_shape() -> None:
         "Values": [1.0, 2.5], "Counts": [3.0, 1.0], "Unit": "Bytes/Second",
     }
     assert datum.datapoints == 4
+
+
+def test_a_sample_adds_its_count_so_weights_stay_exact() -> None:
+    aggregator = Aggregator()
+    aggregator.add([Sample("Lat", 7.0, "Milliseconds", count=1 / (10 / 37))] * 10, MINUTE_START)
+    aggregator.add([Sample("Lat", 3.0, "Milliseconds"), Sample("Lat", 9.0, "Milliseconds", count=1000.0)],
+                   MINUTE_START + 1)
+    [datum] = aggregator.drain()
+    assert (datum.values, datum.counts) == ((3.0, 7.0, 9.0), (1.0, 37.0, 1000.0))

@@ -30,6 +30,11 @@ def test_the_demo_publishes_provisions_and_receives_the_test_notification() -> N
     assert any(line.startswith("demo/sagemaker/demo-endpoint/AllTraffic/endpoint_latency_p99") for line in lines)
     assert "demo-fleet" in output
     assert "infrawatch test notification (demo, critical)" in output
+    endpoint = next(index for index, line in enumerate(lines) if "the agent's Prometheus endpoint" in line)
+    shown = lines[endpoint + 1:endpoint + 4]
+    assert [line.split("{")[0].split()[0] for line in shown] == [
+        "infrawatch_cpu_utilization_percent", "infrawatch_gpu_utilization_percent",
+        "infrawatch_job_samples_processed_total"]
 
 
 def test_ctrl_c_stops_every_process_the_demo_started() -> None:

@@ -13,16 +13,18 @@ from moto import mock_aws
 
 from agent.aggregate import Aggregator
 from agent.collectors.cpu import CpuCollector
+from agent.collectors.cwagent_cpu import CwagentCpuCollector
 from agent.collectors.gpu import GpuCollector
 from agent.collectors.memory import MemoryCollector
 from agent.collectors.storage import StorageCollector
 from agent.fake_nvml import healthy_h100
 from agent.filters import NameFilter
 from agent.loop import Agent
-from agent.naming import DEFAULT_NAMESPACE, PROFILES, Namer, profile
+from agent.naming import DEFAULT_NAMESPACE, PROFILES, Namer, profile, published_dimensions
 from agent.nvml import Nvml
 from agent.publisher import Publisher
 from agent.selfstats import AgentStats
+from provisioning.alarm_catalogue import KINDS
 from tests.fakes.aws import Provisioner
 from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, FakeClock, Sequence, cpu, statvfs_from
 
@@ -33,6 +35,13 @@ GPUS = 8
 class Memory:
     total = 64 * 2**30
     available = 16 * 2**30
+    free = 8 * 2**30
+    buffers = 2**30
+    cached = 8 * 2**30
+
+
+STAT = ("cpu  100 0 50 500 20 0 0 5 0 0\ncpu0 100 0 50 500 20 0 0 5 0 0\n",
+        "cpu  130 0 60 540 35 0 0 10 0 0\ncpu0 130 0 60 540 35 0 0 10 0 0\n")  # /proc/stat, 10 s apart
 
 
 class Swap:
@@ -46,23 +55,28 @@ def run_agent_cycle(
 ) -> None:
     """Two collections and a flush of the agent's own loop, collectors, aggregator, naming profile and
     publisher, on a fake 8-GPU host (counters such as CPU time and ECC errors publish from their second
-    reading). The collectors set the device dimensions the profile needs, as `agent.cli.build_collectors`."""
+    reading). The collectors are chosen and set the device dimensions as `agent.cli.build_collectors` does
+    for the profile."""
     stats = AgentStats()
     clock = FakeClock()
-    needed = profile(naming).device_dimensions
+    chosen = profile(naming)
+    needed = chosen.device_dimensions
     gpu = GpuCollector(Nvml(healthy_h100(GPUS, clock=clock)), monotonic=clock, xid_wait_ms=10,
-                       name_dimension="GPUName" in needed)
+                       name_dimension="GPUName" in needed, arch_dimension="GPUArch" in needed)
+    cwagent = chosen.formulas == "cwagent"
     collectors = [
-        CpuCollector(cpu_times=Sequence(cpu(user=10, idle=90), cpu(user=20, idle=180))),
-        MemoryCollector(virtual_memory=lambda: Memory(), swap_memory=lambda: Swap()),
+        CwagentCpuCollector(read_stat=Sequence(*STAT)) if cwagent
+        else CpuCollector(cpu_times=Sequence(cpu(user=10, idle=90), cpu(user=20, idle=180))),
+        MemoryCollector(formulas=chosen.formulas, virtual_memory=lambda: Memory(), swap_memory=lambda: Swap()),
         StorageCollector(fstypes=NameFilter(exclude=("tmpfs", "overlay", "squashfs", "proc", "cgroup2", "fuse.*")),
                          disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
                          statvfs=statvfs_from(TRAINING_HOST_STATVFS), device_dimensions={"Device", "FSType"} <= needed),
         gpu,
     ]
-    agent = Agent(collectors=collectors, aggregator=Aggregator(publish_as=Namer(naming, 10.0).datum), stats=stats,
+    namer = Namer(naming, 10.0)
+    agent = Agent(collectors=collectors, aggregator=Aggregator(publish_as=namer.datum), stats=stats,
                   submit=Publisher(client, DEFAULT_NAMESPACE[naming], stats=stats).publish,
-                  host_dimensions=((id_dimension, instance_id), *static))
+                  host_dimensions=((id_dimension, instance_id), *static), sample_as=namer.sample)
     agent.collect()
     clock.advance(10)
     agent.collect()
@@ -198,5 +212,10 @@ def test_every_alarm_and_dashboard_line_watches_a_series_with_datapoints(
     gpu = next(alarm for alarm in alarms if alarm["AlarmName"] == f"ml/host/{DISCOVERED}/gpu_unhealthy@gpu3")
     if naming == "cwagent":
         assert sorted((d["Name"], d["Value"]) for d in gpu["Dimensions"]) == [
-            ("Cluster", "batch"), ("InstanceId", DISCOVERED), ("index", "3"), ("name", "NVIDIA H100 80GB HBM3"),
+            ("Cluster", "batch"), ("InstanceId", DISCOVERED), ("arch", "Hopper"), ("index", "3"),
+            ("name", "NVIDIA H100 80GB HBM3"),
         ]
+    for alarm in alarms:  # the agent's own statement of the exact dimension names it publishes
+        host = ["InstanceId", *(["Cluster"] if DISCOVERED in alarm["AlarmName"] else [])]
+        metric = KINDS[alarm["AlarmName"].split("/")[3].split("@")[0]].metric
+        assert tuple(sorted(d["Name"] for d in alarm["Dimensions"])) == published_dimensions(naming, metric, host)

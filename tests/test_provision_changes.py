@@ -85,7 +85,7 @@ def test_dry_run_prints_the_plan_and_makes_no_write_call(provisioner: Provisione
     assert run.lines[:3] == ["+ create topic ml-critical", "+ create subscription ml-critical email:oncall@example.com",
                              "+ create topic ml-warning"]
     assert f"+ create alarm ml/host/{HOST}/gpu_unhealthy@gpu0" in run.lines
-    assert run.lines[-1] == "Plan: 40 to create, 0 to update, 0 to delete, 0 unchanged."
+    assert run.lines[-3] == "Plan: 40 to create, 0 to update, 0 to delete, 0 unchanged."
     assert alarm_names(provisioner) == set()
     assert provisioner.client("sns").list_topics()["Topics"] == []
 
@@ -119,7 +119,7 @@ def test_first_run_writes_and_second_run_writes_nothing(provisioner: Provisioner
     second = provisioner.run(SPEC + SCORER_ENTRY, "--yes")
     assert second.code == 0
     assert provisioner.recorder.writes == Counter()
-    assert second.lines[-1] == "Plan: 0 to create, 0 to update, 0 to delete, 40 unchanged."
+    assert second.lines[-3] == "Plan: 0 to create, 0 to update, 0 to delete, 40 unchanged."
 
 
 def test_a_changed_threshold_is_exactly_one_put_metric_alarm(provisioner: Provisioner) -> None:
@@ -147,8 +147,11 @@ def test_prune_deletes_the_removed_endpoints_alarms_and_dashboard_only(provision
 
     refused = provisioner.run(SPEC, "--yes", "--prune")  # the scorer's 10 of the stack's 33 alarms: 30 %
     assert (refused.code, provisioner.recorder.writes) == (1, Counter())
-    assert refused.lines[-2:] == [
+    assert refused.lines[-4:] == [
         "Plan: 0 to create, 0 to update, 11 to delete, 29 unchanged.",
+        "Apply: 11 writes, about 3 s at 3 alarm writes per second.",
+        "Cost of the stack: 23 alarms over 25 metrics and 2 dashboards, about $8.50/month (us-east-1 list prices, "
+        "2026-12; an account's first 3 dashboards and 10 alarm metrics are free).",
         "Refused: the plan deletes 10 of this stack's 33 alarms, more than 20 %; pass --allow-mass-delete if that "
         "is intended.",
     ]

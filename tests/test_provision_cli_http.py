@@ -39,7 +39,7 @@ def test_the_example_spec_provisions_over_http_and_a_rerun_writes_nothing(
     out = io.StringIO()
     assert main(["--config", str(EXAMPLE), "--yes"], clients=Clients(session), out=out) == 0
     assert recorder.writes == Counter()
-    assert out.getvalue().splitlines()[-1] == f"Plan: 0 to create, 0 to update, 0 to delete, {RESOURCES} unchanged."
+    assert out.getvalue().splitlines()[-3] == f"Plan: 0 to create, 0 to update, 0 to delete, {RESOURCES} unchanged."
 
     assert main(["--config", str(EXAMPLE), "--test-notification"]) == 0
     received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]

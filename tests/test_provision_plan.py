@@ -20,6 +20,14 @@ BASE = 'stack = "ml"\ntags = { team = "ml-platform" }\n'
 WITH_AUTOMATION = BASE + f'[events]\ntarget_arn = "{LAMBDA}"\n'
 WITHOUT_RULE = BASE + "[events]\nenabled = false\n"
 WITH_HOST = BASE + f'[[hosts]]\ninstance_ids = ["{HOST}"]\n'
+FREE = "(us-east-1 list prices, 2026-12; an account's first 3 dashboards and 10 alarm metrics are free)."
+NO_ALARMS_COST = f"Cost of the stack: 0 alarms over 0 metrics and 0 dashboards, about $0.00/month {FREE}"
+
+
+def applying(writes: int) -> str:
+    return f"Apply: {writes} writes, about 0 s at 3 alarm writes per second."
+
+
 ALARMS_ONLY_POLICY = {  # the critical topic's policy once no rule publishes to it
     "Version": "2012-10-17", "Id": "infrawatch-ml",
     "Statement": [{
@@ -45,6 +53,8 @@ def test_a_rule_no_longer_wanted_is_kept_and_then_pruned_targets_first(provision
         "= unchanged topic ml-warning",
         "! keep rule ml-alarm-state (no longer in the spec; --prune deletes it)",
         "Plan: 0 to create, 1 to update, 0 to delete, 1 unchanged, 1 kept.",
+        applying(1),
+        NO_ALARMS_COST,
     ])
     assert provisioner.recorder.write_requests == []
 
@@ -74,6 +84,8 @@ def test_a_target_dropped_from_the_spec_is_removed_from_the_rule(provisioner: Pr
         "= unchanged topic ml-warning",
         "~ update rule ml-alarm-state (Targets)",
         "Plan: 0 to create, 1 to update, 0 to delete, 2 unchanged.",
+        applying(1),
+        NO_ALARMS_COST,
         "applied ~ update rule ml-alarm-state (Targets)",
         "Applied 1 changes; 0 failed.",
     ])
@@ -101,6 +113,8 @@ def test_topic_attribute_and_tag_drift_made_outside_is_reverted_and_foreign_tags
         "~ update topic ml-warning (KmsMasterKeyId 'alias/someone' -> ''; Policy; Tags)",
         "= unchanged rule ml-alarm-state",
         "Plan: 0 to create, 1 to update, 0 to delete, 2 unchanged.",
+        applying(3),
+        NO_ALARMS_COST,
         "applied ~ update topic ml-warning (KmsMasterKeyId 'alias/someone' -> ''; Policy; Tags)",
         "Applied 1 changes; 0 failed.",
     ])
@@ -112,7 +126,7 @@ def test_topic_attribute_and_tag_drift_made_outside_is_reverted_and_foreign_tags
     assert tags == ("TagResource", {"ResourceArn": WARNING, "Tags": [{"Key": "team", "Value": "ml-platform"}]})
     listed = {tag["Key"]: tag["Value"] for tag in sns.list_tags_for_resource(ResourceArn=WARNING)["Tags"]}
     assert listed == {"managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform", "owner": "bob"}
-    assert provisioner.run(BASE, "--yes").lines[-1] == "Plan: 0 to create, 0 to update, 0 to delete, 3 unchanged."
+    assert provisioner.run(BASE, "--yes").lines[-3] == "Plan: 0 to create, 0 to update, 0 to delete, 3 unchanged."
 
 
 def test_a_topic_with_the_stacks_name_but_not_its_tags_is_a_conflict_left_alone(provisioner: Provisioner) -> None:
@@ -127,6 +141,8 @@ def test_a_topic_with_the_stacks_name_but_not_its_tags_is_a_conflict_left_alone(
         "+ create topic ml-warning",
         "+ create rule ml-alarm-state",
         "Plan: 2 to create, 0 to update, 0 to delete, 0 unchanged, 1 in conflict.",
+        applying(4),
+        NO_ALARMS_COST,
         "applied + create topic ml-warning",
         "applied + create rule ml-alarm-state",
         "Applied 2 changes; 0 failed.",

@@ -29,7 +29,7 @@ def test_the_same_stack_in_two_regions_never_rewrites_or_prunes_the_others_dashb
     run = west.run(SPEC.format(host=WEST), "--yes", "--prune")
     assert run.code == 0
     assert "+ create dashboard ml-eu-west-1-fleet" in run.lines
-    assert [line for line in run.lines if "us-east-1" in line] == []
+    assert [line for line in run.lines if "us-east-1-" in line] == []  # no plan line names east's dashboards
     assert west.recorder.writes["PutDashboard"] == 1
     assert west.recorder.writes["DeleteDashboards"] == 0
 
@@ -39,4 +39,4 @@ def test_the_same_stack_in_two_regions_never_rewrites_or_prunes_the_others_dashb
     assert east.client("cloudwatch").get_dashboard(DashboardName="ml-us-east-1-fleet")["DashboardBody"] == east_body
     rerun = east.run(SPEC.format(host=EAST), "--yes", "--prune")
     assert (rerun.code, east.recorder.writes) == (0, Counter())
-    assert rerun.lines[-1] == "Plan: 0 to create, 0 to update, 0 to delete, 8 unchanged."
+    assert "Plan: 0 to create, 0 to update, 0 to delete, 8 unchanged." in rerun.lines

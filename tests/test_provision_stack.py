@@ -165,7 +165,7 @@ def test_a_second_run_with_the_same_spec_makes_no_write_call(provisioned: Provis
     assert provisioned.second_run_writes == Counter()
     assert provisioned.second_run.code == 0
     # 117 alarms, 2 topics, 3 subscriptions, 3 dashboards, 1 rule
-    assert provisioned.second_run.lines[-1] == "Plan: 0 to create, 0 to update, 0 to delete, 126 unchanged."
+    assert provisioned.second_run.lines[-3] == "Plan: 0 to create, 0 to update, 0 to delete, 126 unchanged."
     assert f"= unchanged alarm ml/host/{HOST_A}/cpu_high" in provisioned.second_run.lines
 
 

@@ -120,14 +120,13 @@ def test_gauge_set_deltas_and_one_sample_per_collect() -> None:
     assert app_samples(statsd.collect()) == []
 
 
-def test_timer_values_each_become_a_sample_once_per_window() -> None:
+def test_timer_values_each_become_a_sample_with_their_count_once_per_window() -> None:
     clock = FakeClock()
     statsd = collector(clock)
     statsd.receive(b"StepTime:120|ms\nStepTime:80.5|ms\nStepTime:120|ms")
     clock.advance(10)
     assert app_samples(statsd.collect()) == [
-        Sample("StepTime", 120.0, "Milliseconds"),
-        Sample("StepTime", 120.0, "Milliseconds"),
+        Sample("StepTime", 120.0, "Milliseconds", count=2.0),
         Sample("StepTime", 80.5, "Milliseconds"),
     ]
     clock.advance(10)
@@ -145,14 +144,52 @@ def test_histogram_and_distribution_are_one_unitless_series() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rate", "repeats"), [("0.5", 2), ("0.1", 10), ("0.01", 100), ("0.3", 3), ("0.001", 100)]
+    ("rate", "count"), [("0.5", 2.0), ("0.1", 10.0), ("0.01", 100.0), ("0.3", 1 / 0.3), ("0.001", 1000.0)]
 )
-def test_sampled_timer_values_repeat_round_one_over_rate_at_most_100(rate: str, repeats: int) -> None:
+def test_a_sampled_timer_value_counts_exactly_one_over_its_rate(rate: str, count: float) -> None:
     clock = FakeClock()
     statsd = collector(clock)
     statsd.receive(f"StepTime:7|ms|@{rate}".encode())
     clock.advance(10)
-    assert app_samples(statsd.collect()) == [Sample("StepTime", 7.0, "Milliseconds")] * repeats
+    assert app_samples(statsd.collect()) == [Sample("StepTime", 7.0, "Milliseconds", count=count)]
+
+
+def test_dogstatsd_sampling_at_10_in_37_gives_a_sample_count_of_37_not_40() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    rate = 10 / 37  # the DogStatsD client writes it as repr(): @0.2702702702702703
+    statsd.receive(b"\n".join(b"Lat:%d|h|@%r" % (value, rate) for value in range(10)))
+    clock.advance(10)
+    samples = app_samples(statsd.collect())
+    assert [sample.value for sample in samples] == [float(value) for value in range(10)]
+    assert sum(sample.count for sample in samples) == 37.0
+
+
+def test_set_members_are_counted_once_per_wall_clock_minute() -> None:
+    clock, wall = FakeClock(), FakeClock(1_790_000_040.0)  # the start of a minute
+    statsd = StatsdCollector(monotonic=clock, wall_clock=wall, expire_after=60)
+    published = []
+    for members in [b"a b a", b"b c", b"a", b"c d", b"a", b"a e"]:  # collects at :20, :40, :00, ...
+        statsd.receive(b"\n".join(b"Users:%s|s" % member for member in members.split()))
+        clock.advance(20)
+        wall.advance(20)
+        published.append([s.value for s in app_samples(statsd.collect())])
+    # The first minute: a b, then c. The next: a (again), c d, nothing new. The third: a e.
+    assert published == [[2.0], [1.0], [1.0], [2.0], [0.0], [2.0]]
+
+
+def test_a_set_publishes_the_distinct_members_of_each_minute_as_the_minutes_sum() -> None:
+    clock, wall = FakeClock(), FakeClock(1_790_000_040.0)
+    statsd = StatsdCollector(monotonic=clock, wall_clock=wall, dimension_keys=("env",))
+    sums: dict[int, float] = {}
+    for step in range(12):  # two minutes of 10-second collects; member k arrives in collect k and k+3
+        statsd.receive(b"Users:%d|s|#env:prod\nUsers:%d|s|#env:prod" % (step, max(step - 3, 0)))
+        clock.advance(10)
+        wall.advance(10)
+        minute = int(wall() // 60)
+        sums[minute] = sums.get(minute, 0.0) + sum(s.value for s in app_samples(statsd.collect()))
+    # Collects at :10 .. :50 count members 0-4; :00 .. :50 count 5-10 and 2-7 again; the next :00, 11 and 8.
+    assert list(sums.values()) == [5.0, 9.0, 2.0]
 
 
 def test_allowed_tags_become_sorted_dimensions_and_others_are_ignored() -> None:
@@ -166,6 +203,86 @@ def test_allowed_tags_become_sorted_dimensions_and_others_are_ignored() -> None:
         Sample("TokensPerSecond", 15.0, "Count/Second", (("model", "llama"), ("rank", "3"))),
         Sample("Tokens", 1.0, "Count", (("model", "gpt"),)),
         Sample("TokensPerSecond", 1.0, "Count/Second", (("model", "gpt"),)),
+    ]
+
+
+def test_a_malformed_dimension_tag_is_dropped_and_counted_and_the_value_kept() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, dimension_keys=("city", "env", "error"))
+    with capture_logs() as logs:
+        for _ in range(2):  # the second time, the line could take the inlined path: it must still be counted
+            statsd.receive("Rows:1|c|#city:zürich,env:prod,error:connection refused,note:ü\x1b[2J".encode())
+        statsd.receive(b"Rows:1|c|#env:\x1b[2J")
+    clock.advance(1)
+    samples = statsd.collect()
+    dims = (("env", "prod"), ("error", "connection refused"))
+    assert app_samples(samples) == [
+        Sample("Rows", 2.0, "Count", dims), Sample("RowsPerSecond", 2.0, "Count/Second", dims),
+        Sample("Rows", 1.0, "Count"), Sample("RowsPerSecond", 1.0, "Count/Second"),
+    ]
+    assert samples[-2:] == self_metrics(parse_errors=3)  # city twice, env once; `note` is no dimension
+    assert logs == [
+        {"event": "statsd_tag_dropped", "metric": "Rows", "tag": "city", "value": "z\\xfcrich",
+         "reason": "not printable ASCII", "log_level": "warning"},
+        {"event": "statsd_tag_dropped", "metric": "Rows", "tag": "env", "value": "\\x1b[2J",
+         "reason": "not printable ASCII", "log_level": "warning"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "tags", ["#", "#env:prod,", "#env=prod", "#error:connection refused", "#city:zürich", "#env:prod,,x"]
+)
+def test_tags_the_agent_ignores_never_reject_the_line(tags: str) -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(f"cpu:42|c|{tags}".encode())
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("cpu", 42.0, "Count"), Sample("cpuPerSecond", 42.0, "Count/Second"), *self_metrics()
+    ]
+
+
+def test_graphite_style_tags_become_dimensions() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, dimension_keys=("env",))
+    statsd.receive(b"Rows:1|c|#env=prod\nRows:1|c|#env:prod")
+    clock.advance(1)
+    assert app_samples(statsd.collect())[0] == Sample("Rows", 2.0, "Count", (("env", "prod"),))
+
+
+def test_crlf_lines_are_counted_on_the_parser_and_the_inlined_path() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    for _ in range(3):
+        statsd.receive(b"Rows:2|c\r\nLat:5|ms|@0.5\r\nDepth:3|g\r\n")
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Rows", 6.0, "Count"), Sample("RowsPerSecond", 6.0, "Count/Second"),
+        Sample("Lat", 5.0, "Milliseconds", count=6.0), Sample("Depth", 3.0, "None"), *self_metrics(),
+    ]
+
+
+def test_several_values_in_one_line_are_each_counted() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    for _ in range(2):
+        statsd.receive(b"Lat:1:2:1|ms|@0.5\nRows:1:2|c\nDepth:5:+2:-1|g\nUsers:a:b|s")
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Lat", 1.0, "Milliseconds", count=8.0), Sample("Lat", 2.0, "Milliseconds", count=4.0),
+        Sample("Rows", 6.0, "Count"), Sample("RowsPerSecond", 6.0, "Count/Second"),
+        Sample("Depth", 6.0, "None"), Sample("Users", 1.0, "Count"), *self_metrics(),
+    ]
+
+
+def test_a_rejected_line_is_logged_escaped_so_it_cannot_drive_the_operators_terminal() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    with capture_logs() as logs:
+        statsd.receive(b"\x1b]0;pwned\x07\x1b[2J:1|c\n\x1b[31mRows\xff:1|c")
+    assert [(log["line"], log["reason"]) for log in logs] == [
+        ("\\x1b]0;pwned\\x07\\x1b[2J:1|c", "name must be 1..246 of A-Z a-z 0-9 _ . - /"),
+        ("\\x1b[31mRows\\ufffd:1|c", "name must be 1..246 of A-Z a-z 0-9 _ . - /"),
     ]
 
 
@@ -273,17 +390,33 @@ def test_parse_errors_are_counted_exactly_and_the_first_five_logged() -> None:
     assert statsd.collect()[-2:] == self_metrics(parse_errors=0)
 
 
-def test_timer_values_past_the_window_budget_are_dropped_and_counted() -> None:
+def test_distinct_values_past_the_budget_are_dropped_and_counted() -> None:
     clock, drops = FakeClock(), RecordingDrops()
-    statsd = collector(clock, max_values=25, on_drop=drops)
-    statsd.receive(b"A:1|ms|@0.1\nA:2|ms|@0.1\nA:3|ms\nA:4|ms|@0.2\nA:5|ms")
+    statsd = collector(clock, max_values=3, on_drop=drops)
+    statsd.receive(b"A:1|ms|@0.1\nA:2|ms|@0.1\nA:1|ms\nA:3|ms\nA:4|ms|@0.2\nB:x|s\nA:2|ms")
     clock.advance(1)
     samples = statsd.collect()
-    assert [s.value for s in app_samples(samples)] == [1.0] * 10 + [2.0] * 10 + [3.0, 5.0]
-    assert drops.counts == {"statsd_value_limit": 5}
-    statsd.receive(b"A:4|ms|@0.2")  # the budget is per window
+    assert [(s.name, s.value, s.count) for s in app_samples(samples)] == [
+        ("A", 1.0, 11.0), ("A", 2.0, 11.0), ("A", 3.0, 1.0), ("B", 0.0, 1.0)
+    ]
+    assert drops.counts == {"statsd_value_limit": 6}  # A:4 stood for 5 observations, B:x for 1
+    statsd.receive(b"A:4|ms|@0.2\nB:x|s")  # the budget is per window
     clock.advance(1)
-    assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds")] * 5
+    assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds", count=5.0), Sample("B", 1.0, "Count")]
+
+
+def test_set_members_held_for_the_rest_of_the_minute_count_toward_the_budget() -> None:
+    clock, wall, drops = FakeClock(), FakeClock(1_790_000_040.0), RecordingDrops()
+    statsd = StatsdCollector(monotonic=clock, wall_clock=wall, max_values=2, on_drop=drops)
+    statsd.receive(b"U:a|s\nU:b|s")
+    clock.advance(10)
+    wall.advance(10)
+    statsd.collect()
+    statsd.receive(b"U:a|s\nU:c|s\nL:1|ms")  # a and b are still held: no room for c, nor for L's 1
+    clock.advance(10)
+    wall.advance(10)
+    assert app_samples(statsd.collect()) == [Sample("U", 0.0, "Count")]
+    assert drops.counts == {"statsd_value_limit": 2}
 
 
 def test_totals_beyond_what_cloudwatch_accepts_are_dropped_and_counted() -> None:
@@ -356,34 +489,37 @@ STATSD_LINES = st.one_of(
 
 def model_of_receive(packets: list[bytes], window: float) -> list[Sample]:
     """What collect publishes, computed from parse_packet's lines alone (names never reserved nor bytes)."""
-    family_of = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h"}
-    series: dict[tuple[str, Dimensions], tuple[str, dict[str, float], dict[float, int]]] = {}
+    family_of = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h", "s": "s"}
+    series: dict[tuple[str, Dimensions], tuple[str, dict[str, float], dict[float, float], set[str]]] = {}
     dropped = parse_errors = 0
     for packet in packets:
         lines, rejected = parse_packet(packet)
         parse_errors += len(rejected)
-        for name, kind, value, rate, tags, delta in lines:
+        for name, kind, value, rate, tags, delta, member in lines:
             dims = tuple(sorted({key: val for key, val in reversed(tags) if key == "k" and val}.items()))
-            first_kind, state, values = series.setdefault((name, dims), (kind, {}, {}))
+            first_kind, state, values, members = series.setdefault((name, dims), (kind, {}, {}, set()))
             if family_of[kind] != family_of[first_kind]:
                 dropped += 1
             elif kind == "c":
                 state["total"] = state.get("total", 0.0) + value / rate
             elif kind == "g":
                 state["value"] = value + state["value"] if delta and "value" in state else value
+            elif kind == "s":
+                members.add(member)
             else:
-                repeats = 1 if rate == 1.0 else min(100, max(1, round(1 / rate)))
-                values[value] = values.get(value, 0) + repeats
+                values[value] = values.get(value, 0) + 1 / rate
     samples = []
-    for (name, dims), (first_kind, state, values) in series.items():
+    for (name, dims), (first_kind, state, values, members) in series.items():
         if first_kind == "c":
             samples.append(Sample(name, state.get("total", 0.0), "Count", dims))
             samples.append(Sample(name + "PerSecond", state.get("total", 0.0) / window, "Count/Second", dims))
         elif first_kind == "g":
             samples += [Sample(name, state["value"], "None", dims)] if "value" in state else []
+        elif first_kind == "s":
+            samples.append(Sample(name, float(len(members)), "Count", dims))
         else:
             unit = "Milliseconds" if first_kind == "ms" else "None"
-            samples += [Sample(name, value, unit, dims) for value, repeats in values.items() for _ in range(repeats)]
+            samples += [Sample(name, value, unit, dims, count) for value, count in values.items()]
     return samples + self_metrics(dropped, parse_errors)
 
 

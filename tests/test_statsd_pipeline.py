@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import boto3
 import pytest
@@ -126,4 +126,40 @@ def test_round_trip_through_moto_gives_the_exact_total_and_mean_rate(
 
         assert statistics("SamplesProcessed") == [(6.0, 2100.0, 350.0)]
         assert statistics("SamplesProcessedPerSecond") == [(6.0, 210.0, 35.0)]
+    assert stats.dropped == {}
+
+
+
+def test_sampled_timers_reach_cloudwatch_with_their_exact_sample_count(
+    statsd: StatsdCollector, loopback: Loopback, monotonic: FakeClock
+) -> None:
+    with mock_aws():
+        client = boto3.client("cloudwatch", region_name="us-east-1")
+        minute = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0) - dt.timedelta(minutes=2)
+        wall = FakeClock(minute.timestamp())
+        stats = AgentStats()
+        publisher = Publisher(client, "InfraWatch", stats=stats)
+        submitted: list[Datum] = []
+
+        def submit(datums: Sequence[Datum]) -> None:
+            submitted.extend(datums)
+            publisher.publish(datums)
+
+        agent = Agent(collectors=[statsd], aggregator=Aggregator(), stats=stats, submit=submit,
+                      host_dimensions=HOST, wall_clock=wall)
+        loopback.send(b"\n".join(b"Step:%d|ms|@%r" % (value, 10 / 37) for value in range(10)),
+                      b"Rare:7|h|@0.001")
+        monotonic.advance(10)
+        agent.collect()
+        agent.flush()
+        [step] = [datum for datum in submitted if datum.name == "Step"]
+        assert step.values == tuple(float(value) for value in range(10))
+        assert sum(step.counts) == 37.0  # SampleCount 37, not 40: DogStatsD's 10 lines in 37
+        # moto reads Counts as integers (CloudWatch takes doubles), so only a whole weight round-trips here.
+        result = client.get_metric_statistics(
+            Namespace="InfraWatch", MetricName="Rare", Dimensions=[{"Name": "InstanceId", "Value": "i-0abc"}],
+            StartTime=minute - dt.timedelta(minutes=1), EndTime=minute + dt.timedelta(minutes=2), Period=60,
+            Statistics=["SampleCount", "Sum"],
+        )
+        assert [(p["SampleCount"], p["Sum"]) for p in result["Datapoints"]] == [(1000.0, 7000.0)]  # not 100
     assert stats.dropped == {}

@@ -120,12 +120,14 @@ class GpuCollector:
         *,
         uuid_dimension: bool = False,
         name_dimension: bool = False,
+        arch_dimension: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
         xid_wait_ms: int = XID_WAIT_MS,
     ) -> None:
         self._nvml = nvml if nvml is not None else Nvml()
         self._uuid_dimension = uuid_dimension
         self._name_dimension = name_dimension
+        self._arch_dimension = arch_dimension
         self._monotonic = monotonic
         self._xid = _XidWatcher(self._nvml, xid_wait_ms)
         self._dimensions: dict[int, dict[str, str]] = {}  # per GPU, read once
@@ -185,6 +187,8 @@ class GpuCollector:
             dimensions["GPUUUID"] = uuid
         if self._name_dimension and (name := self._value(gpu, "name", self._nvml.name)):
             dimensions["GPUName"] = name
+        if self._arch_dimension and (arch := self._value(gpu, "architecture", self._nvml.architecture)):
+            dimensions["GPUArch"] = arch
         watched = self._value(gpu, "xid_events", self._xid.watch)
         if watched:
             self._xid_watched.add(gpu)
@@ -306,8 +310,11 @@ class GpuCollector:
         return sum(increase for increase in increases if increase is not None)
 
 
-def build_gpu_collector(config: GpuConfig, nvml: Nvml | None = None) -> GpuCollector | None:
-    """The GPU collector that `gpu.enabled` asks for, or None.
+def build_gpu_collector(
+    config: GpuConfig, nvml: Nvml | None = None, *, arch_dimension: bool = False
+) -> GpuCollector | None:
+    """The GPU collector that `gpu.enabled` asks for, or None; `arch_dimension` where the naming profile
+    publishes the architecture (cwagent).
 
     "auto" on a host without NVML logs one line and returns None; `true` raises ConfigError saying what
     is missing (the CLI exits 2); `false` never touches NVML.
@@ -325,4 +332,5 @@ def build_gpu_collector(config: GpuConfig, nvml: Nvml | None = None) -> GpuColle
         log.info("gpu_collector_off", reason=str(error))
         return None
     log.info("gpu_collector_on", gpus=count)
-    return GpuCollector(nvml, uuid_dimension=config.uuid_dimension, name_dimension=config.name_dimension)
+    return GpuCollector(nvml, uuid_dimension=config.uuid_dimension, name_dimension=config.name_dimension,
+                        arch_dimension=arch_dimension)

@@ -13,6 +13,7 @@ import psutil
 import structlog
 
 from agent.catalogue import METRICS
+from agent.collectors.blockdev import BlockDeviceNames
 from agent.filters import NameFilter
 from agent.logs import LogOnce
 from agent.samples import Sample
@@ -49,6 +50,8 @@ class StorageCollector:
         fstypes: NameFilter = NameFilter(),  # noqa: B008 - immutable
         timeout: float = 2.0,
         device_dimensions: bool = False,
+        inodes_free: bool = False,
+        device_names: BlockDeviceNames | None = None,
         disk_partitions: Callable[..., Any] = psutil.disk_partitions,
         statvfs: Callable[[str], Any] = os.statvfs,
     ) -> None:
@@ -56,6 +59,8 @@ class StorageCollector:
         self._fstypes = fstypes
         self._timeout = timeout
         self._device_dimensions = device_dimensions
+        self._inodes_free = inodes_free  # the CloudWatch agent's disk_inodes_free (cwagent)
+        self._device_names = device_names or BlockDeviceNames()
         self._disk_partitions = disk_partitions
         self._statvfs = statvfs
         self._hung: dict[str, _Statvfs] = {}
@@ -87,7 +92,7 @@ class StorageCollector:
                 continue  # still hung from an earlier cycle: do not pile up threads on it
             self._hung.pop(path, None)
             calls[path] = _Statvfs(self._statvfs, path)
-            devices[path] = _device(partition) if self._device_dimensions else {}
+            devices[path] = self._device(partition) if self._device_dimensions else {}
         samples: list[Sample] = []
         deadline = time.monotonic() + self._timeout
         for path, call in calls.items():
@@ -101,12 +106,14 @@ class StorageCollector:
                 self._warn.warning(("error", path), "statvfs_failed", mount=path, error=str(call.error))
                 continue
             samples += _utilization(call.result, MountPath=path, **devices[path])
+            if self._inodes_free and call.result.f_blocks > 0:  # telegraf skips a filesystem of size 0
+                samples.append(METRICS["StorageInodesFree"].sample(call.result.f_ffree, MountPath=path,
+                                                                   **devices[path]))
         return samples
 
-
-def _device(partition: Any) -> dict[str, str]:
-    """The device and fstype dimension values as the CloudWatch agent writes them: the name without /dev/."""
-    return {"Device": partition.device.removeprefix("/dev/"), "FSType": partition.fstype}
+    def _device(self, partition: Any) -> dict[str, str]:
+        """The device and fstype dimension values as the CloudWatch agent writes them."""
+        return {"Device": self._device_names.name(partition.device, partition.mountpoint), "FSType": partition.fstype}
 
 
 def _utilization(stat: Any, **dims: str) -> list[Sample]:

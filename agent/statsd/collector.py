@@ -6,14 +6,19 @@ collect (its window) into samples, which the aggregator folds into per-minute Va
 - a counter `<name>` gives `<name>` (the window's total, Count, or Bytes when its name matches
   `byte_counters`) and `<name>PerSecond` (total / window seconds, Count/Second or Bytes/Second), so the
   minute's Sum of `<name>` is the counter's exact total and the Average of `<name>PerSecond` its mean rate;
-- a timer `<name>` gives one Milliseconds sample per value received, a histogram or distribution one
-  unitless sample per value, so CloudWatch computes exact percentiles over them;
-- a gauge `<name>` gives one unitless sample of its current value per collect.
+- a timer `<name>` gives one Milliseconds sample per distinct value received, a histogram or distribution
+  one unitless sample per distinct value, each with the number of observations it stands for as its count,
+  so CloudWatch computes exact percentiles over them;
+- a gauge `<name>` gives one unitless sample of its current value per collect;
+- a set `<name>` gives the number of its members first seen in the current wall-clock minute (Count), so
+  the minute's Sum is the number of distinct members in the minute, as Etsy StatsD and Telegraf count
+  them per flush.
 
-A line sent with sample rate r stands for 1/r lines: a counter adds value / r; a timer or histogram
-value is repeated round(1/r) times (at most 100), exact for rates such as 0.5, 0.1 or 0.01 and rounded
-for the others. A counter or gauge that stops receiving keeps publishing (0, or its last value) until it
-has been idle for `expire_after` seconds; then it is forgotten, and a later line starts it afresh.
+A line sent with sample rate r stands for 1/r lines: a counter adds value / r, a timer or histogram value
+counts 1/r observations, exactly (CloudWatch's Counts are doubles), so 10 lines at DogStatsD's @0.27027...
+(10/37) give a SampleCount of 37. A counter, gauge or set that stops receiving keeps publishing (0, or the
+gauge's last value) until it has been idle for `expire_after` seconds; then it is forgotten, and a later
+line starts it afresh.
 """
 
 from __future__ import annotations
@@ -29,24 +34,37 @@ from agent.catalogue import BYTES, BYTES_PER_SECOND, COUNT, COUNT_PER_SECOND, ME
 from agent.logs import LogOnce
 from agent.samples import Dimensions, Sample
 from agent.selfstats import COMPONENT
-from agent.statsd.parser import MAX_VALUE, Kind, Line, LineError, Rejected, Tags, parse_line, parse_packet
+from agent.statsd.parser import (
+    MAX_VALUE,
+    Kind,
+    Line,
+    LineError,
+    Rejected,
+    Tags,
+    dimension_value_problem,
+    escaped,
+    parse_line,
+    parse_packet,
+    split_lines,
+)
 
 log = structlog.get_logger()
 
 RATE_SUFFIX = "PerSecond"
 DEFAULT_BYTE_COUNTERS = ("*Bytes*", "*bytes*")
-MAX_REPEATS = 100  # a timer value at sample rate 0.001 counts 100 times, not 1,000 (bounded memory)
-DEFAULT_MAX_VALUES = 200_000  # timer/histogram values held per window, repeats included
+DEFAULT_MAX_VALUES = 200_000  # distinct timer/histogram values and set members held at once
 LOGGED_REJECTIONS = 5  # malformed lines logged in full; the rest are only counted
 
 # h and d are the same thing to the agent; a series keeps the family of its first line.
-_FAMILY = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h"}
-_VALUE_UNIT = {"g": NONE, "ms": MILLISECONDS, "h": NONE}
+_FAMILY = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h", "s": "s"}
+_VALUE_UNIT = {"g": NONE, "ms": MILLISECONDS, "h": NONE, "s": COUNT}
+MINUTE = 60.0  # seconds: a set counts the distinct members of one wall-clock minute
 
 
 class _Series:
     __slots__ = (
-        "dimensions", "family", "kind", "last_active", "lines", "name", "total", "unit", "value", "values"
+        "counted", "dimensions", "family", "kind", "last_active", "lines", "members", "minute", "name", "total",
+        "unit", "value", "values",
     )
 
     def __init__(self, name: str, kind: Kind, unit: str, dimensions: Dimensions, now: float) -> None:
@@ -59,7 +77,10 @@ class _Series:
         self.lines = 0  # in the current window
         self.total = 0.0  # counters, in the current window
         self.value: float | None = None  # gauges: current value
-        self.values: dict[float, int] = {}  # timers and histograms: value -> observations in the window
+        self.values: dict[float, float] = {}  # timers and histograms: value -> observations in the window
+        self.members: set[str] = set()  # sets: members received in the window
+        self.counted: set[str] = set()  # sets: members already published in `minute`
+        self.minute = 0  # sets: the wall-clock minute `counted` belongs to
 
 
 class StatsdCollector:
@@ -78,10 +99,12 @@ class StatsdCollector:
         max_values: int = DEFAULT_MAX_VALUES,
         on_drop: Callable[[str, int], None] = lambda reason, count: None,
         monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """`max_dimensions`: how many tag dimensions a series may carry, leaving room for the ones the
         agent adds (CloudWatch's 30 less InstanceId less the static dimensions). `on_drop(reason, n)`
-        counts datapoints lost to `max_values` or to CloudWatch's range, as the aggregator's does."""
+        counts datapoints lost to `max_values` or to CloudWatch's range, as the aggregator's does.
+        `wall_clock` tells sets which minute a collect belongs to, as the aggregator's buckets do."""
         self._max_series = max_series
         self._priority = {key: index for index, key in enumerate(dimension_keys)}
         self._max_dimensions = max_dimensions
@@ -90,9 +113,11 @@ class StatsdCollector:
         self._max_values = max_values
         self._on_drop = on_drop
         self._monotonic = monotonic
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._series: dict[tuple[str, Dimensions], _Series] = {}
-        self._dimensions_of: dict[Tags, Dimensions] = {(): ()}
+        # tags -> (their dimensions, how many of their dimension tags were dropped as malformed)
+        self._dimensions_of: dict[Tags, tuple[Dimensions, int]] = {(): ((), 0)}
         # fields (everything after the value) -> name -> (series, its family, sample rate) of lines taken before
         self._routes: dict[str, dict[str, tuple[_Series, str, float]]] = {}
         self._route_count = 0
@@ -106,7 +131,7 @@ class StatsdCollector:
     def receive(self, packet: bytes) -> None:
         """Parse one datagram and add its lines to the current window, in order."""
         try:
-            texts = packet.decode("ascii").split("\n")
+            texts = split_lines(packet.decode("ascii"))
         except UnicodeDecodeError:
             lines, rejected = parse_packet(packet)
             with self._lock:
@@ -138,6 +163,8 @@ class StatsdCollector:
                     series.total += value / sample_rate
                 elif family == "g":
                     series.value = value  # unsigned, so a new value, not a delta
+                elif family == "s":
+                    self._add_member(series, value_text)
                 else:
                     self._add_value(series, value, sample_rate)
 
@@ -146,11 +173,12 @@ class StatsdCollector:
         if not text:
             return
         try:
-            line = parse_line(text)
+            lines = parse_line(text)
         except LineError as error:
             self._reject([Rejected(text, str(error))])
             return
-        series = self._add(line)
+        for line in lines:
+            series = self._add(line)
         # Its route may be known already: the line only came here for a value the inlined path does not read.
         if series is not None and name not in self._routes.get(fields, ()):
             if self._route_count >= 4 * self._max_series:
@@ -163,11 +191,13 @@ class StatsdCollector:
         self._route_count = 0
 
     def _add(self, line: Line) -> _Series | None:
-        """Adds one parsed line to its series, which it returns; None if the line was dropped."""
-        name, kind, value, sample_rate, tags, delta = line
-        dims = self._dimensions_of.get(tags)
-        if dims is None:
-            dims = self._dimensions(name, tags)
+        """Adds one parsed line to its series. Returns the series when later lines with the same name and
+        fields may take the inlined path: not when the line was dropped, nor when a tag was (so that each
+        such line is counted)."""
+        name, kind, value, sample_rate, tags, delta, member = line
+        known = self._dimensions_of.get(tags)
+        dims, bad_tags = known if known is not None else self._dimensions(name, tags)
+        self._parse_errors += bad_tags
         series = self._series.get((name, dims))
         if series is None:
             series = self._admit(name, kind, dims)
@@ -183,23 +213,33 @@ class StatsdCollector:
         elif kind == "g":
             current = series.value
             series.value = value + current if delta and current is not None else value
+        elif kind == "s":
+            self._add_member(series, member)
         else:
             self._add_value(series, value, sample_rate)
-        return series
+        return None if bad_tags else series
 
     def _reject(self, rejected: list[Rejected]) -> None:
         self._parse_errors += len(rejected)
         for text, reason in rejected[: LOGGED_REJECTIONS - self._logged_rejections]:
             self._logged_rejections += 1
-            log.warning("statsd_line_rejected", line=text[:200], reason=reason)
+            log.warning("statsd_line_rejected", line=escaped(text[:200]), reason=reason)
 
-    def _dimensions(self, name: str, tags: Tags) -> Dimensions:
-        """The allowed tags of a line as dimensions; the first value of a key wins, and past
-        `max_dimensions` the keys listed first in `dimension_keys` are kept."""
+    def _dimensions(self, name: str, tags: Tags) -> tuple[Dimensions, int]:
+        """The allowed tags of a line as dimensions, and how many of them were dropped because their value
+        is not one CloudWatch takes; the first value of a key wins, and past `max_dimensions` the keys
+        listed first in `dimension_keys` are kept. Other tags are not looked at: the agent ignores them."""
         chosen: dict[str, str] = {}
+        bad = 0
         for key, value in tags:
-            if value and key in self._priority and key not in chosen:
-                chosen[key] = value
+            if key in self._priority and key not in chosen and value:
+                problem = dimension_value_problem(value)
+                if problem is None:
+                    chosen[key] = value
+                else:
+                    bad += 1
+                    self._warn.warning(("tag", key), "statsd_tag_dropped", metric=name, tag=key,
+                                       value=escaped(value[:200]), reason=problem)
         if len(chosen) > self._max_dimensions:
             self._warn.warning(
                 "dimensions", "statsd_dimensions_truncated", metric=name, kept=self._max_dimensions
@@ -209,9 +249,9 @@ class StatsdCollector:
         dims = tuple(sorted(chosen.items()))
         if len(self._dimensions_of) >= 4 * self._max_series:
             self._dimensions_of.clear()  # a memo only; bounded however many tag sets clients invent
-            self._dimensions_of[()] = ()
-        self._dimensions_of[tags] = dims
-        return dims
+            self._dimensions_of[()] = ((), 0)
+        self._dimensions_of[tags] = (dims, bad)
+        return dims, bad
 
     def _admit(self, name: str, kind: Kind, dims: Dimensions) -> _Series | None:
         family = _FAMILY[kind]
@@ -232,13 +272,29 @@ class StatsdCollector:
         return series
 
     def _add_value(self, series: _Series, value: float, sample_rate: float) -> None:
-        repeats = 1 if sample_rate == 1.0 else min(MAX_REPEATS, max(1, round(1 / sample_rate)))
-        if self._pending_values + repeats > self._max_values:
-            self._on_drop("statsd_value_limit", repeats)
+        weight = 1.0 if sample_rate == 1.0 else 1.0 / sample_rate
+        known = series.values.get(value)
+        if known is None:
+            if not self._hold(series, round(weight) or 1):
+                return
+            known = 0.0
+        series.values[value] = known + weight
+
+    def _add_member(self, series: _Series, member: str) -> None:
+        # A member counted earlier in the minute is held already: it costs no room (at most twice
+        # `max_values` members are held), and is kept in case the minute turns before the next collect.
+        if member not in series.members and (member in series.counted or self._hold(series, 1)):
+            series.members.add(member)
+
+    def _hold(self, series: _Series, observations: int) -> bool:
+        """Whether one more distinct value or member fits in `max_values`; if not, its observations are
+        dropped and counted."""
+        if self._pending_values >= self._max_values:
+            self._on_drop("statsd_value_limit", observations)
             self._warn.warning("values", "statsd_value_limit", metric=series.name, limit=self._max_values)
-            return
-        self._pending_values += repeats
-        series.values[value] = series.values.get(value, 0) + repeats
+            return False
+        self._pending_values += 1
+        return True
 
     def collect(self) -> list[Sample]:
         with self._lock:
@@ -250,12 +306,14 @@ class StatsdCollector:
                 self._warn.reset("cap")
             samples.append(METRICS["StatsdSeriesDropped"].sample(self._series_dropped, Component=COMPONENT))
             samples.append(METRICS["StatsdParseErrors"].sample(self._parse_errors, Component=COMPONENT))
-            self._series_dropped = self._parse_errors = self._pending_values = 0
+            self._series_dropped = self._parse_errors = 0
         return samples
 
     def _drain(self, now: float, window: float) -> list[Sample]:
         samples: list[Sample] = []
         expired = []
+        minute = int(self._wall_clock() // MINUTE)
+        held = 0  # set members kept for the rest of the minute
         for key, series in self._series.items():
             if series.lines:
                 series.last_active = now
@@ -272,10 +330,22 @@ class StatsdCollector:
                     samples.append(Sample(series.name, series.value, series.unit, series.dimensions))
                 else:
                     self._out_of_range(series, 1)
+            elif series.family == "s":
+                if series.minute != minute:
+                    series.minute = minute
+                    series.counted = set()
+                fresh = series.members - series.counted
+                series.counted |= fresh
+                series.members = set()
+                held += len(series.counted)
+                samples.append(Sample(series.name, float(len(fresh)), series.unit, series.dimensions))
             else:
-                for value, repeats in series.values.items():
-                    samples += [Sample(series.name, value, series.unit, series.dimensions)] * repeats
+                samples += [
+                    Sample(series.name, value, series.unit, series.dimensions, weight)
+                    for value, weight in series.values.items()
+                ]
                 series.values = {}
+        self._pending_values = held
         if expired:
             self._forget_routes()  # they may lead to the expired series
         for key in expired:

@@ -1,13 +1,17 @@
 """StatsD and DogStatsD lines, parsed into typed values; pure, and total over arbitrary bytes.
 
-One line is `<name>:<value>|<type>[|@<sample rate>][|#<tag>,<tag>...]` with type `c` (counter), `g`
-(gauge; a leading `+` or `-` makes the value a change, not a new value), `ms` (timer), `h` (histogram) or
-`d` (distribution). Tags are `key:value` or a bare `key`. Other DogStatsD fields (`|c:<container id>`,
-`|T<timestamp>`, ...) are skipped. A packet holds any number of lines separated by `\\n`.
+One line is `<name>:<value>[:<value>...]|<type>[|@<sample rate>][|#<tag>,<tag>...]` with type `c`
+(counter), `g` (gauge; a leading `+` or `-` makes the value a change, not a new value), `ms` (timer), `h`
+(histogram), `d` (distribution) or `s` (set: the value is a member, any text). Several values before the
+type (DogStatsD protocol v1.1) are several lines that share the rest. Tags are `key:value`, `key=value`
+or a bare `key`. Other DogStatsD fields (`|c:<container id>`, `|T<timestamp>`, ...) are skipped. A packet
+holds any number of lines separated by `\\n` or `\\r\\n`.
 
-Everything is checked against what CloudWatch accepts, so a line that parses can be published: ASCII
-only, names of safe characters, finite values within ±2^360. Sets (`|s`), DogStatsD events (`_e{`) and
-service checks (`_sc|`), and several values in one line (`name:1:2|ms`) are rejected as unsupported.
+What the agent publishes is checked against what CloudWatch accepts, so a line that parses can be
+published: names of safe ASCII characters, finite values within ±2^360. Tags are only split here: the
+agent ignores most of them, so they are checked where one becomes a dimension (`dimension_value_problem`),
+as Etsy StatsD, Telegraf and the Datadog agent keep a line whatever its tags hold. DogStatsD events
+(`_e{`) and service checks (`_sc|`) are rejected as unsupported.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ import functools
 import re
 from typing import Literal, NamedTuple
 
-Kind = Literal["c", "g", "ms", "h", "d"]
-KINDS: dict[str, Kind] = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "d"}
+Kind = Literal["c", "g", "ms", "h", "d", "s"]
+KINDS: dict[str, Kind] = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "d", "s": "s"}
 
 MAX_VALUE = 2.0**360  # CloudWatch rejects a whole request holding a larger magnitude
 MAX_NAME_LENGTH = 246  # 255, CloudWatch's limit, less the "PerSecond" a counter's rate series adds
@@ -25,21 +29,25 @@ MAX_TAG_VALUE_LENGTH = 1024  # CloudWatch's limit on a dimension value
 
 NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,%d}" % MAX_NAME_LENGTH)  # noqa: UP031 - a regex, not a message
 TAG_KEY = re.compile(r"[A-Za-z0-9_.\-/]{1,255}")
-TAG_VALUE = re.compile(r"[!-+\--~]{0,%d}" % MAX_TAG_VALUE_LENGTH)  # noqa: UP031 - printable ASCII but `,`
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# The characters and length of a dimension value: printable ASCII (space included, no control characters)
+# but the `,` that separates tags, at most 1024; `dimension_value_problem` adds "not empty, not only spaces"
+# (CloudWatch's PutMetricData rules).
+TAG_VALUE = re.compile(r"[ -+\--~]{0,%d}" % MAX_TAG_VALUE_LENGTH)  # noqa: UP031 - a regex, not a message
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 Tags = tuple[tuple[str, str], ...]
 
 
 class Line(NamedTuple):
-    """One parsed line. A bare tag has the value ""; tags keep the order they were sent in."""
+    """One parsed value. A bare tag has the value ""; tags keep the order they were sent in."""
 
     name: str
     kind: Kind
-    value: float
+    value: float  # 0 for a set
     sample_rate: float = 1.0
     tags: Tags = ()
     delta: bool = False  # gauges only: `value` changes the current value instead of replacing it
+    member: str = ""  # sets only: the member, as sent
 
 
 class Rejected(NamedTuple):
@@ -54,37 +62,37 @@ class LineError(ValueError):
 
 
 def parse_packet(packet: bytes) -> tuple[list[Line], list[Rejected]]:
-    """Every line of one datagram, in order; empty lines are skipped. Never raises."""
+    """Every line of one datagram, in order; empty lines are skipped. Never raises.
+
+    Bytes that are not UTF-8 become U+FFFD: such a line is refused if they are in its name or value,
+    and a tag holding them never becomes a dimension (CloudWatch takes only ASCII).
+    """
     try:
-        texts = packet.decode("ascii").split("\n")
+        text = packet.decode("ascii")
     except UnicodeDecodeError:
-        lines: list[Line] = []
-        rejected: list[Rejected] = []
-        for raw in packet.split(b"\n"):
-            if raw.isascii():
-                parsed, refused = _parse_lines([raw.decode("ascii")])
-                lines += parsed
-                rejected += refused
-            else:
-                rejected.append(Rejected(raw.decode("ascii", "backslashreplace"), "not ASCII"))
-        return lines, rejected
-    return _parse_lines(texts)
-
-
-def _parse_lines(texts: list[str]) -> tuple[list[Line], list[Rejected]]:
+        text = packet.decode("utf-8", "replace")
     lines: list[Line] = []
     rejected: list[Rejected] = []
-    for text in texts:
-        if text:
+    for line in split_lines(text):
+        if line:
             try:
-                lines.append(parse_line(text))
+                lines += parse_line(line)
             except LineError as error:
-                rejected.append(Rejected(text, str(error)))
+                rejected.append(Rejected(line, str(error)))
     return lines, rejected
 
 
-def parse_line(text: str) -> Line:
-    """One non-empty line of ASCII text; raises LineError saying why it is refused."""
+def split_lines(text: str) -> list[str]:
+    """The lines of a datagram: `\\n`-separated, a `\\r` before the `\\n` dropped (Telegraf, Etsy StatsD and
+    the Datadog agent all take CRLF line endings)."""
+    texts = text.split("\n")
+    if "\r" in text:
+        texts = [line[:-1] if line.endswith("\r") else line for line in texts]
+    return texts
+
+
+def parse_line(text: str) -> list[Line]:
+    """One non-empty line; raises LineError saying why it is refused. Several values give several Lines."""
     name, colon, rest = text.partition(":")
     if not colon:
         raise LineError(
@@ -92,8 +100,16 @@ def parse_line(text: str) -> Line:
         )
     value_text, _, suffix = rest.partition("|")
     kind, sample_rate, tags = _shape(name, suffix)
+    if kind == "s":  # any text is a member; DogStatsD does not split a set's value on ":" either
+        return [Line(name, kind, 0.0, sample_rate, tags, member=value_text)]
+    if ":" in value_text:
+        return [_line(name, kind, part, sample_rate, tags) for part in value_text.split(":")]
+    return [_line(name, kind, value_text, sample_rate, tags)]
+
+
+def _line(name: str, kind: Kind, value_text: str, sample_rate: float, tags: Tags) -> Line:
     # Most values are plain integers; those skip the regex that guards float() against "nan".
-    value = float(value_text) if value_text.isdigit() else _number(value_text, "value")
+    value = float(value_text) if value_text.isascii() and value_text.isdigit() else _number(value_text, "value")
     if not abs(value) <= MAX_VALUE:
         raise LineError("value must be finite and within ±2^360")
     return Line(name, kind, value, sample_rate, tags, kind == "g" and value_text[0] in "+-")
@@ -113,7 +129,7 @@ def _shape(name: str, suffix: str) -> tuple[Kind, float, Tags]:
     kind_text, _, fields = suffix.partition("|")
     kind = KINDS.get(kind_text)
     if kind is None:
-        raise LineError(f"type must be one of c, g, ms, h, d, got {kind_text[:20]!r}")
+        raise LineError(f"type must be one of c, g, ms, h, d, s, got {kind_text[:20]!r}")
     sample_rate = 1.0
     tags: Tags = ()
     seen_rate = seen_tags = False
@@ -142,13 +158,30 @@ def _number(text: str, what: str) -> float:
 
 
 def _tags(text: str) -> Tags:
+    """`key:value`, `key=value` (node-statsd, Graphite) or a bare `key`; empty tags (`#`, a trailing or
+    doubled comma) are skipped."""
     tags = []
     for tag in text.split(","):
-        key, _, value = tag.partition(":")
-        if not TAG_KEY.fullmatch(key) or not TAG_VALUE.fullmatch(value):
-            raise LineError(
-                f"tag must be key:value with a key of 1..255 of A-Z a-z 0-9 _ . - / "
-                f"and a value of at most {MAX_TAG_VALUE_LENGTH} printable ASCII characters, got {tag[:60]!r}"
-            )
-        tags.append((key, value))
+        if tag:
+            key, colon, value = tag.partition(":")
+            if not colon:
+                key, _, value = tag.partition("=")
+            tags.append((key, value))
     return tuple(tags)
+
+
+def dimension_value_problem(value: str) -> str | None:
+    """Why a tag's value cannot be a CloudWatch dimension value, or None if it can."""
+    if not value or value.isspace():
+        return "empty"
+    if len(value) > MAX_TAG_VALUE_LENGTH:
+        return f"longer than {MAX_TAG_VALUE_LENGTH} characters"
+    if not TAG_VALUE.fullmatch(value):
+        return "not printable ASCII"
+    return None
+
+
+def escaped(text: str) -> str:
+    """Text a client sent, safe to log on a terminal: control characters (an escape sequence could move
+    the cursor or rewrite the operator's screen), backslashes and non-ASCII characters written as escapes."""
+    return text.encode("unicode_escape").decode("ascii")

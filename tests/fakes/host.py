@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 CpuTimes = namedtuple("CpuTimes", "user nice system idle iowait irq softirq steal guest guest_nice")
-VirtualMemory = namedtuple("VirtualMemory", "total available")
+# psutil.virtual_memory's fields as the collectors read them; `cached` is psutil's (and gopsutil's):
+# /proc/meminfo Cached + SReclaimable, shared memory included.
+VirtualMemory = namedtuple("VirtualMemory", "total available free buffers cached", defaults=(0, 0, 0))
 SwapMemory = namedtuple("SwapMemory", "total used")
 Partition = namedtuple("Partition", "device mountpoint fstype opts")
 StatVfs = namedtuple("StatVfs", "f_frsize f_blocks f_bfree f_bavail f_files f_ffree")
-DiskCounters = namedtuple("DiskCounters", "read_bytes write_bytes read_count write_count")
+DiskCounters = namedtuple("DiskCounters", "read_bytes write_bytes read_count write_count busy_time", defaults=(0,))
 NicCounters = namedtuple("NicCounters", "bytes_recv bytes_sent packets_recv packets_sent")
 
 

@@ -1,0 +1,254 @@
+"""The agent's readings on a Prometheus `/metrics` endpoint, from the same samples CloudWatch gets.
+
+Nothing here collects: the agent hands every batch of samples it aggregates to `Snapshot.update`, and
+`prometheus_client` asks `SnapshotCollector` for them at scrape time, so a scrape costs no NVML call and never
+waits for a collection. Each update swaps in a new table under a lock, so a scrape sees every series of a
+batch or none of it.
+
+Names come from the metric catalogue (`prometheus_name`), following the Prometheus naming conventions:
+`infrawatch_` prefix, snake_case, base units (seconds, bytes, joules, hertz, celsius), percentages as
+`_percent` (0–100, the numbers CloudWatch holds), per-interval event counts as cumulative `_total` counters,
+dimensions as snake_case labels. Host identity (InstanceId, Host) is not a label: Prometheus's `instance`
+is. StatsD series follow the StatsD rule of `agent.catalogue`: a counter's total is `infrawatch_job_<name>_total`
+(its `PerSecond` twin is left out: `rate()` does that), a timer is a summary in seconds, a gauge, histogram or
+distribution is a gauge of its latest value.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import structlog
+from prometheus_client.exposition import start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import CollectorRegistry
+
+from agent.catalogue import (
+    BYTES,
+    BYTES_PER_SECOND,
+    COUNT,
+    COUNT_PER_SECOND,
+    INTERVAL_COUNTS,
+    METRICS,
+    MILLISECONDS,
+    PERCENT,
+    PHYSICAL_UNITS,
+)
+from agent.samples import Sample
+from agent.statsd.address import split_host_port
+
+log = structlog.get_logger()
+
+PREFIX = "infrawatch_"
+JOB_PREFIX = PREFIX + "job_"  # StatsD series, named by the jobs: kept apart from the catalogue's names
+# Not exposed: Prometheus's own `up` says whether the agent answers, which is what Heartbeat tells CloudWatch.
+NOT_EXPOSED = frozenset({"Heartbeat"})
+# Names the conventions reserve: `_count` belongs to histograms and summaries (promtool says so).
+RENAMED = {"GPUCount": "gpus"}
+# Physical units as Prometheus's base units: (name suffix, factor).
+BASE_UNITS = {"celsius": ("celsius", 1.0), "watts": ("watts", 1.0), "joules": ("joules", 1.0),
+              "megahertz": ("hertz", 1e6)}
+# Acronyms spelled as one word before the camelCase split, longest first: "CPUIOWait" → "cpu_io_wait".
+ACRONYMS = ("NVLink", "PCIe", "UUID", "GPU", "CPU", "ECC", "RSS", "TCP", "Xid", "IO", "SM")
+CAP_NET_BIND_SERVICE = 10  # capability bit in /proc/self/status CapEff (linux/capability.h)
+PRIVILEGED_PORTS = 1024
+
+
+def snake_case(name: str) -> str:
+    for acronym in ACRONYMS:
+        name = name.replace(acronym, acronym.capitalize())
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
+
+
+GAUGE, COUNTER, SUMMARY = "gauge", "counter", "summary"
+
+
+class Exposition(NamedTuple):
+    """How one published metric appears to Prometheus; `name` has no `_total` (prometheus_client adds it)."""
+
+    name: str
+    kind: str
+    scale: float
+    help: str
+
+
+def _with_suffix(base: str, suffix: str) -> str:
+    return base if base.endswith("_" + suffix) else f"{base}_{suffix}"
+
+
+def exposition(name: str, unit: str) -> Exposition | None:
+    """Where the series `name` (in CloudWatch's `unit`) goes on the endpoint, or None when it is left out."""
+    if name in NOT_EXPOSED:
+        return None
+    metric = METRICS.get(name)
+    if metric is None:  # StatsD: the job's name, kind told by the unit (agent.catalogue's StatsD rule)
+        base = JOB_PREFIX + snake_case(name)
+        if unit in (COUNT, BYTES):
+            return Exposition(_with_suffix(base, "bytes") if unit == BYTES else base, COUNTER, 1.0,
+                              f"StatsD counter {name} from jobs on this host.")
+        if unit in (COUNT_PER_SECOND, BYTES_PER_SECOND):
+            return None
+        if unit == MILLISECONDS:
+            return Exposition(_with_suffix(base, "seconds"), SUMMARY, 0.001, f"StatsD timer {name}, in seconds.")
+        return Exposition(base, GAUGE, 1.0, f"StatsD gauge {name}: its latest value.")
+    base = PREFIX + RENAMED.get(name, snake_case(name))
+    kind = COUNTER if name in INTERVAL_COUNTS else GAUGE
+    scale = 1.0
+    if name in PHYSICAL_UNITS:
+        suffix, scale = BASE_UNITS[PHYSICAL_UNITS[name]]
+        base = _with_suffix(base, suffix)
+    elif unit == PERCENT:
+        base = _with_suffix(base, "percent")
+    elif unit == BYTES:
+        base = _with_suffix(base, "bytes")
+    elif unit == MILLISECONDS:
+        base, scale = _with_suffix(base, "seconds"), 0.001
+    return Exposition(base, kind, scale, metric.description)
+
+
+def labels(sample: Sample) -> tuple[tuple[str, str], ...]:
+    return tuple((snake_case(key), value) for key, value in sample.dimensions)
+
+
+@dataclass
+class _Series:
+    exposed: Exposition
+    labels: tuple[tuple[str, str], ...]
+    value: float = 0.0  # gauges: latest; counters: total since start
+    count: float = 0.0  # summaries
+    total: float = 0.0  # summaries: sum
+    updated: float = 0.0
+
+
+class Snapshot:
+    """The latest reading of every series the agent collected, and running totals of its counters.
+
+    A gauge not updated for `stale_after` seconds (a GPU that fell off the bus, an expired StatsD series)
+    is no longer served; counters and summaries are, as Prometheus expects of them.
+    """
+
+    def __init__(self, *, stale_after: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._stale_after = stale_after
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+
+    def update(self, samples: Iterable[Sample]) -> None:
+        now = self._monotonic()
+        with self._lock:
+            series = dict(self._series)  # a new table, swapped in whole: a scrape never sees half a batch
+            for sample in samples:
+                exposed = exposition(sample.name, sample.unit)
+                if exposed is None:
+                    continue
+                key = (exposed.name, labels(sample))
+                known = series.get(key)
+                entry = _Series(exposed, key[1]) if known is None else _Series(**vars(known))
+                value = sample.value * exposed.scale
+                weight = sample.count  # observations the sample stands for (a sampled StatsD timer: 1/rate)
+                if exposed.kind == GAUGE:
+                    entry.value = value
+                elif exposed.kind == COUNTER:
+                    entry.value += value
+                else:
+                    entry.count += weight
+                    entry.total += value * weight
+                entry.updated = now
+                series[key] = entry
+            self._series = series
+
+    def series(self) -> list[_Series]:
+        with self._lock:
+            table = self._series
+        cutoff = self._monotonic() - self._stale_after
+        return [entry for entry in table.values() if entry.exposed.kind != GAUGE or entry.updated >= cutoff]
+
+
+class SnapshotCollector:
+    """prometheus_client's custom-collector protocol: families built from the snapshot at each scrape."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for entry in self._snapshot.series():  # grouped by family below; Prometheus needs no order
+            exposed = entry.exposed
+            family = families.get(exposed.name)
+            if family is None:
+                family = families[exposed.name] = Metric(exposed.name, exposed.help, exposed.kind)
+            # add_sample, not add_metric: series of one family may carry different labels (StatsD tags)
+            labelled = dict(entry.labels)
+            if exposed.kind == SUMMARY:
+                family.add_sample(exposed.name + "_count", labelled, entry.count)
+                family.add_sample(exposed.name + "_sum", labelled, entry.total)
+            else:
+                family.add_sample(exposed.name + ("_total" if exposed.kind == COUNTER else ""), labelled, entry.value)
+        yield from families.values()
+
+
+class EndpointError(Exception):
+    """The endpoint cannot listen where the config says; the message names `prometheus.address`."""
+
+
+def _has_bind_capability() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_BIND_SERVICE & 1)
+    except OSError:
+        pass
+    return False
+
+
+def address_problem(address: str, allow_remote: bool, can_bind_privileged: Callable[[], bool] = _has_bind_capability
+                    ) -> str | None:
+    """Why the endpoint may not listen on `address`, or None. Loopback unless `allow_remote` says otherwise."""
+    try:
+        host, port = split_host_port(address)
+    except ValueError as error:
+        return str(error)
+    if host != "localhost":
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return "host must be an IP address or localhost"
+        if not ip.is_loopback and not allow_remote:
+            return "listens beyond loopback: set prometheus.allow_remote = true to allow it"
+    if port < PRIVILEGED_PORTS and not can_bind_privileged():
+        return f"port {port} is privileged: the agent lacks CAP_NET_BIND_SERVICE; use a port of 1024 or more"
+    return None
+
+
+class Endpoint:
+    """The HTTP server prometheus_client runs on its own thread, serving text format and OpenMetrics."""
+
+    def __init__(self, address: str, snapshot: Snapshot) -> None:
+        host, port = split_host_port(address)
+        self.address = address
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(snapshot))
+        try:
+            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        except OSError as error:
+            reason = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be listened on: {error.strerror}"
+            raise EndpointError(f"prometheus.address: {address} {reason}, got \"{address}\"") from error
+        self.port = self._server.server_port
+        log.info("prometheus_listening", address=address, port=self.port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
