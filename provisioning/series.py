@@ -2,8 +2,9 @@
 
 Alarms, dashboards and discovery all name a host's series here, so they agree with the agent and with each
 other. The dimension keys are the agent's: the metric's catalogue dimensions, plus the optional ones the
-naming profile makes the collectors set (`agent.naming.Profile.device_dimensions`, e.g. a mount's `Device`
-and `FSType`, a GPU's `GPUName` under cwagent), published under the profile's names (`agent.naming.resolve`).
+naming profile makes the collectors set (`agent.naming.Profile.series_dimensions`, e.g. a mount's `Device`
+and `FSType`, a GPU's `GPUName` and `GPUArch` under cwagent), published under the profile's names
+(`agent.naming.resolve`).
 Those optional values (a block device, a GPU model) are known only to the host: discovery reads them from
 the series the host publishes and keeps them on the `Host`.
 """
@@ -24,8 +25,8 @@ Dimensions = tuple[tuple[str, str], ...]
 
 def device_keys(profile_name: str, metric: str) -> tuple[str, ...]:
     """The optional catalogue dimensions the agent sets on `metric` under this profile, in catalogue order."""
-    needed = profile(profile_name).device_dimensions
-    return tuple(name for name in METRICS[metric].optional_dimensions if name in needed)
+    own = METRICS[metric].dimensions
+    return tuple(name for name in profile(profile_name).series_dimensions(metric) if name not in own)
 
 
 def published(
