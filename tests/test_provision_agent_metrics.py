@@ -219,3 +219,19 @@ def test_every_alarm_and_dashboard_line_watches_a_series_with_datapoints(
         host = ["InstanceId", *(["Cluster"] if DISCOVERED in alarm["AlarmName"] else [])]
         metric = KINDS[alarm["AlarmName"].split("/")[3].split("@")[0]].metric
         assert tuple(sorted(d["Name"] for d in alarm["Dimensions"])) == published_dimensions(naming, metric, host)
+
+
+def test_under_cwagent_a_declared_gpu_that_publishes_nothing_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    with mock_aws():
+        provisioner = Provisioner(tmp_path)
+        run_agent_cycle(boto3.client("cloudwatch", region_name="us-east-1"), DECLARED, naming="cwagent")
+        spec = f'stack = "ml"\nnaming = "cwagent"\n[[hosts]]\ninstance_ids = ["{DECLARED}"]\ngpus = {GPUS + 1}\n'
+        run = provisioner.run(spec, "--yes")
+        names = {alarm["AlarmName"] for alarm in provisioner.client("cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert (run.code, run.errors) == (0, [])
+    assert run.warnings == [
+        f"warning: hosts[0]: {DECLARED} published no GPUHealthy series for GPU {GPUS} in the last 3 hours, so their "
+        "alarms, which need the GPUName/GPUArch it publishes, are left out",
+    ]
+    assert f"ml/host/{DECLARED}/gpu_unhealthy@gpu{GPUS - 1}" in names
+    assert not any(name.endswith(f"@gpu{GPUS}") for name in names)
