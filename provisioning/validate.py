@@ -35,6 +35,7 @@ MAX_EVALUATION_SECONDS = 86_400  # Period * EvaluationPeriods
 MAX_DASHBOARD_NAME_LENGTH = 255
 MAX_DATA_QUERIES = 500  # GetMetricData: at most 500 queries per request
 RECENT_DATA = timedelta(hours=1)
+DATA_PERIOD = timedelta(minutes=1)
 QUERY_ID = re.compile(r"^[a-z][A-Za-z0-9_]*$")
 DASHBOARD_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -183,6 +184,9 @@ def series_without_data(alarms: Iterable[AlarmDefinition], caller: Caller, now: 
     host that is down, or an agent with another naming profile all look like this, and such an alarm never
     fires (or, breaching on missing data, always does)."""
     alarms = list(alarms)
+    # Whole minutes, up to the end of the current one: the agent stamps a minute's datapoint with the minute's
+    # start, and EndTime is exclusive, so a window ending at `now` would miss a datapoint stamped this minute.
+    end = now.replace(second=0, microsecond=0) + DATA_PERIOD
     series = sorted({watched for alarm in alarms for watched in _watched(alarm)})
     ids = {watched: f"s{index}" for index, watched in enumerate(series)}
     with_data: set[str] = set()
@@ -191,12 +195,12 @@ def series_without_data(alarms: Iterable[AlarmDefinition], caller: Caller, now: 
             {"Id": ids[watched], "ReturnData": True, "MetricStat": {
                 "Metric": {"Namespace": watched[0], "MetricName": watched[1],
                            "Dimensions": [{"Name": name, "Value": value} for name, value in watched[2]]},
-                "Period": 60, "Stat": "SampleCount",
+                "Period": int(DATA_PERIOD.total_seconds()), "Stat": "SampleCount",
             }}
             for watched in series[start:start + MAX_DATA_QUERIES]
         ]
         for page in caller.pages(
-            "cloudwatch", "GetMetricData", MetricDataQueries=queries, StartTime=now - RECENT_DATA, EndTime=now
+            "cloudwatch", "GetMetricData", MetricDataQueries=queries, StartTime=end - RECENT_DATA, EndTime=end
         ):
             with_data.update(result["Id"] for result in page.get("MetricDataResults", []) if result.get("Values"))
     warnings = []
