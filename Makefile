@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run demo bench lint docs clean
+.PHONY: test run demo bench lint docs clean dist dist-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check agent provisioning tests bench demo
 	$(BIN)/mypy
 
+# The release artifact: wheel and sdist in dist/, version from pyproject.toml (the one place it is written).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist . >/dev/null
+	@ls dist
+
+# The wheel installed into a fresh venv, as a host installs it: both commands must start from there.
+dist-check: dist
+	rm -rf build/dist-check
+	$(PYTHON) -m venv build/dist-check
+	build/dist-check/bin/pip install --quiet dist/*.whl
+	build/dist-check/bin/infrawatch-agent --version
+	build/dist-check/bin/provision-alarms --help >/dev/null
+	@test -x build/dist-check/share/infrawatch/install.sh && echo "dist-check: the wheel installs and runs"
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
