@@ -183,7 +183,8 @@ def test_an_invalid_config_keeps_the_running_one_and_fails_the_command(instance:
     refused = instance.run(action="configure", config=PARAMETER)
     assert refused.returncode == 1  # MaxErrors counts it
     assert refused.stderr.splitlines()[-1] == (
-        f"infrawatch-manage: the config in {PARAMETER} is invalid (above); kept {instance.root}/etc/infrawatch/agent.toml")
+        f"infrawatch-manage: the config in {PARAMETER} is invalid (above); "
+        f"kept {instance.root}/etc/infrawatch/agent.toml")
     assert 'naming: must be "native" or "cwagent", got "cwagnet"' in refused.stderr.splitlines()
     assert (instance.root / "etc/infrawatch/agent.toml").read_text() == 'naming = "cwagent"\n'
 
