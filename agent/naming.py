@@ -175,9 +175,9 @@ CWAGENT_ALIASES: dict[str, Alias] = {
         name: KEEP
         for name in (
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
-            "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors", "PublishLatency",
-            "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-            "StatsdSeriesDropped", "StatsdParseErrors",
+            "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors", "PublishErrors",
+            "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
         )
     },
 }

@@ -17,7 +17,7 @@ from agent.config import DEFAULT_IGNORED_FSTYPES, parse
 from agent.dryrun import PrintingClient
 from agent.filters import NameFilter
 from agent.naming import CWAGENT, CWAGENT_ALIASES, DEFAULT_NAMESPACE, KEEP, PROFILES, Namer, profile, resolve
-from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, statvfs_from
+from tests.fakes.host import TRAINING_HOST_MOUNTS, TRAINING_HOST_STATVFS, statvfs_from
 
 # catalogue name → (CloudWatch agent name, unit). Checked against the agent's documentation and its
 # metricDefaultUnit table; nvidia_smi_* carry no unit.
@@ -64,9 +64,10 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "GPUThrottleHardwareSlowdown", "GPUECCUncorrectableErrors", "GPURemappedRowsPending", "GPURemappedRowsFailed",
     "GPUPCIeReplays", "GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond", "GPUNVLinkErrors", "GPUXidErrors",
     "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
-    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
+    "PublishErrors",
     "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-    "StatsdSeriesDropped", "StatsdParseErrors",
+    "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
 }
 
 
@@ -162,7 +163,7 @@ def test_storage_sets_device_and_fstype_only_when_the_profile_needs_them() -> No
     def storage(device_dimensions: bool) -> StorageCollector:
         return StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
                                 device_dimensions=device_dimensions,
-                                disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+                                mount_table=lambda: TRAINING_HOST_MOUNTS,
                                 statvfs=statvfs_from(TRAINING_HOST_STATVFS))
 
     assert {s.dimensions for s in storage(False).collect()} == {(("MountPath", "/"),), (("MountPath", "/data"),)}
