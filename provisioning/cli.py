@@ -7,6 +7,7 @@ that does not exist, or fails CloudWatch's limits (every problem listed; nothing
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from provisioning.aws import (
     error_code,
 )
 from provisioning.discovery import Discovery
+from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
 from provisioning.plan import CONFLICT, Planner
 from provisioning.spec import load
@@ -95,6 +97,11 @@ def parser() -> CommandParser:
         help="publish a test message to each topic; change nothing",
     )
     parser.add_argument(
+        "--fleet-status", action="store_true",
+        help="list the spec's hosts by infrawatch version and those without a heartbeat for 15 minutes (exit 1 if "
+        "any); change nothing",
+    )
+    parser.add_argument(
         "--alarm-writes-per-second", type=float, metavar="RATE",
         help="override apply.alarm_writes_per_second (PutMetricAlarm and DeleteAlarms calls per second)",
     )
@@ -133,7 +140,13 @@ def main(
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:
         account = Account.lookup(caller)
-        desired = desired_stack(spec, account, Discovery(spec, caller).inventory())
+        inventory = Discovery(spec, caller).inventory()
+        if args.fleet_status:
+            lines, healthy = fleet_status(spec, inventory.hosts, caller, dt.datetime.now(dt.timezone.utc))
+            for line in lines:
+                say(line)
+            return OK if healthy else REFUSED
+        desired = desired_stack(spec, account, inventory)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
         if problems:
