@@ -203,7 +203,7 @@ CWAGENT_ALIASES: dict[str, Alias] = {
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
             "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors", "PublishErrors",
             "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
+            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged", "AgentVersion",
         )
     },
 }

@@ -9,6 +9,7 @@ that does not exist, or fails CloudWatch's limits (every problem listed; nothing
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from provisioning.aws import (
     error_code,
 )
 from provisioning.discovery import Discovery, instance_states
+from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
 from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts
 from provisioning.spec import Apply, load
@@ -103,6 +105,11 @@ def parser() -> CommandParser:
         help="publish a test message to each topic; change nothing",
     )
     parser.add_argument(
+        "--fleet-status", action="store_true",
+        help="list the spec's hosts by infrawatch version and those without a heartbeat for 15 minutes (exit 1 if "
+        "any); change nothing",
+    )
+    parser.add_argument(
         "--alarm-writes-per-second", type=float, metavar="RATE",
         help="override apply.alarm_writes_per_second (PutMetricAlarm and DeleteAlarms calls per second)",
     )
@@ -149,6 +156,11 @@ def main(
     try:
         account = Account.lookup(caller)
         inventory = Discovery(spec, caller).inventory()
+        if args.fleet_status:
+            lines, healthy = fleet_status(spec, inventory.hosts, caller, dt.datetime.now(dt.timezone.utc))
+            for line in lines:
+                say(line)
+            return OK if healthy else REFUSED
         desired = desired_stack(spec, account, inventory)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)

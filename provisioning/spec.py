@@ -21,6 +21,7 @@ from agent.cloudwatch_rules import MAX_DIMENSIONS, dimension_value_problem, metr
 from agent.config import AGENT_DIMENSIONS, HOST_DIMENSION, static_dimensions_problem
 from agent.naming import DEFAULT_NAMESPACE, PROFILES, resolve
 from agent.schema import ConfigError, build, join, load_toml, render, section, setting, unknown_key
+from provisioning import rollout as rollout_patterns
 from provisioning.alarm_catalogue import KINDS, SEVERITIES, VARIANT, AlarmKind
 
 T = TypeVar("T")
@@ -303,6 +304,48 @@ def _defaults(kind: AlarmKind) -> AlarmSettings:
     )
 
 
+_ROLLOUT_VERSION = re.compile(rollout_patterns.VERSION_PATTERN)
+_ROLLOUT_SOURCE = re.compile(rollout_patterns.SOURCE_PATTERN)
+_SHA256 = re.compile(rollout_patterns.SHA256_PATTERN)
+_PARAMETER_NAME = re.compile(rollout_patterns.PARAMETER_NAME_PATTERN)
+_TAG_KEY = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,128}$")
+
+
+def _pattern_problem(pattern: re.Pattern[str], allowed: str) -> Any:
+    return lambda value: None if pattern.match(value) else f"must be {allowed}"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    enabled: bool = setting(False, "Roll the agent out with SSM: a Command document and a State Manager "
+                            "association in the CloudFormation export (see docs/rollout.md).")
+    version: str = setting("", "The infrawatch version to install, e.g. 0.2.0.",
+                           check=_pattern_problem(_ROLLOUT_VERSION, "a version such as 0.2.0"))
+    source: str = setting(
+        "index", "Where the wheel comes from: an S3 object (s3://bucket/infrawatch-0.2.0-py3-none-any.whl), an S3 "
+        "prefix ending in / holding a wheelhouse, an https URL, or index (the package index).",
+        check=_pattern_problem(_ROLLOUT_SOURCE, "index, an s3:// URI or an https:// URL"),
+    )
+    sha256: str = setting("", "SHA-256 of the infrawatch wheel; the document refuses any other.",
+                          check=_pattern_problem(_SHA256, "64 lower-case hex digits"))
+    config_parameter: str = setting(
+        "", "SSM Parameter Store name holding the agent's TOML; empty: the installed config is kept.",
+        check=_pattern_problem(_PARAMETER_NAME, "a Parameter Store name such as /infrawatch/agent.toml"),
+    )
+    tag_key: str = setting("infrawatch:fleet", "Instances are targeted by this tag ...",
+                           check=_pattern_problem(_TAG_KEY, "1..128 tag key characters"))
+    tag_value: str = setting("", "... having this value (required when enabled).",
+                             check=_pattern_problem(re.compile(r"^[A-Za-z0-9 _.:/=+@-]{0,128}$"),
+                                                    "up to 128 tag value characters"))
+    schedule: str = setting("rate(1 day)", "When the association runs again, besides at launch.",
+                            check=_pattern_problem(re.compile(r"^(rate\(\d+ (minutes?|hours?|days?)\)|cron\(.+\))$"),
+                                                   "rate(N unit) or cron(...)"))
+    max_concurrency: str = setting("10%", "Instances updated at once (a count or a percentage).",
+                                   check=_pattern_problem(re.compile(r"^([1-9]\d{0,6}|[1-9]\d?%|100%)$"), "N or N%"))
+    max_errors: str = setting("5%", "Errors after which the rollout stops (a count or a percentage).",
+                              check=_pattern_problem(re.compile(r"^(\d{1,7}|\d{1,2}%|100%)$"), "N or N%"))
+
+
 @dataclass(frozen=True)
 class Spec:
     stack: str = setting(
@@ -321,6 +364,7 @@ class Spec:
     events: Events = section(Events, "EventBridge rule on alarm state changes.")
     dashboards: Dashboards = section(Dashboards, "CloudWatch dashboards.")
     apply: Apply = section(Apply, "How changes are written.")
+    rollout: Rollout = section(Rollout, "Agent rollout through SSM State Manager (CloudFormation export only).")
     hosts: tuple[HostGroup, ...] = tables(HostGroup, "Host groups: EC2 instances running the agent.")
     endpoints: tuple[Endpoint, ...] = tables(Endpoint, "SageMaker real-time endpoints.")
     alarms: Mapping[str, AlarmSettings] = dataclasses.field(
@@ -534,9 +578,22 @@ def parse(data: Mapping[str, Any]) -> Spec:
     problems += _events_problems(spec)
     problems += _host_problems(spec, problems)
     problems += _endpoint_entry_problems(spec)
+    problems += _rollout_problems(spec.rollout)
     if problems:
         raise ConfigError(problems)
     return spec
+
+
+def _rollout_problems(rollout: Rollout) -> list[str]:
+    """An enabled rollout must say what to install, with its checksum, and on which instances."""
+    if not rollout.enabled:
+        return []
+    problems = [f'rollout.{key}: must be set when rollout.enabled = true, got ""'
+                for key in ("version", "sha256", "tag_value") if not getattr(rollout, key)]
+    if rollout.source.endswith(".whl") and rollout.version and f"-{rollout.version}-" not in rollout.source:
+        problems.append(f"rollout.source: names a wheel that is not version {rollout.version}, "
+                        f"got {render(rollout.source)}")
+    return problems
 
 
 def load(path: Path) -> Spec:
