@@ -78,7 +78,7 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
     "PublishErrors",
     "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "SpoolReplayStopped", "AgentCPUUtilization",
-    "AgentMemoryRSS",
+    "AgentMemoryRSS", "AgentVersion",
     "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
 }
 
