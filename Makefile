@@ -66,14 +66,14 @@ demo: $(STAMP)
 	@$(BIN)/python -m demo.run
 
 # mutmut on the modules that hold data, each against its own tests (~20 min on 2 cores); writes docs/quality.md.
-# Not part of `make test`. One module: `$(BIN)/python tools/mutation.py --only agent/spool.py`.
+# Not part of `make test`. One module: `$(BIN)/python .ci/mutation.py --only agent/spool.py`.
 mutation: $(STAMP)
 	@echo "make: mutation testing, written to docs/quality.md"
-	@$(BIN)/python tools/mutation.py --jobs 2
+	@$(BIN)/python .ci/mutation.py --jobs 2
 
 lint: $(STAMP)
 	@echo "make: ruff and mypy"
-	@$(BIN)/ruff check agent provisioning tests bench demo .ci tools
+	@$(BIN)/ruff check agent provisioning tests bench demo .ci
 	@$(BIN)/mypy
 
 # The release artifact: wheel and sdist in dist/, version from pyproject.toml (the one place it is written).
