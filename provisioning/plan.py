@@ -176,6 +176,8 @@ class Planner:
     def _topics(self) -> list[Change]:
         changes = []
         wanted = {topic.name for topic in self._desired.topics.values() if topic.managed}
+        # A topic of this stack that the spec now names by ARN (used as it is) is still in use.
+        used = {topic.arn for topic in self._desired.topics.values()}
         for topic in self._desired.topics.values():
             if not topic.managed:
                 changes.append(Change(UNCHANGED, "topic", topic.arn, ("existing topic, used as it is",)))
@@ -187,7 +189,7 @@ class Planner:
             changes.append(self._topic(topic, actual))
             changes += self._subscriptions(topic, actual)
         for name, actual in self._actual.topics.items():
-            if name not in wanted and owned(actual.tags, self._desired.stack):
+            if name not in wanted and actual.arn not in used and owned(actual.tags, self._desired.stack):
                 deletion = Write("sns", "DeleteTopic", {"TopicArn": actual.arn})
                 changes.append(self._removed("topic", name, [deletion]))
         return changes

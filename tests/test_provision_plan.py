@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from moto import mock_aws
 
+from provisioning.alarms import AlarmDefinition
+from provisioning.dashboards import DashboardDefinition
+from provisioning.events import RuleDefinition, Target
+from provisioning.notifications import TopicDefinition
+from provisioning.plan import (
+    CONFLICT,
+    CREATE,
+    DELETE,
+    KEEP,
+    UNCHANGED,
+    UPDATE,
+    Change,
+    Plan,
+    Planner,
+    Write,
+    _changed,
+    mass_deletion,
+    pruned_hosts,
+)
+from provisioning.stack import DesiredStack
+from provisioning.state import ActualAlarm, ActualDashboard, ActualRule, ActualStack, ActualSubscription, ActualTopic
 from tests.fakes.aws import Provisioner
 
 ACCOUNT = "123456789012"
@@ -191,3 +212,296 @@ def test_a_changed_dashboard_body_is_rewritten_and_one_without_the_marker_is_a_c
         "Plan: 0 to create, 0 to update, 0 to delete, 7 unchanged, 1 in conflict.",
     ]
     assert provisioner.recorder.write_requests == []
+
+
+# --- The planner alone: desired and actual state in, the exact plan and writes out (no AWS) -------------
+
+STACK = "ml"
+OURS = {"managed-by": "infrawatch", "infrawatch:stack": STACK, "team": "ml-platform"}
+WANTED_TAGS = {"team": "ml-platform"}
+TOPIC_ARN = f"arn:aws:sns:us-east-1:{ACCOUNT}:ml-warning"
+RULE_ARN = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/ml-alarm-state"
+
+
+def alarm(name: str, threshold: float = 90.0) -> AlarmDefinition:
+    return AlarmDefinition(name=name, description="d", comparison="GreaterThanThreshold", threshold=threshold,
+                           evaluation_periods=1, datapoints_to_alarm=1, treat_missing_data="breaching",
+                           namespace="CWAgent", metric_name="cpu_usage_active", statistic="Average", period=60)
+
+
+def actual_alarm(definition: AlarmDefinition, tags: Mapping[str, str] = OURS, state: str = "OK") -> ActualAlarm:
+    return ActualAlarm(definition, f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:{definition.name}", tags, state)
+
+
+def topic(attributes: tuple[tuple[str, str], ...] = (), subscriptions: tuple[tuple[str, str], ...] = (),
+          managed: bool = True) -> TopicDefinition:
+    return TopicDefinition("warning", "ml-warning", TOPIC_ARN, managed, attributes, subscriptions)
+
+
+def actual_topic(attributes: Mapping[str, str] | None = None, tags: Mapping[str, str] = OURS,
+                 subscriptions: tuple[ActualSubscription, ...] = (), name: str = "ml-warning") -> ActualTopic:
+    return ActualTopic(name, f"arn:aws:sns:us-east-1:{ACCOUNT}:{name}", attributes or {}, tags, subscriptions)
+
+
+def rule(*targets: Target, pattern: str = '{"source":["aws.cloudwatch"]}') -> RuleDefinition:
+    return RuleDefinition("ml-alarm-state", RULE_ARN, pattern, "alarms of ml", targets=targets)
+
+
+def planned(*, topics: Mapping[str, TopicDefinition] | None = None, alarms: tuple[AlarmDefinition, ...] = (),
+            dashboards: tuple[DashboardDefinition, ...] = (), desired_rule: RuleDefinition | None = None,
+            actual: ActualStack | None = None, prune: bool = False,
+            instance_states: Mapping[str, str] | None = None) -> Plan:
+    desired = DesiredStack(STACK, WANTED_TAGS, topics or {}, alarms, dashboards, desired_rule)
+    return Planner(desired, actual or state(), prune=prune, instance_states=instance_states).plan()
+
+
+def state(*, alarms: Mapping[str, ActualAlarm] | None = None, topics: Mapping[str, ActualTopic] | None = None,
+          dashboards: Mapping[str, ActualDashboard] | None = None, rule: ActualRule | None = None) -> ActualStack:
+    return ActualStack(alarms or {}, topics or {}, dashboards or {}, rule)
+
+
+def test_the_summary_counts_every_action_and_names_conflicts_and_kept_only_when_there_are_some() -> None:
+    changes = [Change(action, "alarm", f"a{index}") for index, action in enumerate(
+        [CREATE, UPDATE, UPDATE, DELETE, DELETE, DELETE, UNCHANGED, UNCHANGED, UNCHANGED, UNCHANGED])]
+    assert Plan(tuple(changes)).lines()[-1] == "Plan: 1 to create, 2 to update, 3 to delete, 4 unchanged."
+    changes += [Change(CONFLICT, "alarm", "c"), Change(KEEP, "alarm", "k1"), Change(KEEP, "alarm", "k2")]
+    assert Plan(tuple(changes)).lines()[-1] == (
+        "Plan: 1 to create, 2 to update, 3 to delete, 4 unchanged, 1 in conflict, 2 kept.")
+    assert Plan(tuple(changes)).lines()[0] == "+ create alarm a0"
+    assert Change(UPDATE, "alarm", "x", ("A", "B")).line() == "~ update alarm x (A; B)"
+    writes = (Write("sns", "Subscribe", {}), Write("sns", "Subscribe", {}))
+    assert Plan((Change(CREATE, "topic", "t", writes=writes), Change(DELETE, "rule", "r", writes=writes[:1]))
+                ).writes == 3
+
+
+def test_a_changed_field_shows_old_and_new_up_to_60_characters_and_only_its_name_beyond() -> None:
+    assert _changed({"A": "x" * 50, "B": 1, "C": 2}, {"A": "y" * 50, "B": 1}) == ["A", "C None -> 2"]
+    assert _changed({"A": "x" * 26}, {"A": "y" * 26}) == [f"A {'y' * 26!r} -> {'x' * 26!r}"]  # 60 characters shown
+    assert _changed({"A": "x" * 27}, {"A": "y" * 26}) == ["A"]  # 61
+
+
+def test_mass_deletion_is_more_than_a_fifth_of_the_stacks_own_alarms_or_a_host_group_that_found_nothing() -> None:
+    names = [f"ml/host/i-0{index}/cpu_high" for index in range(10)]
+    owned_alarms = {name: actual_alarm(alarm(name)) for name in names}
+    foreign = {f"ml/other/{index}": actual_alarm(alarm(f"ml/other/{index}"), tags={}) for index in range(10)}
+    actual = state(alarms={**owned_alarms, **foreign})
+
+    def deleting(*deleted: str) -> Plan:
+        return Plan((*(Change(DELETE, "alarm", name) for name in deleted), Change(DELETE, "topic", "t")))
+
+    assert mass_deletion(Plan((Change(DELETE, "topic", "t"),)), actual, STACK, ["gpu"]) == []
+    assert mass_deletion(deleting(*names[:2]), actual, STACK, []) == []  # 2 of 10: exactly a fifth
+    assert mass_deletion(deleting(*names[:3]), actual, STACK, ["gpu", "cpu"]) == [
+        "the plan deletes 3 of this stack's 10 alarms, more than 20 %",
+        "gpu found no hosts, so the plan deletes every alarm of that group",
+        "cpu found no hosts, so the plan deletes every alarm of that group",
+    ]
+    assert mass_deletion(deleting("ml/sagemaker/e/v/latency"), actual, STACK, ["gpu"]) == []
+
+
+def test_pruned_hosts_are_the_instances_of_alarms_the_spec_no_longer_wants() -> None:
+    kept, gone, named = "ml/host/i-0a/cpu_high", "ml/host/i-0b/cpu_high", "ml/host/gpu-box/cpu_high"
+    actual = state(alarms={name: actual_alarm(alarm(name)) for name in (kept, gone, named, "ml/sagemaker/e/v/x")})
+    desired = DesiredStack(STACK, WANTED_TAGS, {}, (alarm(kept),), (), None)
+    assert pruned_hosts(desired, actual) == {"i-0b"}
+
+
+def test_deletions_come_last_rule_first_topics_last_and_only_with_prune() -> None:
+    subscription = ActualSubscription("email", "a@example.com", f"{TOPIC_ARN}:1")
+    actual = state(
+        alarms={"ml/x": actual_alarm(alarm("ml/x"))},
+        topics={"ml-warning": actual_topic(subscriptions=(subscription,))},
+        dashboards={"ml-us-east-1-old": ActualDashboard("ml-us-east-1-old", "{}", owned=True),
+                    "ml-us-east-1-theirs": ActualDashboard("ml-us-east-1-theirs", "{}", owned=False)},
+        rule=ActualRule(rule(Target("t1", TOPIC_ARN)), OURS),
+    )
+    everything = {"warning": topic()}
+    kept = planned(topics=everything, alarms=(alarm("ml/new"),), actual=actual)
+    assert kept.lines() == [
+        "= unchanged topic ml-warning",
+        "! keep subscription ml-warning email:a@example.com (no longer in the spec; --prune deletes it)",
+        "+ create alarm ml/new",
+        "! keep alarm ml/x (no longer in the spec; --prune deletes it)",
+        "! keep dashboard ml-us-east-1-old (no longer in the spec; --prune deletes it)",
+        "! keep rule ml-alarm-state (no longer in the spec; --prune deletes it)",
+        "Plan: 1 to create, 0 to update, 0 to delete, 1 unchanged, 4 kept.",
+    ]
+    pruned = planned(topics=everything, alarms=(alarm("ml/new"),), actual=actual, prune=True)
+    assert pruned.lines() == [
+        "= unchanged topic ml-warning",
+        "+ create alarm ml/new",
+        "- delete rule ml-alarm-state",
+        "- delete dashboard ml-us-east-1-old",
+        "- delete alarm ml/x",
+        "- delete subscription ml-warning email:a@example.com",
+        "Plan: 1 to create, 0 to update, 4 to delete, 1 unchanged.",
+    ]
+    assert [write for change in pruned.changes[2:] for write in change.writes] == [
+        Write("events", "RemoveTargets", {"Rule": "ml-alarm-state", "Ids": ["t1"]}),
+        Write("events", "DeleteRule", {"Name": "ml-alarm-state"}),
+        Write("cloudwatch", "DeleteDashboards", {"DashboardNames": ["ml-us-east-1-old"]}),
+        Write("cloudwatch", "DeleteAlarms", {"AlarmNames": ["ml/x"]}),
+        Write("sns", "Unsubscribe", {"SubscriptionArn": f"{TOPIC_ARN}:1"}),
+    ]
+    topic_gone = planned(actual=state(topics={"ml-warning": actual_topic(),
+                                              "ml-critical": actual_topic(name="ml-critical", tags={})}), prune=True)
+    assert topic_gone.lines() == ["- delete topic ml-warning",
+                                  "Plan: 0 to create, 0 to update, 1 to delete, 0 unchanged."]
+    assert topic_gone.changes[0].writes == (Write("sns", "DeleteTopic", {"TopicArn": TOPIC_ARN}),)
+
+
+def test_a_rule_without_targets_is_deleted_with_one_write() -> None:
+    actual = state(rule=ActualRule(rule(), OURS))
+    assert planned(actual=actual, prune=True).changes[0].writes == (
+        Write("events", "DeleteRule", {"Name": "ml-alarm-state"}),)
+
+
+def test_topics_are_created_with_their_set_attributes_updated_on_drift_and_an_existing_arn_used_as_it_is() -> None:
+    attributes = (("KmsMasterKeyId", "alias/ours"), ("Policy", ""))
+    created = planned(topics={"warning": topic(attributes, (("email", "a@example.com"),))})
+    assert created.lines() == [
+        "+ create topic ml-warning",
+        "+ create subscription ml-warning email:a@example.com",
+        "Plan: 2 to create, 0 to update, 0 to delete, 0 unchanged.",
+    ]
+    assert [write for change in created.changes for write in change.writes] == [
+        Write("sns", "CreateTopic", {"Name": "ml-warning", "Tags": [{"Key": "team", "Value": "ml-platform"}]}),
+        Write("sns", "SetTopicAttributes", {"TopicArn": TOPIC_ARN, "AttributeName": "KmsMasterKeyId",
+                                            "AttributeValue": "alias/ours"}),
+        Write("sns", "Subscribe", {"TopicArn": TOPIC_ARN, "Protocol": "email", "Endpoint": "a@example.com"}),
+    ]
+    drifted = actual_topic({"KmsMasterKeyId": "alias/theirs"}, tags={**OURS, "team": "finance", "owner": "bob"},
+                           subscriptions=(ActualSubscription("email", "a@example.com", f"{TOPIC_ARN}:1"),
+                                          ActualSubscription("sqs", "q", "PendingConfirmation")))
+    updated = planned(topics={"warning": topic(attributes, (("email", "a@example.com"),))},
+                      actual=state(topics={"ml-warning": drifted}), prune=True)
+    assert updated.lines() == [
+        "~ update topic ml-warning (KmsMasterKeyId 'alias/theirs' -> 'alias/ours'; Tags)",
+        "= unchanged subscription ml-warning email:a@example.com",
+        "! keep subscription ml-warning sqs:q (pending confirmation: SNS cannot remove it yet)",
+        "Plan: 0 to create, 1 to update, 0 to delete, 1 unchanged, 1 kept.",
+    ]
+    assert updated.changes[0].writes == (
+        Write("sns", "SetTopicAttributes", {"TopicArn": TOPIC_ARN, "AttributeName": "KmsMasterKeyId",
+                                            "AttributeValue": "alias/ours"}),
+        Write("sns", "TagResource", {"ResourceArn": TOPIC_ARN, "Tags": [{"Key": "team", "Value": "ml-platform"}]}),
+    )
+    same = planned(topics={"warning": topic(attributes)},
+                   actual=state(topics={"ml-warning": actual_topic({"KmsMasterKeyId": "alias/ours"})}))
+    assert same.lines() == ["= unchanged topic ml-warning", "Plan: 0 to create, 0 to update, 0 to delete, 1 unchanged."]
+    existing = planned(topics={"warning": topic(managed=False)},
+                       actual=state(topics={"ml-warning": actual_topic(tags={})}))
+    assert existing.lines() == [f"= unchanged topic {TOPIC_ARN} (existing topic, used as it is)",
+                                "Plan: 0 to create, 0 to update, 0 to delete, 1 unchanged."]
+    conflict = planned(topics={"warning": topic()}, actual=state(topics={"ml-warning": actual_topic(tags={})}))
+    assert conflict.lines() == ["! conflict topic ml-warning (exists without this stack's tags; left alone)",
+                                "Plan: 0 to create, 0 to update, 0 to delete, 0 unchanged, 1 in conflict."]
+
+
+def test_a_topic_of_this_stack_the_spec_now_names_by_arn_is_used_and_never_pruned() -> None:
+    # On 086c3d7 --prune deleted it: only topics the stack manages counted as wanted.
+    plan = planned(topics={"warning": topic(managed=False)}, actual=state(topics={"ml-warning": actual_topic()}),
+                   prune=True)
+    assert plan.lines() == [f"= unchanged topic {TOPIC_ARN} (existing topic, used as it is)",
+                            "Plan: 0 to create, 0 to update, 0 to delete, 1 unchanged."]
+
+
+def test_alarms_are_created_tagged_updated_field_by_field_and_others_alarms_are_conflicts() -> None:
+    created = planned(alarms=(alarm("ml/a"),))
+    assert created.changes[0].writes == (
+        Write("cloudwatch", "PutMetricAlarm", {**alarm("ml/a").request(),
+                                               "Tags": [{"Key": "team", "Value": "ml-platform"}]}),)
+    actual = state(alarms={"ml/a": actual_alarm(alarm("ml/a", 85.0), tags={**OURS, "team": "x", "owner": "bob"}),
+                           "ml/b": actual_alarm(alarm("ml/b")),
+                           "ml/c": actual_alarm(alarm("ml/c"), tags={"infrawatch:stack": STACK}),
+                           "ml/d": actual_alarm(alarm("ml/d"), tags={"managed-by": "infrawatch"})})
+    plan = planned(alarms=(alarm("ml/a"), alarm("ml/b"), alarm("ml/c")), actual=actual, prune=True)
+    assert plan.lines() == [
+        "~ update alarm ml/a (Threshold 85.0 -> 90.0; Tags)",
+        "= unchanged alarm ml/b",
+        "! conflict alarm ml/c (exists without this stack's tags; left alone)",
+        "Plan: 0 to create, 1 to update, 0 to delete, 1 unchanged, 1 in conflict.",
+    ]
+    assert plan.changes[0].writes == (
+        Write("cloudwatch", "PutMetricAlarm", alarm("ml/a").request()),
+        Write("cloudwatch", "TagResource", {"ResourceARN": actual.alarms["ml/a"].arn,
+                                           "Tags": [{"Key": "team", "Value": "ml-platform"}]}),
+    )
+    retagged = planned(alarms=(alarm("ml/a"),), actual=state(alarms={"ml/a": actual_alarm(
+        alarm("ml/a"), tags={"managed-by": "infrawatch", "infrawatch:stack": STACK})}))
+    assert retagged.lines()[0] == "~ update alarm ml/a (Tags)"
+    assert [write.operation for write in retagged.changes[0].writes] == ["TagResource"]
+
+
+def test_prune_keeps_a_firing_alarm_and_a_host_ec2_still_runs_and_deletes_a_terminated_or_unknown_ones() -> None:
+    names = ["ml/host/i-0a/cpu_high", "ml/host/i-0b/cpu_high", "ml/host/i-0c/cpu_high", "ml/host/i-0d/cpu_high"]
+    actual = state(alarms={names[0]: actual_alarm(alarm(names[0]), state="ALARM"),
+                           **{name: actual_alarm(alarm(name)) for name in names[1:]}})
+    plan = planned(actual=actual, prune=True, instance_states={"i-0a": "stopped", "i-0b": "running",
+                                                               "i-0c": "terminated"})
+    assert plan.lines() == [
+        "! keep alarm ml/host/i-0a/cpu_high (in ALARM: --prune never deletes a firing alarm; "
+        "host i-0a is stopped in EC2, not terminated: --prune keeps its alarms)",
+        "! keep alarm ml/host/i-0b/cpu_high (host i-0b is running in EC2, not terminated: --prune keeps its alarms)",
+        "- delete alarm ml/host/i-0c/cpu_high",
+        "- delete alarm ml/host/i-0d/cpu_high",
+        "Plan: 0 to create, 0 to update, 2 to delete, 0 unchanged, 2 kept.",
+    ]
+
+
+def test_dashboards_are_created_rewritten_when_the_body_differs_and_unmarked_ones_left_alone() -> None:
+    new, edited, same, theirs = (DashboardDefinition(f"ml-us-east-1-{name}", '{"widgets":[]}')
+                                 for name in ("new", "edited", "same", "theirs"))
+    actual = state(dashboards={
+        edited.name: ActualDashboard(edited.name, '{"widgets":[1]}', owned=True),
+        same.name: ActualDashboard(same.name, same.body, owned=True),
+        theirs.name: ActualDashboard(theirs.name, "{}", owned=False),
+    })
+    plan = planned(dashboards=(new, edited, same, theirs), actual=actual)
+    assert plan.lines() == [
+        "+ create dashboard ml-us-east-1-new",
+        "~ update dashboard ml-us-east-1-edited (DashboardBody)",
+        "= unchanged dashboard ml-us-east-1-same",
+        "! conflict dashboard ml-us-east-1-theirs (exists without this stack's marker; left alone)",
+        "Plan: 1 to create, 1 to update, 0 to delete, 1 unchanged, 1 in conflict.",
+    ]
+    assert [change.writes for change in plan.changes] == [
+        (Write("cloudwatch", "PutDashboard", {"DashboardName": new.name, "DashboardBody": new.body}),),
+        (Write("cloudwatch", "PutDashboard", {"DashboardName": edited.name, "DashboardBody": edited.body}),),
+        (), (),
+    ]
+
+
+def test_the_rule_is_created_with_its_targets_updated_target_by_target_and_someone_elses_left_alone() -> None:
+    topic_target, lambda_target = Target("critical-topic", CRITICAL), Target("automated-response", LAMBDA)
+    tags = [{"Key": "team", "Value": "ml-platform"}]
+    created = planned(desired_rule=rule(lambda_target, topic_target))
+    assert created.lines() == ["+ create rule ml-alarm-state",
+                               "Plan: 1 to create, 0 to update, 0 to delete, 0 unchanged."]
+    assert created.changes[0].writes == (
+        Write("events", "PutRule", {**rule().request(), "Tags": tags}),
+        Write("events", "PutTargets", {"Rule": "ml-alarm-state",
+                                       "Targets": [lambda_target.request(), topic_target.request()]}),
+    )
+    assert planned(desired_rule=rule()).changes[0].writes == (Write("events", "PutRule", {**rule().request(),
+                                                                                           "Tags": tags}),)
+    moved = Target("automated-response", LAMBDA + "-v2")
+    current = ActualRule(rule(lambda_target, Target("old", CRITICAL), pattern="{}"), {**OURS, "team": "x"})
+    updated = planned(desired_rule=rule(moved, topic_target), actual=state(rule=current))
+    assert updated.lines() == [
+        "~ update rule ml-alarm-state (EventPattern '{}' -> '{\"source\":[\"aws.cloudwatch\"]}'; Targets; Tags)",
+        "Plan: 0 to create, 1 to update, 0 to delete, 0 unchanged.",
+    ]
+    assert updated.changes[0].writes == (
+        Write("events", "PutRule", rule().request()),
+        Write("events", "PutTargets", {"Rule": "ml-alarm-state", "Targets": [moved.request(), topic_target.request()]}),
+        Write("events", "RemoveTargets", {"Rule": "ml-alarm-state", "Ids": ["old"]}),
+        Write("events", "TagResource", {"ResourceARN": RULE_ARN, "Tags": tags}),
+    )
+    same = planned(desired_rule=rule(topic_target), actual=state(rule=ActualRule(rule(topic_target), OURS)))
+    assert same.lines() == ["= unchanged rule ml-alarm-state",
+                            "Plan: 0 to create, 0 to update, 0 to delete, 1 unchanged."]
+    theirs = state(rule=ActualRule(rule(topic_target), {"managed-by": "infrawatch"}))
+    assert planned(desired_rule=rule(), actual=theirs).lines()[0] == (
+        "! conflict rule ml-alarm-state (exists without this stack's tags; left alone)")
+    assert planned(actual=theirs, prune=True).changes == ()
