@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import botocore.exceptions
+import botocore.session
 import pytest
 from structlog.testing import capture_logs
 
@@ -280,3 +282,166 @@ def test_server_errors_are_retried() -> None:
     assert publisher(client, stats=stats).publish(series(2)) == 1
     assert len(client.calls) == 2
     assert stats.publish_errors == {"InternalServiceError": 1}
+
+
+def valued(name: str, count: int) -> Datum:
+    """One datum of series `name` with `count` distinct values."""
+    return Datum(name, (("InstanceId", "i-0abc"),), T0, "Milliseconds", tuple(float(v) for v in range(count)),
+                 (1.0,) * count)
+
+
+def test_a_series_never_gets_more_than_150_values_in_one_request_however_its_datums_add_up() -> None:
+    # 50 + 50 fit together; 100 more would make 200 values of one metric in one request, which CloudWatch refuses.
+    batches = pack([valued("Latency", 50), valued("Latency", 50), valued("Latency", 100)], lambda data: 1)
+    assert [[len(datum.values) for datum in batch] for batch in batches] == [[50, 50], [100]]
+
+
+def test_a_series_datums_go_out_in_their_order_a_later_one_never_in_an_earlier_request() -> None:
+    # Replay sends a series' minutes oldest first; the third fits beside the first but goes after the second.
+    batches = pack([valued("Latency", 100), valued("Latency", 100), valued("Latency", 50)], lambda data: 1)
+    assert [[len(datum.values) for datum in batch] for batch in batches] == [[100], [100, 50]]
+
+
+def test_a_full_request_takes_no_1001st_datum_even_while_an_earlier_one_still_has_room() -> None:
+    saturated = [valued(f"Heavy{index}", 150) for index in range(7)]  # no room left for these in request 1
+    others = [valued(f"Light{index}", 1) for index in range(992)]
+    request_2 = [valued(f"Heavy{index % 7}", 1) for index in range(1000)]  # 143 or 142 of each: all fit
+    batches = pack([*saturated, *others, *request_2, valued("Heavy6", 1)], lambda data: 1)
+    assert [len(batch) for batch in batches] == [999, 1000, 1]
+
+
+def test_a_batch_measured_at_exactly_the_budget_is_sent_whole_and_a_single_datum_over_it_alone() -> None:
+    two = series(2)
+    assert pack(two, lambda data: 100 * len(data), budget=200) == [two]
+    assert pack(two, lambda data: 101 * len(data), budget=200) == [[two[0]], [two[1]]]
+    assert pack(two[:1], lambda data: 500, budget=200) == [two[:1]]  # nothing smaller to split it into
+
+
+def test_the_sizer_measures_a_request_botocore_would_refuse_so_the_refusal_comes_from_sending_it() -> None:
+    # Validating while measuring would raise out of pack(), before any datum could be refused and counted.
+    assert SIZER.body_bytes("InfraWatch", [{"MetricName": "", "Value": 1.0}]) == len(
+        SIZER.body("InfraWatch", [{"MetricName": "", "Value": 1.0}])) > 0
+
+
+def test_the_sizer_speaks_query_for_a_botocore_whose_model_has_no_resolved_protocol() -> None:
+    # botocore before its multi-protocol models (CloudWatch's was "query") has ServiceModel.protocol only.
+    model = botocore.session.get_session().get_service_model("cloudwatch")
+    old = SimpleNamespace(protocol="query", operation_model=model.operation_model)
+    body = RequestSizer(old).body("InfraWatch", [{"MetricName": "M", "Value": 1.0}])
+    assert body == (b"Action=PutMetricData&Version=2010-08-01&Namespace=InfraWatch"
+                    b"&MetricData.member.1.MetricName=M&MetricData.member.1.Value=1.0")
+
+
+class RecordingSizer(RequestSizer):
+    """The real sizer, noting the namespace of every body it measures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.namespaces: list[str] = []
+
+    def body_bytes(self, namespace: str, metric_data: list[dict[str, object]]) -> int:
+        self.namespaces.append(namespace)
+        return super().body_bytes(namespace, metric_data)
+
+
+def test_batches_for_another_namespace_are_measured_in_that_namespace() -> None:
+    sizer = RecordingSizer()
+    pub = Publisher(RecordingClient(), "InfraWatch", stats=AgentStats(), sizer=sizer)
+    pub.pack(series(2), namespace="InfraWatch/Replayed")
+    pub.pack(series(2))
+    assert sizer.namespaces == ["InfraWatch/Replayed", "InfraWatch"]
+    data = [datum.to_api() for datum in series(2)]
+    assert pub.measure(data, "X") == SIZER.body_bytes("X", data) != SIZER.body_bytes("InfraWatch", data)
+
+
+@pytest.mark.parametrize("message", ["The value for parameter MetricData.member.1.Value is invalid.",
+                                     "One or more parameters are invalid."])
+def test_what_is_left_after_a_refusal_is_sent_with_the_batchs_own_overrides(message: str) -> None:
+    # Replay's send: one attempt, its own namespace, failures back to the spool: the rest of a refused batch too.
+    refuse = client_error("InvalidParameterValue", 400, message)
+    down = botocore.exceptions.EndpointConnectionError(endpoint_url="https://monitoring")
+    client = RecordingClient(fail=lambda n, request: refuse if any(
+        d["MetricName"] == "Metric0" for d in request["MetricData"]) else down)
+    kept: list[list[str]] = []
+    clock = FakeClock()
+    stats = AgentStats()
+    pub = publisher(client, clock, stats=stats, on_undeliverable=lambda datums, reason: None)
+    sent = pub.send(series(2), on_undeliverable=lambda datums, reason: kept.append([d.name for d in datums]),
+                    retry_deadline=0.0, namespace="InfraWatch/Replayed")
+    assert (sent, kept, clock.sleeps, stats.dropped) == (0, [["Metric1"]], [], {"rejected": 3})
+    assert {request["Namespace"] for request in client.calls} == {"InfraWatch/Replayed"}
+
+
+def test_an_index_past_the_batch_names_no_datum_and_the_batch_is_bisected() -> None:
+    refuse = client_error("InvalidParameterValue", 400, "The value for parameter MetricData.member.3.Value is invalid.")
+    client = RecordingClient(fail=lambda n, request: refuse if len(request["MetricData"]) == 2 else None)
+    stats = AgentStats()
+    assert publisher(client, stats=stats).publish(series(2)) == 2
+    assert ([len(r["MetricData"]) for r in client.calls], stats.dropped) == ([2, 1, 1], {})
+
+
+def test_a_413_is_halved_even_when_its_text_names_a_member() -> None:
+    # A 413 means the body was too large, whatever a proxy's page says: no datum is at fault.
+    too_large = client_error("RequestEntityTooLarge", 413, "MetricData.member.1 made it too large")
+    client = RecordingClient(fail=lambda n, request: too_large if len(request["MetricData"]) == 2 else None)
+    stats = AgentStats()
+    assert publisher(client, stats=stats).publish(series(2)) == 2
+    assert (names(client.accepted), stats.dropped) == (["Metric0", "Metric1"], {})
+
+
+def test_a_refused_datum_is_logged_with_the_code_and_its_first_five_values() -> None:
+    refuse = client_error("InvalidParameterValue", 400, "The value for parameter MetricData.member.1.Value is invalid.")
+    client = RecordingClient(fail=fail_first(1, refuse))
+    with capture_logs() as logs:
+        publisher(client).publish([valued("Latency", 7)])
+    [rejected] = [entry for entry in logs if entry["event"] == "publish_rejected"]
+    assert (rejected["error"], rejected["offending"]) == ("InvalidParameterValue", [
+        {"index": 0, "metric": "Latency", "dimensions": {"InstanceId": "i-0abc"}, "values": [0.0, 1.0, 2.0, 3.0, 4.0]}])
+
+
+def test_reachable_is_unknown_until_an_answer_and_botocores_own_refusal_is_no_answer() -> None:
+    refuse = client_error("InvalidParameterValue", 400, "The value for parameter MetricData.member.1.Value is invalid.")
+    answered = publisher(RecordingClient(fail=lambda n, request: refuse))
+    assert answered.reachable is None
+    answered.publish(series(1))
+    assert answered.reachable is True
+    local = botocore.exceptions.ParamValidationError(report="Invalid length for parameter MetricData[0].MetricName")
+    unsent = publisher(RecordingClient(fail=lambda n, request: local))
+    unsent.publish(series(1))
+    assert unsent.reachable is None
+    down = publisher(RecordingClient(fail=fail_first(1, botocore.exceptions.NoCredentialsError())))
+    down.publish(series(1))
+    assert down.reachable is False
+    down.publish(series(1))
+    assert down.reachable is True
+
+
+def test_the_latency_published_is_the_milliseconds_the_call_took() -> None:
+    clock = FakeClock()
+    stats = AgentStats()
+    client = RecordingClient(fail=lambda n, request: clock.advance(0.25))
+    publisher(client, clock, stats=stats).publish(series(1))
+    assert [sample.value for sample in stats.interval_samples() if sample.name == "PublishLatency"] == [250.0]
+
+
+def test_retrying_stops_when_the_next_sleep_would_reach_the_deadline_exactly() -> None:
+    clock = FakeClock()
+    client = RecordingClient(fail=lambda n, request: client_error("Throttling", 400))
+    publisher(client, clock, retry_deadline=0.75, uniform=lambda low, high: high).publish(series(1))
+    assert (clock.sleeps, len(client.calls)) == ([0.25], 2)  # 0.25 slept + 0.5 next = 0.75: no second sleep
+
+
+def test_the_default_deadline_is_30_seconds() -> None:
+    clock = FakeClock()
+    client = RecordingClient(fail=lambda n, request: client_error("Throttling", 400))
+    pub = Publisher(client, "InfraWatch", stats=AgentStats(), sizer=SIZER, sleep=clock.sleep, monotonic=clock,
+                    backoff_base=1.0, backoff_max=1.0, uniform=lambda low, high: high)
+    pub.publish(series(1))
+    assert (len(clock.sleeps), len(client.calls)) == (29, 30)
+
+
+def test_the_real_backoff_sleep_waits_the_backoff_and_returns() -> None:
+    # The only test of the default sleep: a millisecond's backoff (abort() cutting it short is test_shutdown's).
+    client = RecordingClient(fail=fail_first(1, client_error("Throttling", 400)))
+    pub = Publisher(client, "InfraWatch", stats=AgentStats(), sizer=SIZER, backoff_base=0.001, backoff_max=0.001)
+    assert pub.publish(series(1)) == 1
