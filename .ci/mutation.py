@@ -237,8 +237,14 @@ def report(results: list[ModuleResult], jobs: int) -> str:
         "run against its tests; mutmut runs, for each mutant, only those of them that cover the mutated "
         "function. Score = (killed + documented equivalent) / mutants, where a timeout counts as killed, "
         "\"no tests\" as survived, and mutants that change only a logging call's arguments (event names, "
-        "context values, LogOnce keys) are left out and counted under *log only*. Equivalent mutants are "
-        f"documented in .ci/mutation_equivalents.toml. Target: ≥ {TARGET:.0%} per module.",
+        "context values, LogOnce keys) are left out and counted under *log only*: a log line is for the "
+        "operator reading it, not data or a decision the agent makes, and the drops and errors logs report "
+        "are also counted in self-metrics, which the tests assert. Equivalent mutants are documented, each with "
+        "why, in .ci/mutation_equivalents.toml; a mutant that only changes the case of an SQL string counts "
+        "as equivalent without an entry (SQLite keywords and identifiers are case-insensitive). Test files: "
+        "those whose tests call into the module, less two end-to-end files that only pass through it at a "
+        "minute a run (test_provision_agent_metrics.py, test_provision_cli_http.py). "
+        f"Target: ≥ {TARGET:.0%} per module.",
         "",
         "| module | tests | mutants | killed | equivalent | survived | log only | score | time |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
