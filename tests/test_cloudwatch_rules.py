@@ -162,3 +162,28 @@ def test_the_agent_and_the_provisioner_share_one_retry_policy() -> None:
 
     assert aws.is_retryable is rules.is_retryable
     assert publisher.is_retryable is rules.is_retryable
+
+
+def test_a_dimension_name_of_one_character_is_valid_and_an_empty_one_is_not() -> None:
+    assert (rules.dimension_name_problem("D"), rules.dimension_name_problem("")) == (None, "must be 1..255 characters")
+
+
+def test_the_timestamp_problems_name_the_window() -> None:
+    now = 1_790_000_000.0
+    assert rules.timestamp_problem(now - 14 * 86_400 - 1, now) == "is more than 14 days old"
+    assert rules.timestamp_problem(now + 7_201, now) == "is more than 2 hours ahead"
+
+
+@pytest.mark.parametrize(("response", "code", "status"), [
+    ({"Error": {"Code": "Throttling"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "Throttling", 400),
+    ({"Error": {"Code": ""}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "503", 503),  # a proxy's bare 503
+    ({"ResponseMetadata": {"HTTPStatusCode": 502}}, "502", 502),  # no error body at all
+    ({"Error": {"Message": "?"}}, "ClientError", None),
+    ({}, "ClientError", None),
+])
+def test_the_error_code_is_the_code_else_the_http_status_else_client_error(
+    response: dict[str, dict[str, object]], code: str, status: int | None,
+) -> None:
+    # botocore builds a ClientError from whatever the response parsed to: a proxy's page may give no Error.
+    error = botocore.exceptions.ClientError(response, "PutMetricData")  # type: ignore[arg-type]
+    assert (rules.error_code(error), rules.http_status(error)) == (code, status)
