@@ -185,5 +185,5 @@ def test_the_error_code_is_the_code_else_the_http_status_else_client_error(
     response: dict[str, dict[str, object]], code: str, status: int | None,
 ) -> None:
     # botocore builds a ClientError from whatever the response parsed to: a proxy's page may give no Error.
-    error = botocore.exceptions.ClientError(response, "PutMetricData")  # type: ignore[arg-type]
+    error = botocore.exceptions.ClientError(response, "PutMetricData")
     assert (rules.error_code(error), rules.http_status(error)) == (code, status)
