@@ -65,8 +65,8 @@ demo: $(STAMP)
 	@echo "make: running the demo"
 	@$(BIN)/python -m demo.run
 
-# mutmut on the modules that hold data, each against its own tests (~20 min on 2 cores); writes docs/quality.md.
-# Not part of `make test`. One module: `$(BIN)/python .ci/mutation.py --only agent/spool.py`.
+# mutmut on the modules that hold data, each against its own tests (about 15 min on 2 cores); writes
+# docs/quality.md. Not part of `make test`. One module: `$(BIN)/python .ci/mutation.py --only agent/spool.py`.
 mutation: $(STAMP)
 	@echo "make: mutation testing, written to docs/quality.md"
 	@$(BIN)/python .ci/mutation.py --jobs 2

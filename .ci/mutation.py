@@ -8,11 +8,14 @@ and score, and every surviving mutant with its diff line and, if it is equivalen
 
 Scoring: a timeout counts as killed (the tests noticed: they hung); "no tests" counts as survived.
 Documented equivalent mutants (.ci/mutation_equivalents.toml, and any that only changes the case of
-an SQL string) count as killed. Mutants whose only
-change lies inside a logging call (log.…, self._warn.…: event names, context values, which LogOnce key)
-are excluded from the score, by this script, and counted separately.
+an SQL string) count as killed. Surviving mutants whose only change lies inside a logging call (log.…,
+self._warn.…: event names, context values, which LogOnce key) are excluded from the score, by this
+script, and counted separately.
 
-    .venv/bin/python .ci/mutation.py [--jobs 2] [--only agent/spool.py ...]
+    .venv/bin/python .ci/mutation.py [--jobs 2] [--only agent/spool.py ...] [--report-only]
+
+`--only` runs the modules named; the report keeps every other module's last results (from build/).
+`--report-only` runs nothing and rewrites the report, e.g. after documenting an equivalent mutant.
 """
 
 from __future__ import annotations
@@ -236,7 +239,7 @@ def report(results: list[ModuleResult], jobs: int) -> str:
         f"{_mutmut_version()}, {jobs} worker{'s' if jobs != 1 else ''}). Each module is mutated on its own and "
         "run against its tests; mutmut runs, for each mutant, only those of them that cover the mutated "
         "function. Score = (killed + documented equivalent) / mutants, where a timeout counts as killed, "
-        "\"no tests\" as survived, and mutants that change only a logging call's arguments (event names, "
+        "\"no tests\" as survived, and surviving mutants that change only a logging call's arguments (event names, "
         "context values, LogOnce keys) are left out and counted under *log only*: a log line is for the "
         "operator reading it, not data or a decision the agent makes, and the drops and errors logs report "
         "are also counted in self-metrics, which the tests assert. Equivalent mutants are documented, each with "
