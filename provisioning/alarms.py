@@ -34,6 +34,15 @@ Dimensions = tuple[tuple[str, str], ...]
 ERROR_RATE_EXPRESSION = "IF(invocations > 0, (errors4xx + errors5xx) / invocations, 0)"
 
 
+def ownership_marker(stack: str) -> str:
+    """Ends every description this stack writes: DescribeAlarms pages alone tell its alarms, no tag reads."""
+    return f"Managed by infrawatch stack {stack}."
+
+
+def owns(description: str, stack: str) -> bool:
+    return ownership_marker(stack) in description
+
+
 @dataclass(frozen=True)
 class MetricQuery:
     """One entry of a metric math alarm's `Metrics`: a metric with a stat, or an expression."""
@@ -54,6 +63,8 @@ class MetricQuery:
             query["Label"] = self.label
         if self.expression:
             query["Expression"] = self.expression
+            if self.period:  # a Metrics Insights query names its period; metric math takes its metrics'
+                query["Period"] = self.period
         else:
             query["MetricStat"] = {
                 "Metric": {
@@ -72,7 +83,8 @@ class MetricQuery:
         return cls(
             id=raw["Id"], expression=raw.get("Expression", ""), label=raw.get("Label", ""),
             namespace=metric.get("Namespace", ""), metric_name=metric.get("MetricName", ""),
-            dimensions=_dimensions(metric.get("Dimensions", [])), period=int(stat.get("Period", 0)),
+            dimensions=_dimensions(metric.get("Dimensions", [])),
+            period=int(stat.get("Period", 0) or raw.get("Period", 0) or 0),
             stat=stat.get("Stat", ""), return_data=bool(raw.get("ReturnData", True)),
         )
 
@@ -190,7 +202,7 @@ class AlarmBuilder:
                 continue
             for suffix, series in self._series(kind, host):
                 namespace, name, dims = self._published(host, kind.metric, series)
-                alarms.append(self._alarm(
+                alarms.append(self.alarm(
                     kind, settings, f"host/{host.instance_id}/{kind.key}{suffix}",
                     f"{host.instance_id}{_describe_series(series)}",
                     namespace=namespace, metric_name=name, dimensions=dims, statistic=kind.statistic,
@@ -229,7 +241,7 @@ class AlarmBuilder:
             enabled=True, threshold=floor.minimum, severity=floor.severity, period=floor.period,
             datapoints=floor.datapoints, evaluation_periods=floor.evaluation_periods,
         )
-        return self._alarm(
+        return self.alarm(
             kind, settings, f"host/{host.instance_id}/{THROUGHPUT_KEY}@{name}", host.instance_id,
             namespace=self._spec.metric_namespace, metric_name=floor.metric,
             dimensions=tuple(sorted(dims.items())), statistic=floor.statistic, period=floor.period,
@@ -250,15 +262,15 @@ class AlarmBuilder:
             name = f"sagemaker/{variant.endpoint}/{variant.name}/{kind.key}"
             if kind.key == "endpoint_error_rate":
                 queries = _error_rate_queries(dims, settings)
-                alarms.append(self._alarm(kind, settings, name, target, queries=queries))
+                alarms.append(self.alarm(kind, settings, name, target, queries=queries))
             elif kind.per_core:
                 cores = variant.vcpus if kind.per_core == "vcpus" else variant.gpus
                 if cores:
                     queries = _per_core_queries(kind, dims, settings, cores)
-                    alarms.append(self._alarm(kind, settings, name, target, queries=queries))
+                    alarms.append(self.alarm(kind, settings, name, target, queries=queries))
             else:
                 percentile = kind.statistic.startswith("p")
-                alarms.append(self._alarm(
+                alarms.append(self.alarm(
                     kind, settings, name, target, namespace=kind.namespace, metric_name=kind.metric,
                     dimensions=dims, statistic="" if percentile else kind.statistic,
                     extended_statistic=kind.statistic if percentile else "", period=settings.period,
@@ -268,7 +280,7 @@ class AlarmBuilder:
 
     # --- common -----------------------------------------------------------------------------------
 
-    def _alarm(
+    def alarm(
         self, kind: AlarmKind, settings: AlarmSettings, name: str, target: str, **metric: Any
     ) -> AlarmDefinition:
         actions = self._actions[settings.severity]
@@ -296,7 +308,7 @@ class AlarmBuilder:
         )
         if kind.missing_data == "breaching":
             text += " Missing data counts as breaching."
-        text += f" Managed by infrawatch stack {self._spec.stack}."
+        text += " " + ownership_marker(self._spec.stack)
         if self._spec.runbook_url:
             text += f" Runbook: {self._spec.runbook_url}"
         return text

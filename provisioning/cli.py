@@ -8,6 +8,7 @@ that does not exist, or fails CloudWatch's limits (every problem listed; nothing
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from agent.host import region_source
 from agent.logs import LEVELS, configure
 from agent.schema import ConfigError
-from provisioning import validate
+from provisioning import export, validate
 from provisioning.apply import Applier
 from provisioning.aws import (
     ALARM_WRITES,
@@ -34,7 +35,7 @@ from provisioning.aws import (
 )
 from provisioning.discovery import Discovery
 from provisioning.notifications import preflight_problems, send_test_notifications
-from provisioning.plan import CONFLICT, Planner
+from provisioning.plan import CONFLICT, Planner, stale
 from provisioning.spec import load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
@@ -80,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
         "--alarm-writes-per-second", type=float, metavar="RATE",
         help="override apply.alarm_writes_per_second (PutMetricAlarm and DeleteAlarms calls per second)",
     )
+    parser.add_argument(
+        "--export", choices=("cloudformation",),
+        help="print the desired state as a CloudFormation template (JSON) instead of applying it; read AWS "
+        "only to find hosts and endpoints. Deploy it with CloudFormation or StackSets, never beside a direct apply "
+        "of the same stack",
+    )
     parser.add_argument("--log-level", default="warning", choices=tuple(LEVELS))
     return parser
 
@@ -114,8 +121,12 @@ def main(
     limiter = RateLimiter(rates, clock=clock, sleep=sleep)
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:
+        if args.export:
+            template = export.template(spec, Discovery(spec, caller).inventory(), caller)
+            print(json.dumps(template, indent=1, sort_keys=True), file=out)
+            return OK
         account = Account.lookup(caller)
-        desired = desired_stack(spec, account, Discovery(spec, caller).inventory())
+        desired = desired_stack(spec, account, Discovery(spec, caller).inventory(), caller)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
         if problems:
@@ -124,7 +135,9 @@ def main(
             for line in send_test_notifications(spec, desired.topics, caller):
                 say(line)
             return OK
-        actual = StateReader(spec.stack, account, caller).read()
+        reader = StateReader(spec.stack, account, caller)
+        actual = reader.read()
+        actual = reader.with_tags(actual, stale(desired, actual))
     except ConfigError as error:
         return _invalid(error, err)
     except (NoRegionError, NoCredentialsError) as error:
@@ -143,7 +156,9 @@ def main(
     plan = Planner(desired, actual, prune=args.prune).plan()
     for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
         say(line)
-    for line in footer(plan, desired.alarms, len(desired.dashboards), rates):
+    for note in desired.notes:
+        say(f"note: {note}")
+    for line in footer(plan, desired.alarms, len(desired.dashboards), rates, desired.series, len(desired.composites)):
         say(line)
     conflicts = plan.count(CONFLICT)
     if args.dry_run or not plan.writes:
@@ -161,6 +176,9 @@ def main(
             return OK
     outcome = Applier(caller, say).apply(plan)
     say(f"Applied {len(outcome.applied)} changes; {len(outcome.failed)} failed.")
+    if outcome.unsupported:
+        say(f"{len(outcome.unsupported)} composite alarms not created: the endpoint does not implement "
+            "PutCompositeAlarm, so their fleets' alarms notify nothing here.")
     if conflicts:
         say(f"{conflicts} resources with this stack's names are not this stack's and were left alone.")
     return OK if outcome.ok and not conflicts else REFUSED
