@@ -117,8 +117,9 @@ def desired_composites(
 
 
 def _severity(spec: Spec, name: str) -> str:
-    """The severity a fleet's alarm notifies with: its kind's key ends its name (`.../<key>@<series>`)."""
-    key = name.rsplit("/", 1)[-1].split("@", 1)[0]
+    """The severity a fleet's alarm notifies with: its kind's key ends its name (`.../<key>@<series>`, where a
+    mount path series may hold `/`)."""
+    key = name.split("@", 1)[0].rsplit("/", 1)[-1]
     return spec.alarms[key].severity
 
 
