@@ -328,3 +328,19 @@ def test_the_export_names_the_account_and_region_only_through_cloudformation(pro
                 for key in ("gpu_ecc_errors", "gpu_unhealthy", "gpu_xid_errors")}
     assert children <= set(composite_alarm["DependsOn"])
     assert provisioner.recorder.writes == Counter()
+
+
+def test_the_example_exports_every_resource_kind(provisioner: Provisioner, tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml"
+    run = provisioner.run(example.read_text(), "--export", "cloudformation")
+    assert run.code == 0, run.err
+    kinds = Counter(resource["Type"] for resource in json.loads(run.out)["Resources"].values())
+    assert kinds == Counter({
+        "AWS::CloudWatch::Alarm": 118, "AWS::CloudWatch::CompositeAlarm": 2, "AWS::CloudWatch::Dashboard": 2,
+        "AWS::SNS::Topic": 2, "AWS::SNS::TopicPolicy": 2, "AWS::SNS::Subscription": 3, "AWS::Events::Rule": 1,
+    })
+    path = tmp_path / "example.json"
+    path.write_text(run.out)
+    lint = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True,
+                          text=True, check=False)
+    assert (lint.returncode, lint.stdout) == (0, "")
