@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import time
-import tomllib
 
+from agent.schema import tomllib  # tomli on Python 3.10
 from provisioning.aws import DEFAULT_RATES, Account
 from provisioning.discovery import Host, Inventory
 from provisioning.plan import Planner

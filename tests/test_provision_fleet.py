@@ -19,6 +19,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from agent.schema import tomllib  # tomli on Python 3.10
 from provisioning import composite, export
 from provisioning.apply import Applier
 from provisioning.aws import DEFAULT_RATES, Account, Caller, RateLimiter
@@ -59,8 +60,6 @@ def fleet_spec(naming: str = "native", scope: str = "fleet", hosts: int = 100, e
 
 
 def desired(text: str) -> Any:
-    import tomllib
-
     return desired_stack(parse(tomllib.loads(text)), ACCOUNT, Inventory((), ()))
 
 
