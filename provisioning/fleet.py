@@ -169,7 +169,8 @@ class FleetBuilder:
         if not hosts:
             hosts, counted = max(len(self.hosts(fleet)), 1), True
         source = f"{hosts} hosts publishing now (ListMetrics)" if counted else f"hosts = {hosts}"
-        alarms = []
+        alarms: list[AlarmDefinition] = []
+        largest = 0
         for kind in HOST_KINDS:
             settings = self._spec.alarms[kind.key]
             if not settings.enabled or (kind.requires_gpus and not fleet.gpus):
@@ -205,6 +206,7 @@ class FleetBuilder:
                     f"fleet {fleet.name}: {kind.key} watches the worst {limit} of {series:,} series (ORDER BY "
                     f"... LIMIT {limit}): every breaching series while fewer than {limit} breach at once"
                 )
+            largest = max(largest, series)
             for suffix, only in parts:
                 query = self.query(fleet, kind, only, limit)
                 alarm = builder.alarm(
@@ -213,6 +215,11 @@ class FleetBuilder:
                 )
                 alarms.append(alarm)
                 result.series[alarm.name] = series
+        result.notes.append(
+            f"fleet {fleet.name}: {len(alarms)} Metrics Insights alarms ({source}); the largest query covers "
+            f"{largest:,} series (quotas: {MAX_SCANNED_METRICS:,} scanned, {MAX_RETURNED_SERIES} returned, "
+            f"{MAX_INSIGHTS_ALARMS} alarms per Region)"
+        )
         return alarms
 
     def _period_problems(self, fleet: Fleet, kind: AlarmKind) -> list[str]:

@@ -19,7 +19,7 @@ from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from agent.schema import tomllib  # tomli on Python 3.10
+from agent.schema import ConfigError, tomllib  # tomli on Python 3.10
 from provisioning import composite, export
 from provisioning.apply import Applier
 from provisioning.aws import DEFAULT_RATES, Account, Caller, RateLimiter
@@ -343,3 +343,58 @@ def test_the_example_exports_every_resource_kind(provisioner: Provisioner, tmp_p
     lint = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True,
                           text=True, check=False)
     assert (lint.returncode, lint.stdout) == (0, "")
+
+
+# --- every quota at its limit and one past it ------------------------------------------------------------
+
+
+def problems_of(text: str) -> list[str]:
+    try:
+        desired(text)
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+def test_a_query_of_exactly_10000_metrics_is_kept_and_one_more_is_refused() -> None:
+    assert problems_of(fleet_spec(hosts=10_000)) == []  # GPU kinds split per GPU: 10,000 each
+    assert problems_of(fleet_spec(hosts=10_001))[0].startswith(
+        "fleets[0].hosts: the cpu_high query would scan 10,001 metrics (hosts = 10001), more than the 10,000")
+
+
+def test_500_series_are_returned_as_they_are_and_501_keep_the_worst_500() -> None:
+    at = {alarm.name: alarm.queries[0].expression for alarm in desired(fleet_spec(hosts=500)).alarms}
+    past = {alarm.name: alarm.queries[0].expression for alarm in desired(fleet_spec(hosts=501)).alarms}
+    assert at["ml/training/cpu_high"].endswith("ORDER BY AVG() DESC")
+    assert past["ml/training/cpu_high"].endswith("ORDER BY AVG() DESC LIMIT 500")
+
+
+def test_200_insights_alarms_are_allowed_and_201_are_not() -> None:
+    # 10 kinds per fleet with gpu_idle enabled; a fleet without GPUs adds cpu, memory and storage only.
+    fleets = "".join(FLEET.format(scope="fleet", hosts=10).replace('"training"', f'"f{index}"') for index in range(20))
+    text = HEADER.format(naming="native") + fleets + "[alarms.gpu_idle]\nenabled = true\n"
+    assert len(desired(text).series) == 200
+    assert problems_of(text) == []
+    extra = FLEET.format(scope="fleet", hosts=10).replace('"training"', '"cpu-only"') + "gpus = 0\n"
+    assert problems_of(HEADER.format(naming="native") + fleets + extra + "[alarms.gpu_idle]\nenabled = true\n") == [
+        "fleets: 203 Metrics Insights alarms, more than the 200 CloudWatch allows per account and Region; fewer "
+        'fleets, fewer alarm kinds, or scope = "host"']
+
+
+def test_three_hours_of_evaluation_are_allowed_and_a_minute_more_is_not() -> None:
+    assert problems_of(fleet_spec() + "[alarms.cpu_high]\nperiod = 60\nevaluation_periods = 180\n") == []
+    assert problems_of(fleet_spec() + "[alarms.cpu_high]\nperiod = 60\nevaluation_periods = 181\n") == [
+        "alarms.cpu_high.evaluation_periods: period * evaluation_periods must be at most 10800 s for fleet "
+        '"training" (Metrics Insights alarms see 3 hours), got 60 * 181']
+
+
+def test_a_composite_of_100_alarms_is_allowed_and_101_are_not() -> None:
+    spec = parse({"stack": "ml"})
+    children = [f"ml/a{index}" for index in range(101)]
+    alarms = [type("Named", (), {"name": name})() for name in children]
+    at = CompositeDefinition("ml/x", "", composite.rule(children[:100]))
+    past = CompositeDefinition("ml/x", "", composite.rule(children))
+    assert composite.problems(spec, [at], alarms) == []
+    assert composite.problems(spec, [past], alarms) == [
+        'composite "ml/x": the rule of ml/x combines 101 alarms, more than the 100 a composite alarm may; split '
+        'the fleet or use scope = "fleet"']
