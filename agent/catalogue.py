@@ -12,8 +12,8 @@ the jobs that send them, so they cannot be entries here. They follow one rule in
 `<name>` publishes `<name>` (its total, Count or Bytes) and `<name>PerSecond` (Count/Second or
 Bytes/Second); a timer `<name>` publishes `<name>` in Milliseconds; a histogram, distribution or gauge
 `<name>` publishes `<name>` with no unit; their dimensions are the allowed DogStatsD tags. A StatsD name
-that is a catalogue name (or whose `PerSecond` series would be) is refused, so a job cannot overwrite
-a host metric.
+that is, or whose `PerSecond` series would be, a name the agent publishes for itself under any naming
+profile (`agent.naming.RESERVED_NAMES`) is refused, so a job cannot write into a host series.
 """
 
 from __future__ import annotations
@@ -90,10 +90,13 @@ CATALOGUE: tuple[Metric, ...] = (
     # --- Storage ---------------------------------------------------------------------------------
     # Device and FSType are set only for naming profiles whose dimension sets need them (cwagent).
     Metric("StorageUtilization", PERCENT, ("MountPath",), "(total − free) / (used + available) × 100",
-           "statvfs per mount, time-bounded", "Filesystem space in use, as df reports it.", ("Device", "FSType")),
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
+           "Filesystem space in use, as df reports it.", ("Device", "FSType")),
     Metric("StorageInodeUtilization", PERCENT, ("MountPath",), "(files − free files) / files × 100",
-           "statvfs per mount, time-bounded", "Filesystem inodes in use.", ("Device", "FSType")),
-    Metric("StorageInodesFree", COUNT, ("MountPath",), "free files (f_ffree)", "statvfs per mount, time-bounded",
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
+           "Filesystem inodes in use.", ("Device", "FSType")),
+    Metric("StorageInodesFree", COUNT, ("MountPath",), "free files (f_ffree)",
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
            "Free inodes, as the CloudWatch agent's disk_inodes_free; published under cwagent only.",
            ("Device", "FSType")),
     # --- Disk throughput -------------------------------------------------------------------------
@@ -158,9 +161,11 @@ CATALOGUE: tuple[Metric, ...] = (
             ("GPUPCIeReplays", COUNT, "Δ PCIe replay counter", "NVML_FI_DEV_PCIE_REPLAY_COUNTER",
              "PCIe replays in the interval (link trouble)."),
             ("GPUPCIeRxBytesPerSecond", BYTES_PER_SECOND, "Δ bytes / Δ time; else KB/s × 1024 over 20 ms",
-             "NVML_FI_DEV_PCIE_COUNT_RX_BYTES, else nvmlDeviceGetPcieThroughput(RX)", "PCIe receive throughput."),
+             "NVML_FI_DEV_PCIE_COUNT_RX_BYTES, else nvmlDeviceGetPcieThroughput(RX) once a minute",
+             "PCIe receive throughput."),
             ("GPUPCIeTxBytesPerSecond", BYTES_PER_SECOND, "Δ bytes / Δ time; else KB/s × 1024 over 20 ms",
-             "NVML_FI_DEV_PCIE_COUNT_TX_BYTES, else nvmlDeviceGetPcieThroughput(TX)", "PCIe transmit throughput."),
+             "NVML_FI_DEV_PCIE_COUNT_TX_BYTES, else nvmlDeviceGetPcieThroughput(TX) once a minute",
+             "PCIe transmit throughput."),
             ("GPUNVLinkErrors", COUNT, "Σ Δ replay, recovery, CRC flit and CRC data error totals",
              "NVML_FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL", "NVLink errors in the interval; only GPUs with NVLink."),
             ("GPUXidErrors", COUNT, "critical Xid events in the interval",
@@ -187,6 +192,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "Datapoints CloudWatch accepted."),
     Metric("DatapointsDropped", COUNT, ("Component", "Reason"), "datapoints dropped in the interval", "agent",
            "Datapoints that will never be delivered, by reason."),
+    Metric("PossibleDuplicates", COUNT, ("Component",), "datapoints sent again after a read timeout",
+           "agent", "Datapoints CloudWatch may have stored twice: their first request timed out waiting for the "
+           "answer, then they were retried or kept for replay (docs/data-loss.md)."),
     Metric("CollectorErrors", COUNT, ("Component", "Collector"), "collector runs that raised in the interval",
            "agent", "A collector failed; the others carried on."),
     Metric("PublishErrors", COUNT, ("Component", "ErrorCode"), "failed PutMetricData attempts in the interval",
@@ -201,6 +209,12 @@ CATALOGUE: tuple[Metric, ...] = (
            "psutil.Process().cpu_times", "CPU the agent used since the previous flush, in % of one core."),
     Metric("AgentMemoryRSS", BYTES, ("Component",), "resident set size", "psutil.Process().memory_info",
            "Memory the agent holds."),
+    Metric("ValuesMerged", COUNT, ("Component",), "distinct values merged into group means in the interval",
+           "agent", "Values merged to bound memory (a series past 1,500 distinct values in a minute, or all "
+           "series past 100,000): SampleCount, Sum, Minimum and Maximum stay exact, percentiles approximate."),
+    Metric("StorageMountsSkipped", COUNT, ("Component", "Reason"), "filesystems not read in the cycle, by reason",
+           "storage collector", "Reason timeout: statvfs did not answer within storage.timeout (a hung mount, "
+           "or every statvfs thread parked on one); error: statvfs failed. Absent while none is skipped."),
     # --- StatsD listener -------------------------------------------------------------------------
     Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
            "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "
@@ -216,8 +230,9 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
 # what Prometheus calls a counter.
 INTERVAL_COUNTS = frozenset({
     "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
-    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
-    "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
+    "PublishErrors", "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime", "StorageMountsSkipped",
+    "ValuesMerged",
 })
 # The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
 PHYSICAL_UNITS: dict[str, str] = {

@@ -155,7 +155,7 @@ class Agent:
                 samples = collector.collect()
             except Exception as error:
                 self.stats.add_collector_error(collector.name)
-                self._warn.warning(("collector", collector.name, type(error).__name__), "collector_failed",
+                self._warn.warning(("collector", collector.name), "collector_failed", variant=type(error).__name__,
                                    collector=collector.name, error=repr(error))
                 continue
             self._warn.reset(("collector", collector.name))

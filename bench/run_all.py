@@ -28,6 +28,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("publish_efficiency.py", [], []),
     ("gpu_sweep.py", [], []),
     ("gpu_vs_nvidia_smi.py", [], []),
+    ("storage_mounts.py", [], ["--cycles", "50"]),
     ("provision_500.py", ["--repeat", "3"], ["--repeat", "1"]),
     ("fleet_scale.py", [], ["--hosts", "10", "100"]),
     ("cost_estimate.py", [], []),
@@ -35,6 +36,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("spool_overhead.py", ["--seconds", "300", "--repeats", "7"], ["--seconds", "100", "--repeats", "3"]),
     ("systemd_security.py", [], []),
     ("statsd_ingest.py", [], ["--repeats", "1"]),
+    ("statsd_memory.py", [], ["--seconds", "20"]),
     ("meter_add.py", [], ["--runs", "3"]),
     ("prometheus_scrape.py", ["--seconds", "60"], ["--seconds", "15"]),
 ]

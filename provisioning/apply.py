@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from provisioning.aws import Caller, error_code
-from provisioning.composite import not_implemented
+from provisioning.aws import OPTIONAL_OPERATIONS, Caller, error_code, not_implemented
 from provisioning.plan import DELETE, Change, Plan, Write
 
 log = structlog.get_logger()
@@ -66,7 +65,7 @@ class Applier:
                 for write in writes:
                     self._call(write.service, write.operation, **write.params)
             except (ClientError, BotoCoreError, NotImplementedError) as error:
-                if write.operation == "PutCompositeAlarm" and _unsupported(error):
+                if write.operation in OPTIONAL_OPERATIONS and not_implemented(error):
                     outcome.unsupported += changes
                     self._report(f"skipped {changes[0].line()}: this endpoint does not implement "
                                  "PutCompositeAlarm (moto does not; CloudWatch does)")
@@ -85,8 +84,3 @@ class Applier:
                 outcome.applied.append(change)
                 self._report(f"applied {change.line()}")
         return outcome
-
-
-def _unsupported(error: Exception) -> bool:
-    """An endpoint without PutCompositeAlarm: moto in process raises NotImplementedError."""
-    return isinstance(error, NotImplementedError) or not_implemented(error_code(error))

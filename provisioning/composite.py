@@ -25,9 +25,6 @@ from provisioning.spec import Spec
 
 MAX_RULE_LENGTH = 10_240
 MAX_CHILDREN = 100
-# What an endpoint without PutCompositeAlarm answers: moto's server an HTTP 500 with no error code, moto in
-# process a NotImplementedError, other emulators NotImplemented or InvalidAction.
-NOT_IMPLEMENTED_CODES = ("NotImplemented", "InvalidAction", "UnknownOperationException", "500", "501")
 _CHILD = re.compile(r'ALARM\("((?:[^"\\]|\\.)*)"\)')
 
 
@@ -178,7 +175,3 @@ def suppressor_problems(spec: Spec, desired: Iterable[str], exists: Any) -> list
             found.append(f"fleets[{index}].paging.suppressor: no such alarm in the spec or the account "
                          f"(DescribeAlarms), got {render(name)}")
     return found
-
-
-def not_implemented(code: str) -> bool:
-    return code in NOT_IMPLEMENTED_CODES

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from agent.aggregate import Aggregator, Datum
 from agent.catalogue import METRICS
 from agent.cli import build_collectors
-from agent.collectors import Collector
+from agent.collectors import Collector, mounts
 from agent.collectors.blockdev import BlockDeviceNames
 from agent.collectors.cpu import CpuCollector
 from agent.collectors.cwagent_cpu import CwagentCpuCollector
@@ -42,12 +42,11 @@ from agent.nvml import Nvml
 from agent.samples import Sample
 from agent.selfstats import AgentStats
 from tests.fakes.host import (
-    TRAINING_HOST_PARTITIONS,
+    TRAINING_HOST_MOUNTS,
     TRAINING_HOST_STATVFS,
     DiskCounters,
     FakeClock,
     NicCounters,
-    Partition,
     Sequence,
     StatVfs,
     SwapMemory,
@@ -196,15 +195,19 @@ def test_tcp_states_count_ipv4_and_ipv6_sockets(tmp_path: Path) -> None:
 # --- dimensions -------------------------------------------------------------------------------------
 
 
-ROOT_HOST = [Partition("/dev/root", "/", "ext4", "rw"), Partition("/dev/nvme1n1", "/data", "xfs", "rw"),
-             Partition("/dev/mapper/vg0-scratch", "/scratch", "ext4", "rw")]
+# Root mounted from the kernel command line (/dev/root), a data volume, an LVM volume.
+ROOT_HOST = mounts.parse(
+    "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw,discard\n"
+    "23 22 259:4 / /data rw,noatime shared:2 - xfs /dev/nvme1n1 rw,attr2,inode64,noquota\n"
+    "24 22 253:0 / /scratch rw,relatime shared:3 - ext4 /dev/mapper/vg0-scratch rw\n"
+)
 ROOT_STATVFS = {"/": StatVfs(4096, 1_000_000, 400_000, 350_000, 65_536, 16_384),
                 "/data": StatVfs(4096, 2_000_000, 1_500_000, 1_500_000, 0, 0),
                 "/scratch": StatVfs(4096, 100, 50, 50, 1_000, 900)}
 
 
 def storage_devices(names: BlockDeviceNames) -> dict[str, str]:
-    collector = StorageCollector(device_dimensions=True, device_names=names, disk_partitions=lambda all: ROOT_HOST,
+    collector = StorageCollector(device_dimensions=True, device_names=names, mount_table=lambda: ROOT_HOST,
                                  statvfs=statvfs_from(ROOT_STATVFS))
     return {dict(s.dimensions)["MountPath"]: dict(s.dimensions)["Device"] for s in collector.collect()}
 
@@ -226,7 +229,7 @@ def test_dev_root_that_sysfs_cannot_resolve_stays_root_and_is_said_once(tmp_path
 def test_disk_inodes_free_is_statvfs_free_files_with_the_disk_dimensions() -> None:
     collector = StorageCollector(device_dimensions=True, inodes_free=True,
                                  fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
-                                 disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+                                 mount_table=lambda: TRAINING_HOST_MOUNTS,
                                  statvfs=statvfs_from(TRAINING_HOST_STATVFS))
     inodes = {s.dimensions: s.value for s in collector.collect() if s.name == "StorageInodesFree"}
     assert inodes == {
@@ -295,7 +298,7 @@ def cwagent_host(tmp_path: Path) -> Iterator[tuple[list[Collector], FakeClock]]:
         CwagentCpuCollector(per_core=True, read_stat=Sequence(STAT_BEFORE, STAT_AFTER)),
         MemoryCollector(formulas="cwagent", virtual_memory=lambda: SHM_HEAVY, swap_memory=lambda: NO_SWAP),
         StorageCollector(device_dimensions=True, inodes_free=True, fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
-                         disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+                         mount_table=lambda: TRAINING_HOST_MOUNTS,
                          statvfs=statvfs_from(TRAINING_HOST_STATVFS)),
         DiskIOCollector(io_time=True, disk_io_counters=disks, whole_disks=lambda: {"nvme0n1"}, monotonic=clock),
         NetworkCollector(net_io_counters=nics, monotonic=clock),

@@ -68,14 +68,14 @@ def test_every_type_end_to_end_with_exact_totals_rates_and_values(
     llama = (("model", "llama"),)
     assert published(samples, "SamplesProcessed") == [(20_100.0, "Count", llama)]
     assert published(samples, "SamplesProcessedPerSecond") == [(1005.0, "Count/Second", llama)]
-    assert published(samples, "StepTime") == [
-        (100.0, "Milliseconds", ()), (120.0, "Milliseconds", ()), (80.0, "Milliseconds", ()),
+    assert published(samples, "StepTime") == [  # in ascending order of value
+        (80.0, "Milliseconds", ()), (100.0, "Milliseconds", ()), (120.0, "Milliseconds", ()),
     ]
     assert weights(samples, "StepTime") == {100.0: 1.0, 120.0: 2.0, 80.0: 1.0}
     assert published(samples, "ReadBytes") == [(2000.0, "Bytes", ())]
     assert published(samples, "ReadBytesPerSecond") == [(100.0, "Bytes/Second", ())]
     assert published(samples, "QueueDepth") == [(8.0, "None", ())]
-    assert published(samples, "BatchTokens") == [(4096.0, "None", ()), (2048.0, "None", ())]
+    assert published(samples, "BatchTokens") == [(2048.0, "None", ()), (4096.0, "None", ())]
     assert weights(samples, "BatchTokens") == {4096.0: 1.0, 2048.0: 2.0}
     assert samples[-2:] == [
         METRICS["StatsdSeriesDropped"].sample(0, Component="agent"),
@@ -225,3 +225,21 @@ def test_a_failing_recv_is_logged_once_and_the_listener_carries_on() -> None:
     assert [(log["event"], log["error"]) for log in warnings] == [
         ("statsd_receive_failed", "[Errno 105] No buffer space available")
     ]
+
+
+def test_a_recv_that_fails_again_after_a_datagram_got_through_is_logged_again() -> None:
+    sockets: list[FailingOnceSocket] = []
+
+    def factory(family: int, kind: int) -> FailingOnceSocket:
+        sockets.append(FailingOnceSocket(family, kind))
+        return sockets[-1]
+
+    with capture_logs() as logs:
+        listening = StatsdListener(lambda packet: None, socket_factory=factory, error_pause=0)
+        listening.start()
+        for item in (b"A:1|c", OSError(105, "No buffer space available"), b"A:1|c"):
+            sockets[0].datagrams.put(item)
+        assert listening.wait_for_packets(2, WAIT)
+        listening.close()
+    assert [log["event"] for log in logs if log["log_level"] == "warning"] == ["statsd_receive_failed"] * 2
+
