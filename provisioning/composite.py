@@ -21,7 +21,7 @@ from typing import Any
 from agent.schema import render
 from provisioning.alarm_catalogue import SEVERITIES
 from provisioning.alarms import Actions, AlarmDefinition, ownership_marker
-from provisioning.spec import Spec
+from provisioning.spec import HOST_SCOPE, Spec
 
 MAX_RULE_LENGTH = 10_240
 MAX_CHILDREN = 100
@@ -162,6 +162,19 @@ def cycles(composites: Sequence[CompositeDefinition]) -> list[tuple[str, list[st
                     seen.add(child)
                     stack.append((child, [*trail, child]))
     return found
+
+
+def routing_problems(spec: Spec, rule_notifies: bool) -> list[str]:
+    """A paged host-scope fleet's alarms are named `<stack>/host/<id>/<key>` like a [[hosts]] group's, which the
+    EventBridge rule pages by name: its children would page beside its composite."""
+    if not rule_notifies:
+        return []
+    return [
+        f"fleets[{index}].paging.enabled: the alarms of a scope = \"host\" fleet are named like [[hosts]] alarms, "
+        "which the EventBridge rule pages by name, so they would page beside the composites; use scope = "
+        "\"fleet\", or events.notify_critical_topic = false"
+        for index, fleet in enumerate(spec.fleets) if fleet.scope == HOST_SCOPE and fleet.paging.enabled
+    ]
 
 
 def suppressor_problems(spec: Spec, desired: Iterable[str], exists: Any) -> list[str]:

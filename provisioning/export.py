@@ -136,7 +136,8 @@ class Exporter:
         resource: dict[str, Any] = {
             "Type": resource_type,
             "Properties": {key: self._value(value) for key, value in properties.items()},
-            "Metadata": {"infrawatch": {"kind": kind, "name": name}},
+            # `{AWS::Region}`, not `${...}`: Metadata is not substituted, and a `${` outside Fn::Sub is an error.
+            "Metadata": {"infrawatch": {"kind": kind, "name": name.replace("${", "{")}},
         }
         if depends:
             resource["DependsOn"] = sorted(set(depends))
@@ -162,10 +163,15 @@ class Exporter:
         return value
 
 
-def resources(template: dict[str, Any]) -> set[tuple[str, str]]:
-    """(kind, name) of every resource of an exported template, its policies folded into their topics."""
-    return {
-        ("topic" if meta["kind"] == "topic-policy" else meta["kind"], meta["name"])
-        for resource in template["Resources"].values()
-        for meta in [resource["Metadata"]["infrawatch"]]
-    }
+def resources(template: dict[str, Any], account: Account) -> set[tuple[str, str]]:
+    """(kind, name) of every resource of an exported template deployed to `account`, as the plan names them,
+    its policies folded into their topics."""
+    pseudo = {"{AWS::AccountId}": account.id, "{AWS::Region}": account.region, "{AWS::Partition}": account.partition}
+    names = set()
+    for resource in template["Resources"].values():
+        meta = resource["Metadata"]["infrawatch"]
+        name = meta["name"]
+        for placeholder, value in pseudo.items():
+            name = name.replace(placeholder, value)
+        names.add(("topic" if meta["kind"] == "topic-policy" else meta["kind"], name))
+    return names

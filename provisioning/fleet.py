@@ -25,6 +25,7 @@ fleets and for EC2 actions, which a Metrics Insights alarm cannot take.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +38,8 @@ from agent.schema import render
 from provisioning.alarm_catalogue import ABOVE, GPU, HOST_KINDS, MOUNT, VARIANT_KINDS, AlarmKind
 from provisioning.alarms import AlarmBuilder, AlarmDefinition, MetricQuery
 from provisioning.aws import Caller
-from provisioning.discovery import AGENT_COMPONENT, RECENTLY_ACTIVE, Host, published_key
-from provisioning.spec import FLEET_SCOPE, Fleet, Spec
+from provisioning.discovery import AGENT_COMPONENT, Discovery, Host, published_key
+from provisioning.spec import FLEET_SCOPE, Fleet, HostGroup, Spec
 
 # Metrics Insights quotas (CloudWatch User Guide, "Metrics Insights quotas" and "Alarms on Metrics Insights
 # queries"), per account and Region.
@@ -270,34 +271,14 @@ class FleetBuilder:
     # --- hosts publishing now ---------------------------------------------------------------------
 
     def hosts(self, fleet: Fleet) -> list[Host]:
-        """The fleet's hosts whose agents published a Heartbeat in the last 3 hours, with the dimensions
-        every one of their series carries (static, appended identity)."""
+        """The fleet's hosts whose agents published a Heartbeat in the last 3 hours, as `Discovery` finds a
+        `discover = true` group's: the fleet's filter is a dimension every one of their series carries."""
         if self._call is None:
             return []
-        naming = self._spec.naming
-        host_id = _host_id(fleet)
-        native = {**{name: "" for name in _host_dimensions(fleet)}, **dict(fleet.dimensions), **AGENT_COMPONENT}
-        name, published = resolve(naming, "Heartbeat", native)
-        key = published_key(naming, "Heartbeat", host_id, native)
-        fixed = {**dict(fleet.dimensions), **dict(fleet.filter), **AGENT_COMPONENT}
-        hosts: dict[str, Host] = {}
-        for page in self._call.pages(
-            "cloudwatch", "ListMetrics", Namespace=self._spec.metric_namespace, MetricName=name,
-            Dimensions=[{"Name": dim, "Value": value} for dim, value in sorted(fixed.items())],
-            RecentlyActive=RECENTLY_ACTIVE,
-        ):
-            for series in page.get("Metrics", []):
-                dims = {item["Name"]: item["Value"] for item in series.get("Dimensions", [])}
-                if set(dims) != set(published):
-                    continue  # another dimension set: not what these agents publish, no alarm would match
-                carried = tuple(sorted((dim, value) for dim, value in dims.items()
-                                       if dim != key and dim not in AGENT_COMPONENT))
-                hosts.setdefault(dims[key], Host(
-                    instance_id=dims[key], dimensions=carried,
-                    gpus=tuple(str(index) for index in range(fleet.gpus)), mounts=fleet.mounts,
-                    id_dimension=host_id,
-                ))
-        return [hosts[host] for host in sorted(hosts)]
+        carried = tuple(sorted({**dict(fleet.dimensions), **dict(fleet.filter)}.items()))
+        group = HostGroup(discover=True, dimensions=carried, gpus=fleet.gpus, mounts=fleet.mounts)
+        only = dataclasses.replace(self._spec, hosts=(group,), endpoints=())
+        return list(Discovery(only, self._call).inventory().hosts)
 
 
 def _host_id(fleet: Fleet) -> str:

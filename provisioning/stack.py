@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -43,12 +44,13 @@ def desired_stack(spec: Spec, account: Account, inventory: Inventory, caller: Ca
     alarms = builder.build(inventory) + fleets.alarms
     composites = desired_composites(spec, severity_actions, fleets.members)
     problems = fleets.problems + composite.problems(spec, composites, alarms)
+    problems += composite.routing_problems(spec, rule_notifies(spec))
     problems += composite.suppressor_problems(
         spec, [alarm.name for alarm in alarms], lambda name: _alarm_exists(caller, name)
     )
     if problems:
         raise ConfigError(problems)
-    hosts = Inventory(hosts=inventory.hosts + tuple(fleets.hosts), variants=inventory.variants)
+    hosts = dataclasses.replace(inventory, hosts=inventory.hosts + tuple(fleets.hosts))
     dashboards = DashboardBuilder(spec, account, alarms).build(hosts) if spec.dashboards.enabled else []
     return DesiredStack(
         stack=spec.stack,

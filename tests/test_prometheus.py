@@ -289,8 +289,8 @@ def test_startup_with_the_port_in_use_exits_2_naming_the_key(tmp_path: Path, cap
         try:
             assert main(["--dry-run", "--config", str(config)]) == 2
         finally:
-            structlog.reset_defaults()  # main() pointed the loggers at this test's captured stdout
-    assert capsys.readouterr().err == f'prometheus.address: {busy} is in use, got "{busy}"\n'
+            structlog.reset_defaults()  # main() pointed the loggers at this test's captured stderr (--dry-run)
+    assert capsys.readouterr().err.splitlines()[-1] == f'prometheus.address: {busy} is in use, got "{busy}"'
 
 
 def test_the_agent_process_serves_its_readings_and_closes_the_port_on_sigterm(tmp_path: Path) -> None:

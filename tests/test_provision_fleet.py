@@ -154,6 +154,13 @@ def test_a_query_over_10000_metrics_is_split_per_gpu_and_refused_when_a_part_is_
      'fleets, fewer alarm kinds, or scope = "host"'),
     (fleet_spec(extra=PAGED + 'suppressor = "maintenance"\n'),
      'fleets[0].paging.suppressor: no such alarm in the spec or the account (DescribeAlarms), got "maintenance"'),
+    (fleet_spec(scope="host").replace('filter = { AutoScalingGroupName = "train" }', ""),
+     'fleets[0].filter: scope "host" names each host\'s series exactly, so every append_dimension but InstanceId '
+     'needs a value here, missing ["AutoScalingGroupName"]'),
+    (fleet_spec(scope="host", extra=PAGED),
+     'fleets[0].paging.enabled: the alarms of a scope = "host" fleet are named like [[hosts]] alarms, which the '
+     "EventBridge rule pages by name, so they would page beside the composites; use scope = \"fleet\", or "
+     "events.notify_critical_topic = false"),
     (fleet_spec().replace('name = "training"', 'name = "host"'),
      'fleets[0].name: must not be host or sagemaker: alarm names use them for other targets, got "host"'),
 ])
@@ -200,9 +207,16 @@ def test_composite_writes_satisfy_the_real_putcompositealarm_model() -> None:
         'ALARM("ml/training/gpu_ecc_errors") OR ALARM("ml/training/gpu_unhealthy") OR '
         'ALARM("ml/training/gpu_xid_errors")'
     )
+    # The EventBridge rule pages the critical composite by name, with a readable message; the warning one notifies
+    # its topic itself.
     assert (writes[0].params["AlarmActions"], writes[0].params["ActionsSuppressor"],
             writes[0].params["ActionsSuppressorWaitPeriod"], writes[0].params["ActionsSuppressorExtensionPeriod"]) == (
-        [CRITICAL], "ml/training/cpu_high", 300, 300)
+        [], "ml/training/cpu_high", 300, 300)
+    assert writes[1].params["AlarmActions"] == [WARNING]
+    assert stack.rule is not None
+    fleet_patterns = [item["wildcard"] for item in json.loads(stack.rule.pattern)["detail"]["alarmName"]
+                      if item["wildcard"].startswith("ml/training/")]
+    assert fleet_patterns == ["ml/training/critical"]  # never the children
     # The children notify nothing: only the composites page.
     assert {alarm.alarm_actions for alarm in stack.alarms} == {()}
     client = boto3.client("cloudwatch", region_name="us-east-1")
@@ -294,7 +308,9 @@ def test_the_export_is_cfn_lint_clean_for_both_scopes_and_holds_the_plans_resour
                      '[events]\ntarget_arn = "arn:aws:lambda:us-east-1:123456789012:function:respond"\n')
     files = []
     for scope in ("fleet", "host"):
-        text = fleet_spec(naming, scope, extra=PAGED) + subscriptions
+        # A paged host-scope fleet needs the rule not to page by name (its children are named like [[hosts]]).
+        routing = "notify_critical_topic = false\n" if scope == "host" else ""
+        text = fleet_spec(naming, scope, extra=PAGED) + subscriptions + routing
         run = provisioner.run(text, "--export", "cloudformation")
         assert run.code == 0, run.err
         template = json.loads(run.out)
@@ -303,7 +319,7 @@ def test_the_export_is_cfn_lint_clean_for_both_scopes_and_holds_the_plans_resour
         files.append(str(path))
         dry = provisioner.run(text, "--dry-run")
         planned = {tuple(line.split(" ", 3)[2:4]) for line in dry.lines if line.startswith("+ create ")}
-        assert export.resources(template) == planned
+        assert export.resources(template, ACCOUNT) == planned
         assert template["Parameters"]["CriticalSubscription1"]["Default"] == "oncall@example.com"
         assert template["Parameters"]["AutomatedResponseArn"]["Default"].endswith(":function:respond")
         kinds = Counter(resource["Type"] for resource in template["Resources"].values())
@@ -320,8 +336,10 @@ def test_the_export_names_the_account_and_region_only_through_cloudformation(pro
     assert "123456789012" not in run.out and "us-east-1" not in run.out
     composite_alarm = next(resource for resource in template["Resources"].values()
                            if resource["Metadata"]["infrawatch"]["name"] == "ml/training/critical")
-    assert composite_alarm["Properties"]["AlarmActions"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:ml-critical"}
+    warning = next(resource for resource in template["Resources"].values()
+                   if resource["Metadata"]["infrawatch"]["name"] == "ml/training/warning")
+    assert warning["Properties"]["AlarmActions"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:ml-warning"}
     ]
     children = {export.logical_id("Alarm", f"ml/training/{key}")
                 for key in ("gpu_ecc_errors", "gpu_unhealthy", "gpu_xid_errors")}
