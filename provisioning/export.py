@@ -6,7 +6,9 @@ The desired stack is built for a symbolic account (`${AWS::AccountId}`, `${AWS::
 between accounts beyond that (subscription endpoints, an existing topic's ARN, the automated response's
 ARNs) is a template parameter whose default is the spec's value. Every resource carries its plan identity
 (`Metadata.infrawatch`: kind and name), one resource per created plan change; a topic's policy is a
-resource of its own (`AWS::SNS::TopicPolicy`) that belongs to the topic's change.
+resource of its own (`AWS::SNS::TopicPolicy`) that belongs to the topic's change. With `[rollout] enabled`,
+the SSM document and association that install the agent (`provisioning.rollout`) join them: only the export
+has those.
 
 A stack deployed from the template belongs to CloudFormation: applying the same spec directly as well
 would make both fight over the same names.
@@ -20,11 +22,13 @@ import re
 from typing import Any
 
 from agent.schema import ConfigError
+from provisioning import rollout
 from provisioning.aws import Account, Caller
 from provisioning.discovery import Inventory
 from provisioning.spec import Spec
 from provisioning.stack import DesiredStack, desired_stack
 
+ROLLOUT = "rollout"  # the kind of the [rollout] resources, which only the export has (the plan applies no SSM)
 SYMBOLIC = Account(id="${AWS::AccountId}", region="${AWS::Region}", partition="${AWS::Partition}")
 MAX_RESOURCES = 500  # CloudFormation's resources per stack
 MAX_LOGICAL_ID = 255
@@ -72,6 +76,10 @@ class Exporter:
             properties = {**rule.request(), "EventPattern": json.loads(rule.pattern),
                           "Targets": [target.request() for target in rule.targets]}
             self._add("Rule", "rule", rule.name, "AWS::Events::Rule", properties, depends=topics)
+        for resource_id, resource in rollout.resources(self._spec.stack, self._spec.rollout).items():
+            # Export only: the SSM document and association that install the agent ([rollout], docs/rollout.md).
+            name = resource["Properties"].get("AssociationName") or resource["Properties"]["Name"]
+            self._resources[resource_id] = {**resource, "Metadata": {"infrawatch": {"kind": ROLLOUT, "name": name}}}
         if len(self._resources) > MAX_RESOURCES:
             raise ConfigError([
                 f"--export: {len(self._resources)} resources, more than the {MAX_RESOURCES} one CloudFormation "
@@ -165,11 +173,13 @@ class Exporter:
 
 def resources(template: dict[str, Any], account: Account) -> set[tuple[str, str]]:
     """(kind, name) of every resource of an exported template deployed to `account`, as the plan names them,
-    its policies folded into their topics."""
+    its policies folded into their topics; the [rollout] resources, which no plan has, left out."""
     pseudo = {"{AWS::AccountId}": account.id, "{AWS::Region}": account.region, "{AWS::Partition}": account.partition}
     names = set()
     for resource in template["Resources"].values():
         meta = resource["Metadata"]["infrawatch"]
+        if meta["kind"] == ROLLOUT:
+            continue
         name = meta["name"]
         for placeholder, value in pseudo.items():
             name = name.replace(placeholder, value)

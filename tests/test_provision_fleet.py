@@ -349,12 +349,15 @@ def test_the_export_names_the_account_and_region_only_through_cloudformation(pro
 
 def test_the_example_exports_every_resource_kind(provisioner: Provisioner, tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml"
-    run = provisioner.run(example.read_text(), "--export", "cloudformation")
+    rollout = ("[rollout]\nenabled = true\nversion = \"0.2.0\"\ntag_value = \"training\"\n"
+               f"sha256 = \"{'ab' * 32}\"\n")
+    run = provisioner.run(example.read_text() + rollout, "--export", "cloudformation")
     assert run.code == 0, run.err
     kinds = Counter(resource["Type"] for resource in json.loads(run.out)["Resources"].values())
     assert kinds == Counter({
         "AWS::CloudWatch::Alarm": 118, "AWS::CloudWatch::CompositeAlarm": 2, "AWS::CloudWatch::Dashboard": 2,
         "AWS::SNS::Topic": 2, "AWS::SNS::TopicPolicy": 2, "AWS::SNS::Subscription": 3, "AWS::Events::Rule": 1,
+        "AWS::SSM::Document": 1, "AWS::SSM::Association": 1,
     })
     path = tmp_path / "example.json"
     path.write_text(run.out)
