@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/python -m demo.run
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent provisioning tests bench demo
+	$(BIN)/ruff check agent provisioning report tests bench demo
 	$(BIN)/mypy
 
 clean:

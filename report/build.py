@@ -1,0 +1,92 @@
+"""Assembles one report from CloudWatch and EC2: discover series, fetch them in batches, compute."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+
+from agent.schema import ConfigError
+from provisioning.alarms import AlarmDefinition
+from provisioning.aws import Account
+from provisioning.state import StateReader
+from report import backtest
+from report.backtest import Backtest
+from report.fetch import Query, Reader
+from report.hosts import HostReport, HostSeries, describe_instances, fleet_availability, host_reports, queries
+from report.prices import Prices
+from report.window import Window
+
+
+@dataclass(frozen=True)
+class Scope:
+    namespace: str
+    naming: str
+    stack: str  # "" without a spec: no alarms to backtest
+    idle_threshold: float
+    region: str
+
+
+@dataclass
+class Report:
+    window: Window
+    scope: Scope
+    hosts: list[HostReport]
+    fleet_availability: float | None
+    backtests: list[Backtest] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+
+
+def build(scope: Scope, window: Window, prices: Prices, reader: Reader) -> Report:
+    finder = HostSeries(scope.namespace, scope.naming)
+    series = finder.discover(reader)
+    if not series:
+        known = reader.list_metrics_any(scope.namespace)
+        raise ConfigError([
+            f'--namespace: "{scope.namespace}" holds no infrawatch host series under the '
+            f'"{scope.naming}" naming profile' + ("" if known else " (ListMetrics finds no metric in it at all)")
+        ])
+    wanted = queries(series, scope.namespace, window.period)
+    fetched = reader.fetch([query for stats in wanted.values() for query in stats.values()],
+                           window.start, window.end)
+    if not any(fetched.values()):
+        raise ConfigError([
+            f'--since/--until: no datapoint in "{scope.namespace}" between {window.start.isoformat()} and '
+            f"{window.end.isoformat()}"
+        ])
+    points = {item: {stat: fetched[query] for stat, query in stats.items()} for item, stats in wanted.items()}
+    hosts = sorted({item.host for item in series})
+    instances = describe_instances(reader, hosts)
+    reports = host_reports(window, series, points, instances, prices, scope.region, scope.idle_threshold)
+    report = Report(window, scope, reports, fleet_availability(reports))
+    if scope.stack:
+        report.backtests = backtests(scope, window, reader)
+    report.calls = reader.calls
+    return report
+
+
+def backtests(scope: Scope, window: Window, reader: Reader) -> list[Backtest]:
+    """Every alarm the stack owns (named `<stack>/…` and tagged as its own), replayed over the window."""
+    account = Account(id="", region=scope.region, partition="aws")  # alarms() reads no ARN of its own
+    owned = StateReader(scope.stack, account, reader.caller).alarms()
+    alarms: list[AlarmDefinition] = [
+        actual.definition for name, actual in sorted(owned.items())
+        if actual.tags.get("infrawatch:stack") == scope.stack
+    ]
+    results: list[Backtest] = []
+    plan: list[tuple[AlarmDefinition, dict[str, Query]]] = []
+    for alarm in alarms:
+        reason = backtest.unsupported(alarm)
+        if reason:
+            results.append(Backtest(alarm.name, backtest.period_of(alarm), (), reason))
+        else:
+            plan.append((alarm, backtest.alarm_queries(alarm)))
+    if plan:
+        earliest = window.start - dt.timedelta(seconds=max(backtest.lookback(alarm) for alarm, _ in plan))
+        fetched = reader.fetch([query for _, wanted in plan for query in wanted.values()], earliest, window.end)
+        for alarm, wanted in plan:
+            values = backtest.values(alarm, {key: fetched[query] for key, query in wanted.items()})
+            results.append(backtest.replay(alarm, values, window.start, window.end))
+    order = {alarm.name: index for index, alarm in enumerate(alarms)}
+    return sorted(results, key=lambda item: order[item.alarm])
+

@@ -1,0 +1,109 @@
+"""Reading CloudWatch: ListMetrics for the series that exist, GetMetricData in batches of 500 queries.
+
+One module talks to CloudWatch's read APIs, through provisioning's `Caller` (rate limits and retries), and
+counts its calls so the bench can show they grow with series / 500, not with series.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from provisioning.aws import Caller
+
+MAX_QUERIES_PER_CALL = 500  # GetMetricData: MetricDataQueries holds at most 500 entries
+Dimensions = tuple[tuple[str, str], ...]
+Points = dict[int, float]  # period start (epoch seconds) -> value
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Query:
+    namespace: str
+    metric: str
+    dimensions: Dimensions  # sorted
+    stat: str
+    period: int
+
+    def request(self, query_id: str) -> dict[str, object]:
+        return {
+            "Id": query_id,
+            "ReturnData": True,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": self.namespace, "MetricName": self.metric,
+                    "Dimensions": [{"Name": name, "Value": value} for name, value in self.dimensions],
+                },
+                "Period": self.period,
+                "Stat": self.stat,
+            },
+        }
+
+
+def dimensions(raw: Iterable[Mapping[str, str]]) -> Dimensions:
+    return tuple(sorted((item["Name"], item["Value"]) for item in raw))
+
+
+SERVICES = ("cloudwatch", "ec2", "sagemaker")
+
+
+class Reader:
+    def __init__(self, caller: Caller, progress: Progress | None = None) -> None:
+        self.caller = caller
+        self.calls: Counter[str] = Counter()  # every request sent, retries included, by operation
+        self._progress = progress
+        for service in SERVICES:
+            caller.clients[service].meta.events.register("before-call", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+    def call(self, service: str, operation: str, **params: object) -> dict[str, object]:
+        return self.caller(service, operation, **params)
+
+    def pages(self, service: str, operation: str, **params: object) -> Iterable[dict[str, object]]:
+        token = None
+        while True:
+            page = self.call(service, operation, **params, **({"NextToken": token} if token else {}))
+            yield page
+            token = page.get("NextToken")
+            if not token:
+                return
+
+    def list_metrics(self, namespace: str, metric: str) -> list[Dimensions]:
+        """The dimension sets of every series of `metric` in `namespace` (ListMetrics: data in the last 2 weeks),
+        each once (moto lists a series once per datum)."""
+        return list(dict.fromkeys(
+            dimensions(item.get("Dimensions", []))
+            for page in self.pages("cloudwatch", "ListMetrics", Namespace=namespace, MetricName=metric)
+            for item in page.get("Metrics", [])  # type: ignore[attr-defined]
+        ))
+
+    def list_metrics_any(self, namespace: str) -> bool:
+        """Whether the namespace holds any metric at all (one ListMetrics page)."""
+        return bool(self.call("cloudwatch", "ListMetrics", Namespace=namespace).get("Metrics"))
+
+    def fetch(self, queries: list[Query], start: dt.datetime, end: dt.datetime) -> dict[Query, Points]:
+        """Every query's datapoints in [start, end); 500 queries per call, pages followed."""
+        unique = list(dict.fromkeys(queries))
+        results: dict[Query, Points] = {query: {} for query in unique}
+        done = 0
+        for offset in range(0, len(unique), MAX_QUERIES_PER_CALL):
+            batch = unique[offset:offset + MAX_QUERIES_PER_CALL]
+            by_id = {f"q{index}": query for index, query in enumerate(batch)}
+            for page in self.pages(
+                "cloudwatch", "GetMetricData", StartTime=start, EndTime=end, ScanBy="TimestampAscending",
+                MetricDataQueries=[query.request(query_id) for query_id, query in by_id.items()],
+            ):
+                for result in page.get("MetricDataResults", []):  # type: ignore[attr-defined]
+                    points = results[by_id[result["Id"]]]
+                    for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=True):
+                        if value is not None:
+                            points[int(stamp.timestamp())] = float(value)
+            done += len(batch)
+            if self._progress:
+                self._progress(done, len(unique))
+        return results
