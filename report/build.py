@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from agent.schema import ConfigError
 from provisioning.alarms import AlarmDefinition
 from provisioning.aws import Account
+from provisioning.spec import Spec
 from provisioning.state import StateReader
-from report import backtest
+from provisioning.state import owned as owns
+from report import backtest, endpoints
 from report.backtest import Backtest
+from report.endpoints import EndpointReport
 from report.fetch import Query, Reader
 from report.hosts import HostReport, HostSeries, describe_instances, fleet_availability, host_reports, queries
 from report.prices import Prices
@@ -34,10 +37,11 @@ class Report:
     hosts: list[HostReport]
     fleet_availability: float | None
     backtests: list[Backtest] = field(default_factory=list)
+    endpoints: list[EndpointReport] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
 
 
-def build(scope: Scope, window: Window, prices: Prices, reader: Reader) -> Report:
+def build(scope: Scope, window: Window, prices: Prices, reader: Reader, spec: Spec | None = None) -> Report:
     finder = HostSeries(scope.namespace, scope.naming)
     series = finder.discover(reader)
     if not series:
@@ -59,20 +63,34 @@ def build(scope: Scope, window: Window, prices: Prices, reader: Reader) -> Repor
     instances = describe_instances(reader, hosts)
     reports = host_reports(window, series, points, instances, prices, scope.region, scope.idle_threshold)
     report = Report(window, scope, reports, fleet_availability(reports))
-    if scope.stack:
-        report.backtests = backtests(scope, window, reader)
+    alarms = owned_alarms(scope, reader) if scope.stack else []
+    report.backtests = backtests(alarms, window, reader)
+    if spec is not None:
+        report.endpoints = endpoint_reports(spec, window, reader, alarms)
     report.calls = reader.calls
     return report
 
 
-def backtests(scope: Scope, window: Window, reader: Reader) -> list[Backtest]:
-    """Every alarm the stack owns (named `<stack>/…` and tagged as its own), replayed over the window."""
+def owned_alarms(scope: Scope, reader: Reader) -> list[AlarmDefinition]:
+    """Every alarm the stack owns: named `<stack>/…` and tagged as its own."""
     account = Account(id="", region=scope.region, partition="aws")  # alarms() reads no ARN of its own
     owned = StateReader(scope.stack, account, reader.caller).alarms()
-    alarms: list[AlarmDefinition] = [
-        actual.definition for name, actual in sorted(owned.items())
-        if actual.tags.get("infrawatch:stack") == scope.stack
+    return [actual.definition for _, actual in sorted(owned.items()) if owns(actual.tags, scope.stack)]
+
+
+def endpoint_reports(spec: Spec, window: Window, reader: Reader, alarms: list[AlarmDefinition]) -> list[EndpointReport]:
+    found = endpoints.variants(spec, reader)
+    wanted = {variant: endpoints.queries(variant, window) for variant in found}
+    fetched = reader.fetch([query for queries in wanted.values() for query in queries.values()],
+                           window.start, window.end)
+    return [
+        endpoints.report(variant, {key: fetched[query] for key, query in queries.items()}, alarms)
+        for variant, queries in wanted.items()
     ]
+
+
+def backtests(alarms: list[AlarmDefinition], window: Window, reader: Reader) -> list[Backtest]:
+    """Each alarm replayed over the window."""
     results: list[Backtest] = []
     plan: list[tuple[AlarmDefinition, dict[str, Query]]] = []
     for alarm in alarms:

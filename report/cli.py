@@ -20,7 +20,7 @@ from agent.logs import LEVELS, configure
 from agent.naming import DEFAULT_NAMESPACE, PROFILES
 from agent.schema import ConfigError
 from provisioning.aws import DEFAULT_RATES, UNREACHABLE, Caller, Clients, RateLimiter, error_code
-from provisioning.spec import load
+from provisioning.spec import Spec, load
 from report import iam, prices, render
 from report.build import Scope, build
 from report.fetch import Reader
@@ -75,7 +75,8 @@ def main(
     args = parser().parse_args(argv)
     configure(args.log_level, stream=err)
     try:
-        scope_parts = _scope(args)
+        spec = load(args.config) if args.config is not None else None
+        scope_parts = _scope(args, spec)
         chosen = window(args.since, args.until, now(), args.period)
         table = prices.load(args.prices)
         problems = []
@@ -95,7 +96,7 @@ def main(
     namespace, naming, stack = scope_parts
     scope = Scope(namespace, naming, stack, args.idle_threshold, caller.clients["cloudwatch"].meta.region_name)
     try:
-        report = build(scope, chosen, table, reader)
+        report = build(scope, chosen, table, reader, spec)
     except ConfigError as error:
         return _invalid(error, err)
     except (NoRegionError, NoCredentialsError) as error:
@@ -120,13 +121,12 @@ def main(
     return OK
 
 
-def _scope(args: argparse.Namespace) -> tuple[str, str, str]:
-    if args.config is not None:
+def _scope(args: argparse.Namespace, spec: Spec | None) -> tuple[str, str, str]:
+    if spec is not None:
         given = [flag for flag, value in (("--namespace", args.namespace), ("--naming", args.naming),
                                           ("--stack", args.stack)) if value]
         if given:
             raise ConfigError([f"{', '.join(given)}: the spec names these; give either --config or them"])
-        spec = load(args.config)
         return spec.metric_namespace, spec.naming, spec.stack
     naming = args.naming or "native"
     return args.namespace or DEFAULT_NAMESPACE[naming], naming, args.stack

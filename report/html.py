@@ -129,6 +129,30 @@ def backtest(report: Report) -> str | None:
     return _svg(figure)
 
 
+def latency(report: Report) -> str | None:
+    """ModelLatency p50 / p90 / p99 per variant, with the stack's alarm thresholds as markers."""
+    plt = _pyplot()
+    items = [item for item in report.endpoints if any(value is not None for value in item.latency_ms.values())]
+    if not items:
+        return None
+    figure, axes = plt.subplots(figsize=(8, 0.9 * len(items) + 1.5))
+    percentiles = ("p50", "p90", "p99")
+    for offset, percentile in enumerate(percentiles):
+        rows = [index + (offset - 1) * 0.27 for index in range(len(items))]
+        axes.barh(rows, [item.latency_ms.get(percentile) or 0.0 for item in items], height=0.25, label=percentile)
+        marks = [(row, item.thresholds_ms[percentile]) for row, item in zip(rows, items, strict=True)
+                 if percentile in item.thresholds_ms]
+        if marks:
+            axes.scatter([value for _, value in marks], [row for row, _ in marks], marker="|", s=300,
+                         color="black", label=f"{percentile} alarm threshold")
+    axes.set_yticks(range(len(items)), [f"{item.endpoint}/{item.variant}" for item in items])
+    axes.set_xlabel("ModelLatency, ms")
+    axes.set_title("Endpoint latency percentiles over the window against the alarm thresholds")
+    axes.legend(loc="lower right", fontsize=7)
+    axes.invert_yaxis()
+    return _svg(figure)
+
+
 def _time_axis(axes: Any, report: Report) -> None:
     start, end = report.window.start.timestamp(), report.window.end.timestamp()
     axes.set_xlim(start, end)
@@ -142,6 +166,7 @@ def page(report: Report) -> str:
         ("Fleet GPU utilization", heat_map(report)),
         ("Idle GPU cost", idle_cost(report)),
         ("Availability", availability(report)),
+        ("Endpoint latency", latency(report)),
         ("Alarm backtest", backtest(report)),
     ]
     sections = []

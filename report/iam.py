@@ -11,7 +11,14 @@ import json
 from typing import Any
 
 READ_ANYWHERE = ("cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:DescribeInstances")
+
 READ_ALARMS = ("cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource")
+# The spec's SageMaker endpoints, found as the provisioner finds them (provisioning.discovery).
+READ_ENDPOINTS = {
+    "sagemaker:DescribeEndpoint": "arn:aws:sagemaker:*:*:endpoint/*",
+    "sagemaker:DescribeEndpointConfig": "arn:aws:sagemaker:*:*:endpoint-config/*",
+}
+READ_ANYWHERE_FOR_ENDPOINTS = ("sagemaker:ListEndpoints", "ec2:DescribeInstanceTypes")
 
 
 def policy(stack: str = "") -> dict[str, Any]:
@@ -19,8 +26,11 @@ def policy(stack: str = "") -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Sid": "ReadMetricsAndInstances", "Effect": "Allow", "Action": list(READ_ANYWHERE), "Resource": "*"},
+            {"Sid": "ReadMetricsAndInstances", "Effect": "Allow",
+             "Action": [*READ_ANYWHERE, *READ_ANYWHERE_FOR_ENDPOINTS], "Resource": "*"},
             {"Sid": "ReadTheStacksAlarms", "Effect": "Allow", "Action": list(READ_ALARMS), "Resource": alarms},
+            {"Sid": "ReadSageMakerEndpoints", "Effect": "Allow", "Action": list(READ_ENDPOINTS),
+             "Resource": sorted(set(READ_ENDPOINTS.values()))},
         ],
     }
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from report.build import Report
+from report.endpoints import EndpointReport
 from report.hosts import UTILIZATION, HostReport, Stat
 
 Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
@@ -78,6 +79,17 @@ def tables(report: Report) -> list[Table]:
     hints = [[host.host, hint] for host in hosts for hint in host.hints]
     if hints:
         result.append(("Right-sizing evidence", ["host", "evidence"], hints))
+    if report.endpoints:
+        result.append((
+            "SageMaker endpoints (ModelLatency in ms; \"over\": above the stack's alarm threshold)",
+            ["endpoint", "variant", "type", "invocations", "5XX %", "model error %", "p50 ms", "p90 ms",
+             "p99 ms", "thresholds ms"],
+            [[item.endpoint, item.variant, item.instance_type or "serverless", _count(item.invocations),
+              _pct(_percent(item.error_5xx_rate)), _pct(_percent(item.model_error_rate)),
+              *(_latency(item, p) for p in ("p50", "p90", "p99")),
+              ", ".join(f"{p} {value:g}" for p, value in sorted(item.thresholds_ms.items())) or "none"]
+             for item in report.endpoints],
+        ))
     if report.scope.stack:
         result.append((
             f"Alarm backtest (alarms of stack {report.scope.stack}, replayed over the window)",
@@ -87,6 +99,21 @@ def tables(report: Report) -> list[Table]:
              for item in report.backtests],
         ))
     return result
+
+
+def _count(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else fraction * 100
+
+
+def _latency(item: EndpointReport, percentile: str) -> str:
+    value = item.latency_ms.get(percentile)
+    if value is None:
+        return "n/a"
+    return f"{value:,.1f}" + (" over" if item.over(percentile) else "")
 
 
 def _pct2(value: float | None) -> str:
@@ -186,6 +213,12 @@ def data(report: Report) -> dict[str, Any]:
             "episodes": [[start.isoformat(), end.isoformat()] for start, end in item.episodes],
             "unsupported": item.unsupported or None,
         } for item in report.backtests],
+        "endpoints": [{
+            "endpoint": item.endpoint, "variant": item.variant, "instance_type": item.instance_type or None,
+            "invocations": item.invocations, "error_5xx_rate": item.error_5xx_rate,
+            "model_error_rate": item.model_error_rate, "latency_ms": dict(item.latency_ms),
+            "thresholds_ms": dict(item.thresholds_ms),
+        } for item in report.endpoints],
         "api_calls": dict(sorted(report.calls.items())),
     }
 

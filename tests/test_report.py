@@ -334,3 +334,108 @@ def test_the_console_check_would_catch_an_error(tmp_path: Path) -> None:
     page.write_text('<!DOCTYPE html><html><body><script>console.error("chart failed")</script></body></html>')
     messages = console_messages(chromium(page, tmp_path, "--dump-dom").stderr)
     assert len(messages) == 1 and '"chart failed"' in messages[0]
+
+
+# --- SageMaker endpoints ------------------------------------------------------------------------------
+
+SPIKE_MINUTES = range(90, 100)  # ModelLatency 2.5 s instead of 0.2 s
+REQUESTS = 100  # per minute
+
+
+class PercentileCloudWatch:
+    """moto's CloudWatch, except that percentile statistics (which moto cannot compute) are answered from the
+    raw ModelLatency values this test published, by nearest rank over each period's values."""
+
+    def __init__(self, moto: Any, raw: dict[int, list[float]]) -> None:
+        self._moto = moto
+        self._raw = raw  # epoch second of each minute -> that minute's latencies, one per request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._moto, name)
+
+    def get_metric_data(self, **request: Any) -> dict[str, Any]:
+        queries = request["MetricDataQueries"]
+        assert len(queries) <= 500
+        plain = [query for query in queries if not query["MetricStat"]["Stat"].startswith("p")]
+        results = self._moto.get_metric_data(**{**request, "MetricDataQueries": plain})["MetricDataResults"] \
+            if plain else []
+        start, end = int(request["StartTime"].timestamp()), int(request["EndTime"].timestamp())
+        for query in queries:
+            stat = query["MetricStat"]
+            if not stat["Stat"].startswith("p"):
+                continue
+            assert stat["Metric"]["MetricName"] == "ModelLatency"
+            share, period = float(stat["Stat"][1:]) / 100, stat["Period"]
+            stamps, values = [], []
+            for begin in range(start, end, period):
+                latencies = sorted(v for minute, items in self._raw.items() if begin <= minute < begin + period
+                                   for v in items)
+                if latencies:
+                    stamps.append(dt.datetime.fromtimestamp(begin, tz=dt.timezone.utc))
+                    values.append(latencies[max(0, -(-int(share * len(latencies) * 1000) // 1000) - 1)])
+            results.append({"Id": query["Id"], "Timestamps": stamps, "Values": values})
+        return {"MetricDataResults": results}
+
+
+class EndpointClients:
+    def __init__(self, cloudwatch: Any) -> None:
+        from provisioning.aws import Clients
+
+        self._clients = Clients()
+        self._cloudwatch = cloudwatch
+
+    def __getitem__(self, service: str) -> Any:
+        return self._cloudwatch if service == "cloudwatch" else self._clients[service]
+
+
+def test_an_endpoints_latency_spike_against_its_alarm_thresholds(fleet: Fleet, aws: str, tmp_path: Path) -> None:
+    sagemaker: Any = boto3.client("sagemaker")
+    sagemaker.create_model(ModelName="chat-model", ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
+                           PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/chat:1"})
+    sagemaker.create_endpoint_config(EndpointConfigName="chat-config", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "chat-model", "InitialInstanceCount": 1,
+        "InstanceType": "ml.g4dn.xlarge"}])
+    sagemaker.create_endpoint(EndpointName="chat", EndpointConfigName="chat-config")
+    dims = [{"Name": "EndpointName", "Value": "chat"}, {"Name": "VariantName", "Value": "AllTraffic"}]
+    raw: dict[int, list[float]] = {}
+    datums = []
+    for minute in range(MINUTES):
+        at = fleet.start + dt.timedelta(minutes=minute, seconds=5)
+        latency = 2_500_000.0 if minute in SPIKE_MINUTES else 200_000.0
+        raw[int(at.timestamp()) - 5] = [latency] * REQUESTS
+        for name, value in (("Invocations", REQUESTS), ("Invocation5XXErrors", 5 if minute == 95 else 0),
+                            ("InvocationModelErrors", 0), ("ModelLatency", latency)):
+            datums.append({"MetricName": name, "Value": float(value), "Timestamp": at, "Dimensions": dims})
+    cloudwatch: Any = boto3.client("cloudwatch")
+    for offset in range(0, len(datums), 1000):
+        cloudwatch.put_metric_data(Namespace="AWS/SageMaker", MetricData=datums[offset:offset + 1000])
+    tags = [{"Key": "managed-by", "Value": "infrawatch"}, {"Key": "infrawatch:stack", "Value": "ep"}]
+    for percentile, threshold_ms in (("p99", 1000), ("p90", 500)):
+        cloudwatch.put_metric_alarm(
+            AlarmName=f"ep/sagemaker/chat/AllTraffic/endpoint_latency_{percentile}", Tags=tags,
+            Namespace="AWS/SageMaker", MetricName="ModelLatency", Dimensions=dims, ExtendedStatistic=percentile,
+            Period=60, EvaluationPeriods=5, DatapointsToAlarm=3, Threshold=threshold_ms * 1000.0,
+            ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
+            EvaluateLowSampleCountPercentile="ignore")
+    spec = tmp_path / "spec.toml"
+    spec.write_text('stack = "ep"\nnamespace = "InfraWatch"\n[[endpoints]]\nname = "chat"\n')
+
+    out = io.StringIO()
+    args = ["--config", str(spec), "--since", fleet.start.isoformat(), "--until", fleet.end.isoformat(),
+            "--no-progress", "--format", "json"]
+    clients = EndpointClients(PercentileCloudWatch(cloudwatch, raw))
+    assert main(args, clients=clients, now=fleet.now, out=out, err=io.StringIO()) == 0  # type: ignore[arg-type]
+    report = json.loads(out.getvalue())
+    assert report["endpoints"] == [{
+        "endpoint": "chat", "variant": "AllTraffic", "instance_type": "ml.g4dn.xlarge",
+        "invocations": 18_000.0, "error_5xx_rate": 5 / 18_000, "model_error_rate": 0.0,
+        # 10 of 180 minutes spiked: 5.6 % of requests, above the 90th percentile, below the 99th.
+        "latency_ms": {"p50": 200.0, "p90": 200.0, "p99": 2500.0},
+        "thresholds_ms": {"p90": 500.0, "p99": 1000.0},
+    }]
+    backtests = {item["alarm"].rsplit("_", 1)[1]: item for item in report["backtests"]}
+    # 3 of 5 minutes above the threshold: ALARM from the spike's third minute (92, evaluated at 93) until
+    # only two of the last five breach (after minute 101).
+    assert (backtests["p99"]["alarms"], backtests["p99"]["alarm_s"]) == (1, 10 * 60)
+    assert backtests["p99"]["episodes"][0][0] == (fleet.start + dt.timedelta(minutes=93)).isoformat()
+    assert (backtests["p90"]["alarms"], backtests["p90"]["alarm_s"]) == (1, 10 * 60)
