@@ -127,18 +127,19 @@ def replay(alarm: AlarmDefinition, points: Points, start: dt.datetime, end: dt.d
     size = alarm.evaluation_periods + RANGE_EXTRA
     state = INSUFFICIENT
     episodes: list[tuple[dt.datetime, dt.datetime]] = []
-    first = int(start.timestamp())
-    for slot in range(first - first % period, int(end.timestamp()), period):
-        evaluated_at = slot + period
+    first, last = int(start.timestamp()), int(end.timestamp())
+    for slot in range(first - first % period, last - period + 1, period):
+        evaluated_at = slot + period  # an evaluation inside the window: its period ended by `end`
         window = [points.get(slot - offset * period) for offset in range(size - 1, -1, -1)]
         breaching = [None if value is None else compare(value, alarm.threshold) for value in window]
         state = evaluate(breaching, alarm.evaluation_periods, alarm.datapoints_to_alarm,
                          alarm.treat_missing_data, state)
         if state == ALARM:  # in ALARM from this evaluation until the next one
+            until = _time(min(evaluated_at + period, last))
             if episodes and episodes[-1][1] == _time(evaluated_at):
-                episodes[-1] = (episodes[-1][0], _time(evaluated_at + period))
-            else:
-                episodes.append((_time(evaluated_at), _time(evaluated_at + period)))
+                episodes[-1] = (episodes[-1][0], until)
+            elif evaluated_at < last:
+                episodes.append((_time(evaluated_at), until))
     return Backtest(alarm.name, period, tuple(episodes))
 
 

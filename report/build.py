@@ -28,6 +28,7 @@ class Scope:
     stack: str  # "" without a spec: no alarms to backtest
     idle_threshold: float
     region: str
+    alarm_prefix: str = ""  # backtest only the alarms whose name starts with this
 
 
 @dataclass
@@ -75,7 +76,8 @@ def owned_alarms(scope: Scope, reader: Reader) -> list[AlarmDefinition]:
     """Every alarm the stack owns: named `<stack>/…` and tagged as its own."""
     account = Account(id="", region=scope.region, partition="aws")  # alarms() reads no ARN of its own
     owned = StateReader(scope.stack, account, reader.caller).alarms()
-    return [actual.definition for _, actual in sorted(owned.items()) if owns(actual.tags, scope.stack)]
+    return [actual.definition for name, actual in sorted(owned.items())
+            if owns(actual.tags, scope.stack) and name.startswith(scope.alarm_prefix)]
 
 
 def endpoint_reports(spec: Spec, window: Window, reader: Reader, alarms: list[AlarmDefinition]) -> list[EndpointReport]:

@@ -43,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", help="without --config: the agents' namespace")
     parser.add_argument("--naming", choices=PROFILES, help="without --config: the agents' naming profile")
     parser.add_argument("--stack", default="", help="without --config: backtest this stack's alarms")
+    parser.add_argument("--alarms", default="", metavar="PREFIX",
+                        help="backtest only the stack's alarms whose name starts with PREFIX")
     parser.add_argument("--since", default=DEFAULT_SINCE, help='window start: "14d", "12h", "2w" or an ISO time')
     parser.add_argument("--until", help="window end, an ISO time (default: now)")
     parser.add_argument("--period", type=int, help="seconds per datapoint (default: the finest stored)")
@@ -94,7 +96,8 @@ def main(
     progress = None if args.no_progress or not err.isatty() else _bar(err)
     reader = Reader(caller, progress)
     namespace, naming, stack = scope_parts
-    scope = Scope(namespace, naming, stack, args.idle_threshold, caller.clients["cloudwatch"].meta.region_name)
+    scope = Scope(namespace, naming, stack, args.idle_threshold, caller.clients["cloudwatch"].meta.region_name,
+                  args.alarms)
     try:
         report = build(scope, chosen, table, reader, spec)
     except ConfigError as error:

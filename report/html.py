@@ -157,7 +157,8 @@ def _time_axis(axes: Any, report: Report) -> None:
     start, end = report.window.start.timestamp(), report.window.end.timestamp()
     axes.set_xlim(start, end)
     ticks = [start + (end - start) * step / 6 for step in range(7)]
-    axes.set_xticks(ticks, [_time(tick).strftime("%m-%d %H:%M") for tick in ticks], rotation=30)
+    shape = "%H:%M:%S" if end - start < 3600 else "%m-%d %H:%M"
+    axes.set_xticks(ticks, [_time(tick).strftime(shape) for tick in ticks], rotation=30)
     axes.set_xlabel("UTC")
 
 

@@ -19,6 +19,10 @@ MAX_AGE = dt.timedelta(days=455)  # CloudWatch keeps hourly datapoints for 15 mo
 # (how old the window's start may be, finest period still stored there), from "Metrics retention".
 RETENTION = ((dt.timedelta(days=15), 60), (dt.timedelta(days=63), 300), (MAX_AGE, 3600))
 PERIODS = (60, 300, 900, 3600, 21_600, 86_400)
+# High-resolution metrics (StorageResolution 1, as the agent's high_resolution publishes) keep their
+# sub-minute datapoints for 3 hours; a sub-minute period is only ever chosen explicitly (--period).
+HIGH_RESOLUTION_PERIODS = (1, 5, 10, 30)
+HIGH_RESOLUTION_AGE = dt.timedelta(hours=3)
 DEFAULT_SINCE = "7d"
 
 _DURATION = re.compile(r"^(\d+)([mhdw])$")
@@ -93,14 +97,26 @@ def window(since: str, until: str | None, now: dt.datetime, period: int | None =
     if problems:
         raise ConfigError(problems)
     finest = finest_period(start, end, now)
-    if period is not None and (period % 60 or period < finest):
+    if period in HIGH_RESOLUTION_PERIODS:
+        span = (end - start).total_seconds()
+        if now - start > HIGH_RESOLUTION_AGE or span / period > MAX_DATAPOINTS_PER_QUERY:
+            raise ConfigError([
+                f"--period: {period} s datapoints exist only for high-resolution metrics of the last 3 hours, "
+                f"at most {MAX_DATAPOINTS_PER_QUERY:,} per query; this window starts "
+                f"{_hours(now - start)} ago, got {period}"
+            ])
+    elif period is not None and (period % 60 or period < finest):
         raise ConfigError([
-            f"--period: must be a multiple of 60 seconds and at least {finest} for this window "
-            f"(the finest resolution CloudWatch still stores, ≤ {MAX_DATAPOINTS_PER_QUERY:,} datapoints), "
-            f"got {period}"
+            f"--period: must be 1, 5, 10, 30 (high resolution, last 3 hours) or a multiple of 60 seconds and at "
+            f"least {finest} for this window (the finest resolution CloudWatch still stores, ≤ "
+            f"{MAX_DATAPOINTS_PER_QUERY:,} datapoints), got {period}"
         ])
     chosen = period or finest
     return Window(_floor(start, chosen), _floor(end, chosen), chosen)
+
+
+def _hours(age: dt.timedelta) -> str:
+    return f"{age.total_seconds() / 3600:.1f} h"
 
 
 def _floor(moment: dt.datetime, period: int) -> dt.datetime:

@@ -439,3 +439,24 @@ def test_an_endpoints_latency_spike_against_its_alarm_thresholds(fleet: Fleet, a
     assert (backtests["p99"]["alarms"], backtests["p99"]["alarm_s"]) == (1, 10 * 60)
     assert backtests["p99"]["episodes"][0][0] == (fleet.start + dt.timedelta(minutes=93)).isoformat()
     assert (backtests["p90"]["alarms"], backtests["p90"]["alarm_s"]) == (1, 10 * 60)
+
+
+def test_sub_minute_periods_only_for_the_last_3_hours() -> None:
+    now = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+    err = io.StringIO()
+    assert main(["--since", "4h", "--period", "10"], now=lambda: now, out=io.StringIO(), err=err) == 2
+    assert err.getvalue() == ("--period: 10 s datapoints exist only for high-resolution metrics of the last 3 hours, "
+                              "at most 100,800 per query; this window starts 4.0 h ago, got 10\n")
+    err = io.StringIO()
+    assert main(["--since", "20d", "--period", "60"], now=lambda: now, out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith("--period: must be 1, 5, 10, 30 (high resolution, last 3 hours) or a multiple "
+                                     "of 60 seconds and at least 300 for this window")
+
+
+@pytest.mark.parametrize(("days", "period"), [(1, 60), (15, 60), (16, 300), (63, 300), (64, 3600), (455, 3600)])
+def test_the_default_period_is_the_finest_still_stored(days: int, period: int) -> None:
+    from report.window import window
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    chosen = window(f"{days}d", None, now)
+    assert chosen.period == period and chosen.periods <= 100_800
