@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import importlib.util
 import io
+from collections.abc import Callable
 from typing import Any
 
 from report import render
@@ -17,10 +19,9 @@ from report.build import Report
 INSTALL = "pip install 'infrawatch[report]'"
 
 
-def missing_library() -> list[str]:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+def missing_library(find_spec: Callable[[str], object] = importlib.util.find_spec) -> list[str]:
+    """The problem with --html on this installation, checked before anything is read from AWS."""
+    if find_spec("matplotlib") is None:
         return [f"--html: needs matplotlib, which is not installed: {INSTALL}"]
     return []
 

@@ -460,3 +460,28 @@ def test_the_default_period_is_the_finest_still_stored(days: int, period: int) -
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     chosen = window(f"{days}d", None, now)
     assert chosen.period == period and chosen.periods <= 100_800
+
+
+def test_html_without_matplotlib_is_a_clear_error() -> None:
+    from report.html import missing_library
+
+    assert missing_library(lambda name: None) == [
+        "--html: needs matplotlib, which is not installed: pip install 'infrawatch[report]'"]
+    assert missing_library() == []
+
+
+def test_availability_runs_from_launch_to_termination() -> None:
+    from report.hosts import Instance, availability
+    from report.window import Window
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    window = Window(start, start + dt.timedelta(hours=2), 60)
+    minute = int(start.timestamp()) // 60 * 60
+    heartbeats = {minute + 60 * index: 1.0 for index in range(10, 50)}  # minutes 10..49
+    instance = Instance("g5.xlarge", start + dt.timedelta(minutes=9, seconds=30), start + dt.timedelta(minutes=60))
+    found = availability(window, heartbeats, instance)
+    assert found is not None
+    # Launched 00:09:30: expected from the first whole minute (00:10) to the termination (01:00).
+    assert (found.start, found.end) == (start + dt.timedelta(minutes=10), start + dt.timedelta(minutes=60))
+    assert found.downtime == ((start + dt.timedelta(minutes=50), start + dt.timedelta(minutes=60)),)
+    assert found.percent == 80.0
