@@ -9,15 +9,18 @@ CloudWatch adds datums with the same timestamp together.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+import structlog
+
+from agent.cloudwatch_rules import MAX_VALUES_PER_METRIC, publishable, series_problem
+from agent.logs import LogOnce
 from agent.samples import Dimensions, Sample
 
-MAX_VALUES_PER_DATUM = 150  # distinct values in one datum's Values
-MAX_ABS_VALUE = 2.0**360  # CloudWatch rejects values outside ±2^360
+log = structlog.get_logger()
+
 STANDARD_RESOLUTION = 60
 HIGH_RESOLUTION = 1
 
@@ -51,11 +54,6 @@ class Datum(NamedTuple):
         return datum
 
 
-def publishable(value: float) -> bool:
-    """NaN, ±Inf and values beyond ±2^360 make CloudWatch reject the whole request."""
-    return math.isfinite(value) and abs(value) <= MAX_ABS_VALUE
-
-
 class Aggregator:
     def __init__(
         self,
@@ -68,14 +66,15 @@ class Aggregator:
         self._on_drop = on_drop
         self._publish_as = publish_as  # the naming profile (agent.naming.Namer.datum)
         self._buckets: dict[tuple[str, Dimensions, str, int], Counter[float]] = {}
+        self._warn = LogOnce(log)
 
     def add(self, samples: Iterable[Sample], timestamp: float, host_dimensions: Dimensions = ()) -> int:
         """Add samples taken at `timestamp` (epoch seconds); returns how many were kept."""
         bucket = int(timestamp // self._resolution) * self._resolution
         kept = 0
         for sample in samples:
-            if not publishable(sample.value):
-                self._on_drop("invalid_value", 1)
+            if not publishable(sample.value):  # CloudWatch would refuse the whole request for it
+                self._on_drop("out_of_range", 1)
                 continue
             dims = tuple(sorted(host_dimensions + sample.dimensions)) if host_dimensions else sample.dimensions
             key = (sample.name, dims, sample.unit, bucket)
@@ -87,20 +86,29 @@ class Aggregator:
         return kept
 
     def drain(self) -> list[Datum]:
-        """Every datum accumulated since the last drain, oldest bucket first."""
+        """Every datum accumulated since the last drain, oldest bucket first.
+
+        A series CloudWatch would refuse (a non-ASCII mount path or a tab in a dimension value, a name too
+        long) is dropped here, counted as `invalid_series`, so it never takes a request down with it."""
         buckets, self._buckets = self._buckets, {}
         datums: list[Datum] = []
         for (name, dims, unit, bucket), values in sorted(buckets.items(), key=lambda item: item[0][3]):
             ordered = sorted(values.items())
-            for start in range(0, len(ordered), MAX_VALUES_PER_DATUM):
-                chunk = ordered[start : start + MAX_VALUES_PER_DATUM]
-                datums.append(self._publish_as(
+            for start in range(0, len(ordered), MAX_VALUES_PER_METRIC):
+                chunk = ordered[start : start + MAX_VALUES_PER_METRIC]
+                datum = self._publish_as(
                     Datum(
                         name, dims, float(bucket), unit,
                         tuple(value for value, _ in chunk), tuple(float(count) for _, count in chunk),
                         self._resolution,
                     )
-                ))
+                )
+                problem = series_problem(datum.name, datum.unit, datum.dimensions)
+                if problem:
+                    self._on_drop("invalid_series", datum.datapoints)
+                    self._warn.warning("series", "series_refused", metric=datum.name, problem=problem)
+                    continue
+                datums.append(datum)
         return datums
 
     @property

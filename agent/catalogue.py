@@ -19,6 +19,7 @@ a host metric.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from agent.samples import Sample, dimensions
 
@@ -30,6 +31,10 @@ COUNT_PER_SECOND = "Count/Second"
 SECONDS = "Seconds"
 MILLISECONDS = "Milliseconds"
 NONE = "None"
+
+Formulas = Literal["native", "cwagent"]
+"""Which formula a collector uses where the naming profiles define a series differently (a profile's
+`formulas`): `native` is the catalogue's own, `cwagent` the Amazon CloudWatch agent's (agent.naming)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,22 @@ CATALOGUE: tuple[Metric, ...] = (
            "/proc/stat deltas (psutil.cpu_times)", "Share of CPU time taken by the hypervisor."),
     Metric("CPUCoreUtilization", PERCENT, ("Core",), "busy / total × 100 per core over the interval",
            "/proc/stat deltas (psutil.cpu_times percpu)", "Per-core utilization; only with cpu.per_core."),
+    # The CloudWatch agent's further CPU shares (telegraf's cpu input): published under cwagent only.
+    *(
+        Metric(name, PERCENT, dims, formula, "/proc/stat deltas", description)
+        for name, dims, formula, description in (
+            ("CPUIdle", (), "idle / total × 100 over the interval", "Share of CPU time idle, iowait excluded."),
+            ("CPUUser", (), "(user − guest) / total × 100 over the interval", "Share of CPU time in user mode."),
+            ("CPUSystem", (), "system / total × 100 over the interval", "Share of CPU time in the kernel."),
+            ("CPUCoreIdle", ("Core",), "idle / total × 100 per core", "Per-core idle share; only with cpu.per_core."),
+            ("CPUCoreIOWait", ("Core",), "iowait / total × 100 per core",
+             "Per-core iowait share; only with cpu.per_core."),
+            ("CPUCoreUser", ("Core",), "(user − guest) / total × 100 per core",
+             "Per-core user share; only with cpu.per_core."),
+            ("CPUCoreSystem", ("Core",), "system / total × 100 per core",
+             "Per-core kernel share; only with cpu.per_core."),
+        )
+    ),
     # --- Memory ----------------------------------------------------------------------------------
     Metric("MemoryUtilization", PERCENT, (), "(total − available) / total × 100",
            "/proc/meminfo (psutil.virtual_memory)", "Memory in use, counting reclaimable cache as free."),
@@ -69,9 +90,15 @@ CATALOGUE: tuple[Metric, ...] = (
     # --- Storage ---------------------------------------------------------------------------------
     # Device and FSType are set only for naming profiles whose dimension sets need them (cwagent).
     Metric("StorageUtilization", PERCENT, ("MountPath",), "(total − free) / (used + available) × 100",
-           "statvfs per mount, time-bounded", "Filesystem space in use, as df reports it.", ("Device", "FSType")),
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
+           "Filesystem space in use, as df reports it.", ("Device", "FSType")),
     Metric("StorageInodeUtilization", PERCENT, ("MountPath",), "(files − free files) / files × 100",
-           "statvfs per mount, time-bounded", "Filesystem inodes in use.", ("Device", "FSType")),
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
+           "Filesystem inodes in use.", ("Device", "FSType")),
+    Metric("StorageInodesFree", COUNT, ("MountPath",), "free files (f_ffree)",
+           "statvfs per filesystem (major:minor in /proc/self/mountinfo), time-bounded",
+           "Free inodes, as the CloudWatch agent's disk_inodes_free; published under cwagent only.",
+           ("Device", "FSType")),
     # --- Disk throughput -------------------------------------------------------------------------
     Metric("DiskReadBytesPerSecond", BYTES_PER_SECOND, ("Device",), "Δ read bytes / Δ time",
            "/proc/diskstats (psutil.disk_io_counters)", "Bytes read from the block device per second."),
@@ -81,6 +108,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "/proc/diskstats (psutil.disk_io_counters)", "Completed read operations per second."),
     Metric("DiskWriteOpsPerSecond", COUNT_PER_SECOND, ("Device",), "Δ writes / Δ time",
            "/proc/diskstats (psutil.disk_io_counters)", "Completed write operations per second."),
+    Metric("DiskIOTime", MILLISECONDS, ("Device",), "Δ time spent doing I/O (io_ticks) over the collect interval",
+           "/proc/diskstats (psutil.disk_io_counters busy_time)",
+           "Milliseconds the device was busy, as the CloudWatch agent's diskio_io_time; published under cwagent only."),
     # --- Network throughput ----------------------------------------------------------------------
     Metric("NetworkReceiveBytesPerSecond", BYTES_PER_SECOND, ("Interface",), "Δ received bytes / Δ time",
            "/proc/net/dev (psutil.net_io_counters)", "Bytes received on the interface per second."),
@@ -90,9 +120,13 @@ CATALOGUE: tuple[Metric, ...] = (
            "/proc/net/dev (psutil.net_io_counters)", "Packets received on the interface per second."),
     Metric("NetworkTransmitPacketsPerSecond", COUNT_PER_SECOND, ("Interface",), "Δ sent packets / Δ time",
            "/proc/net/dev (psutil.net_io_counters)", "Packets sent on the interface per second."),
+    Metric("TCPEstablished", COUNT, (), "TCP sockets in state ESTABLISHED, IPv4 and IPv6",
+           "/proc/net/tcp, /proc/net/tcp6", "As the CloudWatch agent's netstat_tcp_established; cwagent only."),
+    Metric("TCPTimeWait", COUNT, (), "TCP sockets in state TIME_WAIT, IPv4 and IPv6",
+           "/proc/net/tcp, /proc/net/tcp6", "As the CloudWatch agent's netstat_tcp_time_wait; cwagent only."),
     # --- GPU, per device (NVML, in-process) -------------------------------------------------------
     *(
-        Metric(name, unit, ("GPU",), formula, source, description, ("GPUUUID", "GPUName"))
+        Metric(name, unit, ("GPU",), formula, source, description, ("GPUUUID", "GPUName", "GPUArch"))
         for name, unit, formula, source, description in (
             ("GPUUtilization", PERCENT, "time a kernel ran / sample period × 100",
              "nvmlDeviceGetUtilizationRates().gpu", "nvidia-smi utilization.gpu."),
@@ -127,9 +161,11 @@ CATALOGUE: tuple[Metric, ...] = (
             ("GPUPCIeReplays", COUNT, "Δ PCIe replay counter", "NVML_FI_DEV_PCIE_REPLAY_COUNTER",
              "PCIe replays in the interval (link trouble)."),
             ("GPUPCIeRxBytesPerSecond", BYTES_PER_SECOND, "Δ bytes / Δ time; else KB/s × 1024 over 20 ms",
-             "NVML_FI_DEV_PCIE_COUNT_RX_BYTES, else nvmlDeviceGetPcieThroughput(RX)", "PCIe receive throughput."),
+             "NVML_FI_DEV_PCIE_COUNT_RX_BYTES, else nvmlDeviceGetPcieThroughput(RX) once a minute",
+             "PCIe receive throughput."),
             ("GPUPCIeTxBytesPerSecond", BYTES_PER_SECOND, "Δ bytes / Δ time; else KB/s × 1024 over 20 ms",
-             "NVML_FI_DEV_PCIE_COUNT_TX_BYTES, else nvmlDeviceGetPcieThroughput(TX)", "PCIe transmit throughput."),
+             "NVML_FI_DEV_PCIE_COUNT_TX_BYTES, else nvmlDeviceGetPcieThroughput(TX) once a minute",
+             "PCIe transmit throughput."),
             ("GPUNVLinkErrors", COUNT, "Σ Δ replay, recovery, CRC flit and CRC data error totals",
              "NVML_FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL", "NVLink errors in the interval; only GPUs with NVLink."),
             ("GPUXidErrors", COUNT, "critical Xid events in the interval",
@@ -156,6 +192,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "Datapoints CloudWatch accepted."),
     Metric("DatapointsDropped", COUNT, ("Component", "Reason"), "datapoints dropped in the interval", "agent",
            "Datapoints that will never be delivered, by reason."),
+    Metric("PossibleDuplicates", COUNT, ("Component",), "datapoints sent again after a read timeout",
+           "agent", "Datapoints CloudWatch may have stored twice: their first request timed out waiting for the "
+           "answer, then they were retried or kept for replay (docs/data-loss.md)."),
     Metric("CollectorErrors", COUNT, ("Component", "Collector"), "collector runs that raised in the interval",
            "agent", "A collector failed; the others carried on."),
     Metric("PublishErrors", COUNT, ("Component", "ErrorCode"), "failed PutMetricData attempts in the interval",
@@ -170,6 +209,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "psutil.Process().cpu_times", "CPU the agent used since the previous flush, in % of one core."),
     Metric("AgentMemoryRSS", BYTES, ("Component",), "resident set size", "psutil.Process().memory_info",
            "Memory the agent holds."),
+    Metric("StorageMountsSkipped", COUNT, ("Component", "Reason"), "filesystems not read in the cycle, by reason",
+           "storage collector", "Reason timeout: statvfs did not answer within storage.timeout (a hung mount, "
+           "or every statvfs thread parked on one); error: statvfs failed. Absent while none is skipped."),
     # --- StatsD listener -------------------------------------------------------------------------
     Metric("StatsdSeriesDropped", COUNT, ("Component",), "lines of series not admitted in the interval",
            "StatsD listener", "Lines dropped because their series is past statsd.max_series, is named like "
@@ -185,8 +227,8 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in CATALOGUE}
 # what Prometheus calls a counter.
 INTERVAL_COUNTS = frozenset({
     "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
-    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
-    "StatsdSeriesDropped", "StatsdParseErrors",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
+    "PublishErrors", "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime", "StorageMountsSkipped",
 })
 # The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
 PHYSICAL_UNITS: dict[str, str] = {

@@ -18,9 +18,11 @@ from agent import iam, logs
 from agent.aggregate import Aggregator
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
+from agent.collectors.cwagent_cpu import CwagentCpuCollector
 from agent.collectors.diskio import DiskIOCollector
 from agent.collectors.gpu import build_gpu_collector
 from agent.collectors.memory import MemoryCollector
+from agent.collectors.netstat import NetstatCollector
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import StorageCollector
 from agent.config import AgentConfig, load
@@ -52,29 +54,37 @@ EXIT_INVALID = 2
 def build_collectors(config: AgentConfig, fake_gpus: int = 0) -> list[Collector]:
     """Every enabled collector. Raises ConfigError when `gpu.enabled = true` and NVML cannot be used."""
     collectors: list[Collector] = []
-    needed = profile(config.naming).device_dimensions  # dimensions the naming profile publishes
+    naming = profile(config.naming)
+    needed = naming.device_dimensions  # dimensions the naming profile publishes
+    cwagent = naming.formulas == "cwagent"  # the CloudWatch agent's formulas and its extra series
     if config.cpu.enabled:
-        collectors.append(CpuCollector(per_core=config.cpu.per_core))
+        cpu = CwagentCpuCollector if cwagent else CpuCollector
+        collectors.append(cpu(per_core=config.cpu.per_core))
     if config.memory.enabled:
-        collectors.append(MemoryCollector())
+        collectors.append(MemoryCollector(formulas=naming.formulas))
     if config.storage.enabled:
         collectors.append(StorageCollector(
             mounts=NameFilter(config.storage.include_mounts, config.storage.exclude_mounts),
             fstypes=NameFilter(config.storage.include_fstypes, config.storage.exclude_fstypes),
             timeout=config.storage.timeout,
             device_dimensions={"Device", "FSType"} <= needed,
+            inodes_free=cwagent,
         ))
     if config.diskio.enabled:
         collectors.append(DiskIOCollector(
             devices=NameFilter(config.diskio.include_devices, config.diskio.exclude_devices),
             partitions=config.diskio.partitions,
+            io_time=cwagent,
         ))
     if config.network.enabled:
         collectors.append(NetworkCollector(
             interfaces=NameFilter(config.network.include_interfaces, config.network.exclude_interfaces),
         ))
+        if cwagent:
+            collectors.append(NetstatCollector())
     gpu_config = dataclasses.replace(config.gpu, name_dimension=True) if "GPUName" in needed else config.gpu
-    gpu = build_gpu_collector(gpu_config, Nvml(healthy_h100(fake_gpus, vary=True)) if fake_gpus else None)
+    gpu = build_gpu_collector(gpu_config, Nvml(healthy_h100(fake_gpus, vary=True)) if fake_gpus else None,
+                              arch_dimension="GPUArch" in needed)
     if gpu is not None:
         collectors.append(gpu)
     return collectors
@@ -163,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
                 plan: DimensionPlan, submit: Any = None, spool: Spool | None = None,
                 snapshot: Snapshot | None = None) -> tuple[Agent, Publisher]:
+    namer = Namer(config.naming, config.collect.interval)
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
-                            publish_as=Namer(config.naming, config.collect.interval).datum)
+                            publish_as=namer.datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval),
                           on_undeliverable=spool.put if spool is not None else None)
@@ -172,7 +183,8 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
                   submit=submit or publisher.publish, plan=plan, gauges=gauges,
                   keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None,
-                  observe=snapshot.update if snapshot is not None else None)
+                  observe=snapshot.update if snapshot is not None else None,
+                  sample_as=namer.sample)
     return agent, publisher
 
 

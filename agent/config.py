@@ -8,37 +8,33 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalogue import CATALOGUE, METRICS
+from agent.cloudwatch_rules import MAX_DIMENSIONS, dimensions_problem, namespace_problem
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
-from agent.naming import DEFAULT_NAMESPACE, PROFILES
+from agent.naming import DEFAULT_NAMESPACE, PROFILES, profile, published_dimensions
 from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.statsd.address import split_host_port
 from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
 from agent.statsd.parser import TAG_KEY
 
-MAX_DIMENSIONS = 30  # CloudWatch's limit per datum
 HOST_DIMENSION = "InstanceId"  # the per-host dimension on EC2 by default (`Host` off EC2)
 CATALOGUE_DIMENSIONS = frozenset(
     name for metric in CATALOGUE for name in metric.dimensions + metric.optional_dimensions
 )
+# Dimensions the agent sets on a series itself: the host's identity and the self-metrics' Component.
+AGENT_DIMENSIONS = frozenset({HOST, *IDENTITY_DIMENSIONS, "Component"})
 
 
-def _namespace_problem(value: str) -> str | None:
-    if not 1 <= len(value) <= 255:
-        return "must be 1..255 characters"
-    if value.startswith("AWS/"):
-        return 'must not start with "AWS/" (reserved for AWS services)'
-    return None
+def static_dimensions_problem(value: tuple[tuple[str, str], ...], reserved: frozenset[str]) -> str | None:
+    """Static dimensions: none the agent sets itself (`reserved`), each as CloudWatch accepts it."""
+    for name, _ in value:
+        if name in reserved:
+            return f'dimension "{name}" is set by the agent and cannot be overridden'
+    return dimensions_problem(value)
 
 
 def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
-    reserved = {HOST, *IDENTITY_DIMENSIONS} | CATALOGUE_DIMENSIONS
-    for name, dim_value in value:
-        if name in reserved:
-            return f'dimension "{name}" is set by the agent and cannot be overridden'
-        if not 1 <= len(name) <= 255 or not 1 <= len(dim_value) <= 1024:
-            return f'dimension "{name}" needs a name of 1..255 and a value of 1..1024 characters'
-    return None
+    return static_dimensions_problem(value, AGENT_DIMENSIONS | CATALOGUE_DIMENSIONS)
 
 
 def _identity_problem(value: tuple[str, ...]) -> str | None:
@@ -107,13 +103,19 @@ DEFAULT_IGNORED_FSTYPES = (
 
 @dataclass(frozen=True)
 class StorageConfig:
-    enabled: bool = setting(True, "Collect space and inode utilization per mounted filesystem.")
-    include_mounts: tuple[str, ...] = setting((), "Mount point globs to keep; empty keeps all.")
-    exclude_mounts: tuple[str, ...] = setting((), "Mount point globs to skip.")
+    enabled: bool = setting(
+        True, "Collect space and inode utilization per filesystem (bind mounts and sandbox mounts are not extra "
+        "series; docs/data-loss.md, Collectors)."
+    )
+    include_mounts: tuple[str, ...] = setting(
+        (), "Mount point globs to keep, matched against the mount point that names each filesystem (MountPath); "
+        "empty keeps all."
+    )
+    exclude_mounts: tuple[str, ...] = setting((), "Mount point globs to skip, matched as include_mounts.")
     include_fstypes: tuple[str, ...] = setting((), "Filesystem type globs to keep even if ignored by default.")
     exclude_fstypes: tuple[str, ...] = setting(DEFAULT_IGNORED_FSTYPES, "Filesystem type globs to skip.")
     timeout: float = setting(
-        2.0, "Seconds to wait for one mount's statvfs before skipping it this cycle (hung NFS).",
+        2.0, "Seconds a cycle waits for statvfs answers before skipping the mounts that did not answer (hung NFS).",
         range=(0.05, 30), unit="seconds",
     )
 
@@ -126,13 +128,21 @@ class DiskIOConfig:
     partitions: bool = setting(False, "Also publish partitions, not only whole disks (each is a billed metric).")
 
 
+# Loopback and container plumbing: one veth per container or pod would be 4 billed series each. Kubernetes
+# CNIs name the host side of a pod's veth eni<hash> (AWS VPC CNI), cali<hash> (Calico) and lxc<hash>
+# (Cilium). Globs are case-sensitive, so EC2's own enX0 (Xen, AL2023) is kept.
+DEFAULT_EXCLUDED_INTERFACES = (
+    "lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*", "ifb*", "eni*", "cali*", "lxc*",
+)
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     enabled: bool = setting(True, "Collect bytes and packets per second per network interface.")
     include_interfaces: tuple[str, ...] = setting((), "Interface name globs to keep; empty keeps all.")
     exclude_interfaces: tuple[str, ...] = setting(
-        ("lo", "veth*", "docker*", "br-*", "virbr*", "cni*", "flannel*", "ifb*"),
-        "Interface name globs to skip (loopback and container plumbing by default).",
+        DEFAULT_EXCLUDED_INTERFACES,
+        "Interface name globs to skip (loopback, container and Kubernetes pod plumbing by default).",
     )
 
 
@@ -146,8 +156,8 @@ def _address_problem(value: str) -> str | None:
 
 def _dimension_keys_problem(value: tuple[str, ...]) -> str | None:
     for key in value:
-        if key == HOST_DIMENSION:
-            return f'"{HOST_DIMENSION}" is set by the agent'
+        if key in AGENT_DIMENSIONS:  # a tag of that name would give a datum the same dimension twice
+            return f'"{key}" is set by the agent'
         if not TAG_KEY.fullmatch(key):
             return f'"{key}" must be 1..255 of A-Z a-z 0-9 _ . - /'
     return None
@@ -198,7 +208,10 @@ class GpuConfig:
         "true: their absence is a startup error; false: never touch NVML.",
         choices=("auto", True, False),
     )
-    uuid_dimension: bool = setting(False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric).")
+    uuid_dimension: bool = setting(
+        False, "Add the GPUUUID dimension to per-GPU series (each UUID is a billed metric). Not with "
+        'naming = "cwagent": the CloudWatch agent drops uuid, so its series have none.',
+    )
     name_dimension: bool = setting(False, "Add the GPUName dimension to per-GPU series (a billed metric per name).")
 
 
@@ -253,7 +266,7 @@ class AgentConfig:
     )
     namespace: str = setting(
         "", "CloudWatch namespace of every metric; unset: the naming profile's (InfraWatch, or CWAgent).",
-        check=_namespace_problem,
+        check=namespace_problem,
     )
     dimensions: tuple[tuple[str, str], ...] = setting(
         (), "Static dimensions added to every series, as a table of name = value.", check=_dimensions_problem
@@ -306,6 +319,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             f"got {config.publish.interval}"
         )
     problems += _dimension_problems(config)
+    if config.naming == "cwagent" and config.gpu.uuid_dimension:
+        # Refused rather than ignored: a dimension the operator asked for must not silently go missing.
+        problems.append('gpu.uuid_dimension: must be false with naming = "cwagent" (the CloudWatch agent '
+                        "publishes no uuid dimension), got true")
 
 
     if config.publish.phase >= config.publish.interval:
@@ -330,7 +347,12 @@ def parse(data: dict[str, Any]) -> AgentConfig:
 
 def _dimension_problems(config: AgentConfig) -> list[str]:
     problems = []
-    widest = max(len(metric.dimensions) + len(metric.optional_dimensions) for metric in CATALOGUE)
+    # The most dimensions one series carries besides the host's, under this profile and GPU config.
+    naming = profile(config.naming)
+    optional = {"GPUUUID"} if config.gpu.uuid_dimension else set()
+    optional |= {"GPUName"} if config.gpu.name_dimension else set()
+    widest = max(len(published_dimensions(config.naming, metric.name, host=(), optional=optional))
+                 for metric in CATALOGUE if naming.publishes(metric.name))
     room = MAX_DIMENSIONS - max(len(config.append_dimensions), 1) - widest
     if len(config.dimensions) > room:
         problems.append(f"dimensions: at most {room} static dimensions fit CloudWatch's {MAX_DIMENSIONS} "

@@ -14,7 +14,8 @@ from typing import Any
 
 from agent.catalogue import CATALOGUE, Metric
 from agent.config import AgentConfig
-from agent.naming import profile
+from agent.cwagent import CWA_METRICS
+from agent.naming import CWAGENT, NATIVE, profile
 from agent.prometheus import COUNTER, exposition
 from agent.schema import describe, render
 
@@ -38,7 +39,10 @@ def metrics_table() -> str:
     rows = ["| Metric | Unit | Dimensions | Formula | Source | Prometheus |", "|---|---|---|---|---|---|"]
     for metric in CATALOGUE:
         dims = ", ".join(["InstanceId", *metric.dimensions] + [f"{d} (optional)" for d in metric.optional_dimensions])
-        rows.append(f"| `{metric.name}` | {metric.unit} | {dims} | {metric.formula} | {metric.source} | "
+        formula = metric.formula if NATIVE.publishes(metric.name) else f"{metric.formula} (cwagent only)"
+        if CWAGENT.publishes(metric.name) and (cwagent_formula := CWAGENT.alias(metric.name).formula):
+            formula = f"native: {formula}; cwagent: {cwagent_formula}"
+        rows.append(f"| `{metric.name}` | {metric.unit} | {dims} | {formula} | {metric.source} | "
                     f"{_prometheus_name(metric)} |")
     return "\n".join(rows)
 
@@ -61,7 +65,9 @@ def naming_table() -> str:
     rows = ["| Catalogue metric | cwagent name | Unit | Dimensions | Value |", "|---|---|---|---|---|"]
     for metric in CATALOGUE:
         alias = cwagent.alias(metric.name)
-        own = metric.dimensions + metric.optional_dimensions
+        # Its optional dimensions are those the profile sets (GPUUUID is refused under cwagent).
+        optional = tuple(name for name in metric.optional_dimensions if name in cwagent.device_dimensions)
+        own = metric.dimensions + optional
         dims = cwagent.dimensions(metric.name, {name: "{" + name + "}" for name in own})
         shown = ", ".join(f"{name}={value}" for name, value in dims.items()) or "—"
         value = "× collect.interval (per-interval delta)" if alias.per_interval else (
@@ -71,7 +77,19 @@ def naming_table() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"metrics": metrics_table, "config": config_table, "naming": naming_table}
+def cwagent_table() -> str:
+    """Every CloudWatch agent metric of its presets and nvidia_gpu block, and what infrawatch publishes for it."""
+    rows = ["| CloudWatch agent metric | Unit | Dimensions | Presets | infrawatch (cwagent) |", "|---|---|---|---|---|"]
+    for metric in CWA_METRICS:
+        published = ", ".join(f"`{name}`" for name in metric.published_by)
+        ours = published or f"not published: {metric.omitted}"
+        presets = ", ".join(metric.presets) or "(none; published on request)"
+        rows.append(f"| `{metric.name}` | {metric.unit} | {', '.join(metric.dimensions) or '—'} | {presets} | "
+                    f"{ours} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"metrics": metrics_table, "config": config_table, "naming": naming_table, "cwagent-metrics": cwagent_table}
 
 
 def block_pattern(name: str) -> re.Pattern[str]:

@@ -23,6 +23,9 @@ import pynvml
 
 GIB = 2**30
 WAVE_PERIOD = 600.0  # seconds; slow enough to look like a training job's phases on a 1-minute graph
+# nvmlDeviceGetPcieThroughput "is querying a byte counter over a 20ms interval" (NVML API reference): each
+# call blocks that long, which is what the fake's injectable `sleep` spends.
+PCIE_THROUGHPUT_WINDOW_S = 0.020
 
 _UINT = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
 _ULL = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
@@ -48,6 +51,7 @@ class FakeGpu:
     pcie_rx_bytes_per_s: int  # the byte counters grow at these rates from 0
     pcie_tx_bytes_per_s: int
     memory_reserved: int = 0  # bytes the driver keeps; NVML's version 1 memory call counts them as used
+    architecture: int = pynvml.NVML_DEVICE_ARCH_HOPPER  # nvmlDeviceGetArchitecture's NVML_DEVICE_ARCH_*
     clocks_event_reasons: int = 0
     ecc_uncorrected: int = 0
     pcie_replays: int = 0
@@ -90,10 +94,13 @@ class FakeNvml:
         xid_events: Sequence[tuple[float, int, int]] = (),
         vary: bool = False,
         seed: int = 0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`xid_events`: (seconds after start, GPU index, Xid code), delivered once due and registered."""
+        """`xid_events`: (seconds after start, GPU index, Xid code), delivered once due and registered.
+        `sleep` spends the time a blocking call takes (nvmlDeviceGetPcieThroughput); tests record it instead."""
         self.gpus = list(gpus)
         self._clock = clock
+        self._sleep = sleep
         self._start = clock()
         self._init_error = init_error
         self._missing = missing_functions
@@ -189,6 +196,9 @@ class FakeNvml:
     def nvmlDeviceGetName(self, handle: FakeGpu) -> str:
         return self._gpu("nvmlDeviceGetName", handle)[1].name
 
+    def nvmlDeviceGetArchitecture(self, handle: FakeGpu) -> int:
+        return self._gpu("nvmlDeviceGetArchitecture", handle)[1].architecture
+
     def nvmlDeviceGetMigMode(self, handle: FakeGpu) -> list[int]:
         mode = pynvml.NVML_DEVICE_MIG_ENABLE if self._gpu("nvmlDeviceGetMigMode", handle)[1].mig else 0
         return [mode, mode]
@@ -239,6 +249,7 @@ class FakeNvml:
 
     def nvmlDeviceGetPcieThroughput(self, handle: FakeGpu, counter: int) -> int:
         gpu = self._gpu("nvmlDeviceGetPcieThroughput", handle)[1]
+        self._sleep(PCIE_THROUGHPUT_WINDOW_S)
         if counter == pynvml.NVML_PCIE_UTIL_RX_BYTES:
             return gpu.pcie_rx_bytes_per_s // 1024
         if counter == pynvml.NVML_PCIE_UTIL_TX_BYTES:
@@ -353,6 +364,7 @@ def a10g(index: int) -> FakeGpu:
         memory_total=24 * GIB,
         memory_used=6 * GIB,
         memory_reserved=384 * 2**20,
+        architecture=pynvml.NVML_DEVICE_ARCH_AMPERE,
         utilization=30,
         memory_utilization=20,
         temperature=40,
@@ -387,13 +399,29 @@ def healthy_h100(
     return FakeNvml([h100(index) for index in range(count)], clock=clock, vary=vary, seed=seed)
 
 
-def a10g_partial(count: int = 1, *, clock: Callable[[], float] = time.monotonic) -> FakeNvml:
+def a10g_partial(
+    count: int = 1, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+) -> FakeNvml:
     """A g5-like host: memory temperature, NVLink, MIG and PCIe byte counters are NotSupported.
 
     Its fan is NotSupported too on a real A10G (passively cooled, as every EC2 GPU); the agent does not
     read fans, so the fake has no fan function to answer.
     """
-    return FakeNvml([a10g(index) for index in range(count)], clock=clock)
+    return FakeNvml([a10g(index) for index in range(count)], clock=clock, sleep=sleep)
+
+
+def before_r560_h100(
+    count: int = 8, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+) -> FakeNvml:
+    """H100s on a driver before R560: no PCIe byte counter fields (NVML_FI_DEV_PCIE_COUNT_* came with R560),
+    so PCIe throughput is only to be had from the 20 ms nvmlDeviceGetPcieThroughput call."""
+    gpus = [h100(index) for index in range(count)]
+    for gpu in gpus:
+        gpu.field_errors = dict.fromkeys(
+            (pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES, pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES),
+            pynvml.NVML_ERROR_NOT_SUPPORTED,
+        )
+    return FakeNvml(gpus, clock=clock, sleep=sleep)
 
 
 def gpu_lost_midrun(

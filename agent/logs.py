@@ -37,22 +37,33 @@ def configure(level: str = "info", *, json: bool | None = None, stream: TextIO |
 
 
 class LogOnce:
-    """Log a recurring condition once, not every cycle; `reset` re-arms it when it clears."""
+    """Log a recurring condition once, not every cycle; `reset` re-arms it when it clears.
+
+    `key` names the condition (a collector failing, a mount hung) and is all that `reset` takes, so a
+    condition that clears is always re-armed. `variant` (an error type) lets a condition whose cause
+    changes say so once more while it lasts; it is not part of the key.
+    """
 
     def __init__(self, logger: Any) -> None:
         self._logger = logger
-        self._seen: set[Hashable] = set()
+        self._seen: dict[Hashable, set[Hashable]] = {}
 
-    def warning(self, key: Hashable, event: str, **context: Any) -> None:
-        if key not in self._seen:
-            self._seen.add(key)
+    def warning(self, key: Hashable, event: str, *, variant: Hashable = None, **context: Any) -> None:
+        if self._first(key, variant):
             self._logger.warning(event, **context)
 
-    def info(self, key: Hashable, event: str, **context: Any) -> None:
+    def info(self, key: Hashable, event: str, *, variant: Hashable = None, **context: Any) -> None:
         """For a lasting fact worth saying once (a GPU without a sensor), not a problem."""
-        if key not in self._seen:
-            self._seen.add(key)
+        if self._first(key, variant):
             self._logger.info(event, **context)
 
     def reset(self, key: Hashable) -> None:
-        self._seen.discard(key)
+        if self._seen:  # called on every success, so the common case is one truth test
+            self._seen.pop(key, None)
+
+    def _first(self, key: Hashable, variant: Hashable) -> bool:
+        variants = self._seen.setdefault(key, set())
+        if variant in variants:
+            return False
+        variants.add(variant)
+        return True

@@ -131,10 +131,12 @@ class Agent:
         gauges: Sequence[Callable[[], list[Sample]]] = (),
         keeps: Callable[[str], bool] | None = None,
         observe: Callable[[Sequence[Sample]], object] | None = None,
+        sample_as: Callable[[Sample], Sample] | None = None,
     ) -> None:
         self.collectors = list(collectors)
         self._observe = observe  # the Prometheus snapshot: every batch the aggregator gets, as it gets it
         self._keeps = keeps  # exclude_metrics: names never published, to save their cost
+        self._sample_as = sample_as  # the naming profile's sample stage (agent.naming.Namer.sample)
         self.gauges = list(gauges)  # self-metrics read at each flush: process usage, spool depth
         self.aggregator = aggregator
         self.stats = stats
@@ -153,7 +155,7 @@ class Agent:
                 samples = collector.collect()
             except Exception as error:
                 self.stats.add_collector_error(collector.name)
-                self._warn.warning(("collector", collector.name, type(error).__name__), "collector_failed",
+                self._warn.warning(("collector", collector.name), "collector_failed", variant=type(error).__name__,
                                    collector=collector.name, error=repr(error))
                 continue
             self._warn.reset(("collector", collector.name))
@@ -166,6 +168,8 @@ class Agent:
             samples = [sample for sample in samples if self._keeps(sample.name)]
         if self._observe is not None:
             self._observe(samples)
+        if self._sample_as is not None:
+            samples = [self._sample_as(sample) for sample in samples]
         if self.plan is None:
             return self.aggregator.add(samples, timestamp, self.host_dimensions)
         return sum(self.aggregator.add(group, at, dims) for group, at, dims in self.plan.place(samples, timestamp))

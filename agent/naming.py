@@ -5,20 +5,30 @@ publishes under `CWAgent` the names, units and dimensions the Amazon CloudWatch 
 Compute Optimizer (which reads memory and GPU utilization only from that agent's metrics) and
 dashboards built for that agent read this agent's series unchanged.
 
-Every catalogue entry has an explicit alias in every profile (a test checks it). An entry the
-CloudWatch agent has no equivalent for is aliased `KEEP`: it keeps its catalogue name and unit, and
-its dimensions follow the profile. The profile is applied in one place, where the aggregator turns
-samples into datums (`Namer.datum`).
+Every catalogue entry is decided in every profile (a test checks it): it has an alias, or it is
+one the profile does not publish (the CloudWatch agent's extra series, `CWAGENT_ONLY`, are not published
+under native; no collector built for native makes them). An entry the CloudWatch agent has no
+equivalent for is aliased `KEEP`: it keeps its catalogue name and unit, and its dimensions follow the
+profile.
+
+Where the CloudWatch agent computes a series differently (`mem_used_percent`, `cpu_usage_active`,
+`swap_used_percent` on a host without swap), the alias states its formula and the collectors built for
+the profile compute it (`Profile.formulas`): the same series never carries a different number.
+
+A profile is applied in two places. Its constant dimensions (`cpu=cpu-total`) join a sample before the
+fleet roll-ups are cut (`Namer.sample`), so a roll-up keeps exactly the dimensions it lists, as the
+CloudWatch agent's do; names, units, renamed dimensions and value conversions are applied where the
+aggregator turns samples into datums (`Namer.datum`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.aggregate import Datum
-from agent.catalogue import BYTES, COUNT, METRICS, NONE, PERCENT
-from agent.samples import Dimensions
+from agent.catalogue import BYTES, COUNT, METRICS, MILLISECONDS, NONE, PERCENT, Formulas
+from agent.samples import Dimensions, Sample
 
 MIB = 1024 * 1024
 
@@ -44,6 +54,7 @@ class Alias:
     # The CloudWatch agent publishes disk and network counters as deltas per collection interval; our
     # per-second rates become that delta as rate × collect.interval (exact up to the loop's jitter).
     per_interval: bool = False
+    formula: str | None = None  # where the profile's collectors compute the series differently
 
 
 KEEP = Alias()
@@ -57,13 +68,20 @@ class Profile:
     host_dimensions: tuple[Rename, ...] = ()  # host-level dimensions (Host, InstanceId, …) under this profile
     # Optional catalogue dimensions the collectors must set for this profile's dimension sets.
     device_dimensions: frozenset[str] = frozenset()
+    formulas: Formulas = "native"  # which formula the collectors use where the profiles differ
+
+    def publishes(self, metric: str) -> bool:
+        return metric in self.aliases
 
     def alias(self, metric: str) -> Alias:
         if metric not in METRICS:
             raise KeyError(f"{metric} is not in the metric catalogue")
+        if metric not in self.aliases:
+            raise KeyError(f"the {self.name} naming profile does not publish {metric}")
         return self.aliases[metric]
 
-    def dimensions(self, metric: str, dims: Mapping[str, str]) -> dict[str, str]:
+    def renamed(self, metric: str, dims: Mapping[str, str]) -> dict[str, str]:
+        """`dims` under their published names, values written through each rename's template."""
         renames = {rename.native: rename for rename in (*self.alias(metric).dimensions, *self.host_dimensions)}
         published: dict[str, str] = {}
         for name, value in dims.items():
@@ -72,38 +90,70 @@ class Profile:
                 published[name] = value
             else:
                 published[rename.published] = rename.template.format(value)
-        published.update(self.alias(metric).constant_dimensions)
         return published
 
+    def dimensions(self, metric: str, dims: Mapping[str, str]) -> dict[str, str]:
+        """The published dimensions of one series whose catalogue and host dimensions are `dims`."""
+        return {**self.renamed(metric, dims), **dict(self.alias(metric).constant_dimensions)}
 
-NATIVE = Profile("native", "InfraWatch", {name: KEEP for name in METRICS})
+
+# The CloudWatch agent's further preset series (its other CPU shares, free inodes, I/O time, TCP states):
+# native has its own counterparts (CPUUtilization, StorageInodeUtilization, …), and no collector built for
+# native makes these.
+CWAGENT_ONLY = frozenset({
+    "CPUIdle", "CPUUser", "CPUSystem", "CPUCoreIdle", "CPUCoreIOWait", "CPUCoreUser", "CPUCoreSystem",
+    "StorageInodesFree", "DiskIOTime", "TCPEstablished", "TCPTimeWait",
+})
+
+NATIVE = Profile("native", "InfraWatch", {name: KEEP for name in METRICS if name not in CWAGENT_ONLY})
 
 _CPU_TOTAL = (("cpu", "cpu-total"),)
+_CPU_CORE = (Rename("Core", "cpu", "cpu{}"),)
 _STORAGE = (Rename("MountPath", "path"), Rename("Device", "device"), Rename("FSType", "fstype"))
 _DISKIO = (Rename("Device", "name"),)
 _NETWORK = (Rename("Interface", "interface"),)
-_GPU = (Rename("GPU", "index"), Rename("GPUName", "name"))
+# nvidia-smi XML schema v12 (drivers R525+) adds the `arch` tag; the agent drops uuid, pstate and
+# compute_mode (its TagDenyList for nvidia_smi), so no GPUUUID rename: cwagent refuses gpu.uuid_dimension.
+_GPU = (Rename("GPU", "index"), Rename("GPUName", "name"), Rename("GPUArch", "arch"))
 
-# Names and default units from the CloudWatch agent's documentation and its metricDefaultUnit table
-# (aws/amazon-cloudwatch-agent); its nvidia_smi_* series carry no unit and report memory in MiB.
+_ACTIVE = "(total − idle) / total × 100: iowait counts as active (telegraf cpu input, usage_active)"
+
+# Names and default units from the CloudWatch agent's documentation and its defaultUnits table
+# (aws/amazon-cloudwatch-agent receiver/adapter/accumulator/default_unit.go); its nvidia_smi_* series
+# carry no unit and report memory in MiB. The agent's own metric table is agent.cwagent.
 CWAGENT_ALIASES: dict[str, Alias] = {
-    "CPUUtilization": Alias("cpu_usage_active", PERCENT, constant_dimensions=_CPU_TOTAL),
+    "CPUUtilization": Alias("cpu_usage_active", PERCENT, constant_dimensions=_CPU_TOTAL, formula=_ACTIVE),
     "CPUIOWait": Alias("cpu_usage_iowait", PERCENT, constant_dimensions=_CPU_TOTAL),
     "CPUSteal": Alias("cpu_usage_steal", PERCENT, constant_dimensions=_CPU_TOTAL),
-    "CPUCoreUtilization": Alias("cpu_usage_active", PERCENT, (Rename("Core", "cpu", "cpu{}"),)),
-    "MemoryUtilization": Alias("mem_used_percent", PERCENT),
+    "CPUIdle": Alias("cpu_usage_idle", PERCENT, constant_dimensions=_CPU_TOTAL),
+    "CPUUser": Alias("cpu_usage_user", PERCENT, constant_dimensions=_CPU_TOTAL),
+    "CPUSystem": Alias("cpu_usage_system", PERCENT, constant_dimensions=_CPU_TOTAL),
+    "CPUCoreUtilization": Alias("cpu_usage_active", PERCENT, _CPU_CORE, formula=_ACTIVE + ", per core"),
+    "CPUCoreIdle": Alias("cpu_usage_idle", PERCENT, _CPU_CORE),
+    "CPUCoreIOWait": Alias("cpu_usage_iowait", PERCENT, _CPU_CORE),
+    "CPUCoreUser": Alias("cpu_usage_user", PERCENT, _CPU_CORE),
+    "CPUCoreSystem": Alias("cpu_usage_system", PERCENT, _CPU_CORE),
+    "MemoryUtilization": Alias(
+        "mem_used_percent", PERCENT,
+        formula="(total − free − buffers − cached) / total × 100, cached = Cached + SReclaimable (gopsutil): "
+                "shared memory (/dev/shm, Shmem) is inside Cached, so it counts as not used"),
     "MemoryAvailable": Alias("mem_available", BYTES),
-    "SwapUtilization": Alias("swap_used_percent", PERCENT),
+    "SwapUtilization": Alias("swap_used_percent", PERCENT,
+                             formula="swap used / swap total × 100; 0 on a host without swap (gopsutil)"),
     "StorageUtilization": Alias("disk_used_percent", PERCENT, _STORAGE),
     "StorageInodeUtilization": Alias(dimensions=_STORAGE),  # the agent has inode counts, no percentage
+    "StorageInodesFree": Alias("disk_inodes_free", COUNT, _STORAGE),
     "DiskReadBytesPerSecond": Alias("diskio_read_bytes", BYTES, _DISKIO, per_interval=True),
     "DiskWriteBytesPerSecond": Alias("diskio_write_bytes", BYTES, _DISKIO, per_interval=True),
     "DiskReadOpsPerSecond": Alias("diskio_reads", COUNT, _DISKIO, per_interval=True),
     "DiskWriteOpsPerSecond": Alias("diskio_writes", COUNT, _DISKIO, per_interval=True),
+    "DiskIOTime": Alias("diskio_io_time", MILLISECONDS, _DISKIO),
     "NetworkReceiveBytesPerSecond": Alias("net_bytes_recv", BYTES, _NETWORK, per_interval=True),
     "NetworkTransmitBytesPerSecond": Alias("net_bytes_sent", BYTES, _NETWORK, per_interval=True),
     "NetworkReceivePacketsPerSecond": Alias("net_packets_recv", COUNT, _NETWORK, per_interval=True),
     "NetworkTransmitPacketsPerSecond": Alias("net_packets_sent", COUNT, _NETWORK, per_interval=True),
+    "TCPEstablished": Alias("netstat_tcp_established", COUNT),
+    "TCPTimeWait": Alias("netstat_tcp_time_wait", COUNT),
     "GPUUtilization": Alias("nvidia_smi_utilization_gpu", NONE, _GPU),
     "GPUMemoryControllerUtilization": Alias("nvidia_smi_utilization_memory", NONE, _GPU),
     "GPUMemoryUsed": Alias("nvidia_smi_memory_used", NONE, _GPU, scale=1 / MIB),
@@ -125,9 +175,9 @@ CWAGENT_ALIASES: dict[str, Alias] = {
         name: KEEP
         for name in (
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
-            "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors", "PublishLatency",
-            "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-            "StatsdSeriesDropped", "StatsdParseErrors",
+            "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors", "PublishErrors",
+            "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
         )
     },
 }
@@ -136,7 +186,8 @@ CWAGENT = Profile(
     "cwagent", "CWAgent", CWAGENT_ALIASES,
     # The CloudWatch agent tags a host by name ("host") only when no EC2 dimension is appended.
     host_dimensions=(Rename("Host", "host"),),
-    device_dimensions=frozenset({"Device", "FSType", "GPUName"}),
+    device_dimensions=frozenset({"Device", "FSType", "GPUName", "GPUArch"}),
+    formulas="cwagent",
 )
 
 _BY_NAME = {chosen.name: chosen for chosen in (NATIVE, CWAGENT)}
@@ -156,19 +207,43 @@ def resolve(profile_name: str, metric: str, dimensions: dict[str, str]) -> tuple
     return chosen.alias(metric).name or metric, chosen.dimensions(metric, dimensions)
 
 
+def published_dimensions(
+    profile_name: str, metric: str, host: Iterable[str] = ("InstanceId",), optional: Iterable[str] = ()
+) -> tuple[str, ...]:
+    """The exact dimension names (sorted) of every series of `metric` the agent publishes under a profile.
+
+    `host`: the host dimension names the agents add (their append_dimensions, or `Host` off EC2, plus the
+    names of their static `dimensions`). `optional`: the catalogue's optional dimensions the agents are
+    configured to set (e.g. `GPUName` with gpu.name_dimension); a profile adds those it always needs. A
+    fleet roll-up publishes exactly the names its `aggregate_dimensions` set lists, renamed likewise.
+    """
+    chosen = profile(profile_name)
+    entry = METRICS[metric]
+    wanted = set(optional) | chosen.device_dimensions
+    own = [*entry.dimensions, *(name for name in entry.optional_dimensions if name in wanted)]
+    return tuple(sorted(chosen.dimensions(metric, dict.fromkeys([*host, *own], ""))))
+
+
 class Namer:
-    """Applies a profile to datums; series outside the catalogue (none in production) pass unchanged."""
+    """Applies a profile to samples and datums; series outside the catalogue (StatsD) pass unchanged."""
 
     def __init__(self, profile_name: str = "native", collect_interval: float = 10.0) -> None:
         self._profile = profile(profile_name)
         self._collect_interval = collect_interval
+
+    def sample(self, sample: Sample) -> Sample:
+        """The sample with the profile's constant dimensions, before roll-ups take only what they list."""
+        if self._profile is NATIVE or sample.name not in METRICS:
+            return sample
+        constant = self._profile.alias(sample.name).constant_dimensions
+        return sample._replace(dimensions=tuple(sorted(sample.dimensions + constant))) if constant else sample
 
     def datum(self, datum: Datum) -> Datum:
         if self._profile is NATIVE or datum.name not in METRICS:
             return datum
         alias = self._profile.alias(datum.name)
         scale = alias.scale * (self._collect_interval if alias.per_interval else 1.0)
-        dims: Dimensions = tuple(sorted(self._profile.dimensions(datum.name, dict(datum.dimensions)).items()))
+        dims: Dimensions = tuple(sorted(self._profile.renamed(datum.name, dict(datum.dimensions)).items()))
         return datum._replace(
             name=alias.name or datum.name,
             dimensions=dims,

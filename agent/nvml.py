@@ -45,6 +45,21 @@ _VALUE_MEMBERS = {
 }
 
 
+# nvmlDeviceGetArchitecture's value as nvidia-smi writes it (XML schema v12 `product_architecture`, the
+# CloudWatch agent's `arch` tag): real dumps read "Ampere", "Turing", "Pascal", "Ada Lovelace", "Hopper".
+ARCHITECTURES = {
+    pynvml.NVML_DEVICE_ARCH_KEPLER: "Kepler",
+    pynvml.NVML_DEVICE_ARCH_MAXWELL: "Maxwell",
+    pynvml.NVML_DEVICE_ARCH_PASCAL: "Pascal",
+    pynvml.NVML_DEVICE_ARCH_VOLTA: "Volta",
+    pynvml.NVML_DEVICE_ARCH_TURING: "Turing",
+    pynvml.NVML_DEVICE_ARCH_AMPERE: "Ampere",
+    pynvml.NVML_DEVICE_ARCH_ADA: "Ada Lovelace",
+    pynvml.NVML_DEVICE_ARCH_HOPPER: "Hopper",
+    pynvml.NVML_DEVICE_ARCH_BLACKWELL: "Blackwell",
+}
+
+
 class Field(enum.IntEnum):
     """The readings taken together in one nvmlDeviceGetFieldValues call per GPU per sweep."""
 
@@ -204,6 +219,12 @@ class Nvml:
 
     def name(self, gpu: int) -> str | None:
         return self._read(gpu, "nvmlDeviceGetName")
+
+    def architecture(self, gpu: int) -> str | None:
+        """nvidia-smi's product_architecture; None where NVML does not say or names one nvidia-smi's
+        strings here do not cover (NVML_DEVICE_ARCH_UNKNOWN: "presumably something newer")."""
+        arch = self._read(gpu, "nvmlDeviceGetArchitecture")
+        return None if arch is None else ARCHITECTURES.get(arch)
 
     def mig_enabled(self, gpu: int) -> bool:
         """GPUs without MIG answer NotSupported: that is "not enabled"."""

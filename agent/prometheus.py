@@ -57,7 +57,7 @@ RENAMED = {"GPUCount": "gpus"}
 BASE_UNITS = {"celsius": ("celsius", 1.0), "watts": ("watts", 1.0), "joules": ("joules", 1.0),
               "megahertz": ("hertz", 1e6)}
 # Acronyms spelled as one word before the camelCase split, longest first: "CPUIOWait" → "cpu_io_wait".
-ACRONYMS = ("NVLink", "PCIe", "UUID", "GPU", "CPU", "ECC", "RSS", "Xid", "IO", "SM")
+ACRONYMS = ("NVLink", "PCIe", "UUID", "GPU", "CPU", "ECC", "RSS", "TCP", "Xid", "IO", "SM")
 CAP_NET_BIND_SERVICE = 10  # capability bit in /proc/self/status CapEff (linux/capability.h)
 PRIVILEGED_PORTS = 1024
 

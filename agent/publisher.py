@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -13,33 +15,30 @@ import botocore.exceptions
 import botocore.session
 import structlog
 from botocore.serialize import create_serializer
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from agent.aggregate import Datum
+from agent.cloudwatch_rules import (
+    MAX_DATUMS_PER_REQUEST,
+    MAX_REQUEST_BYTES,
+    MAX_VALUES_PER_METRIC,
+    MAYBE_DELIVERED,
+    REQUEST_TOO_LARGE,
+    error_code,
+    http_status,
+    is_rejection,
+    is_retryable,
+)
 from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
 
-MAX_DATUMS_PER_REQUEST = 1000
-MAX_REQUEST_BYTES = 1_000_000  # CloudWatch's 1 MB, in decimal bytes to be safe
-REQUEST_BYTES_BUDGET = 900_000  # measured body stays under this: margin for headers and protocol framing
-
-RETRYABLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "RequestThrottled", "LimitExceeded", "LimitExceededException",
-    "InternalServiceError", "InternalFailure", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException",
-})
-# Bad data: retrying the same request can never succeed.
-REJECTED_CODES = frozenset({
-    "InvalidParameterValue", "InvalidParameterCombination", "MissingParameter", "InvalidParameterValueException",
-    "InvalidParameterCombinationException", "MissingRequiredParameterException",
-})
-NETWORK_ERRORS = (
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.ConnectTimeoutError,
-)
+REQUEST_BYTES_BUDGET = MAX_REQUEST_BYTES * 9 // 10  # measured body stays under this: margin for framing
+# How CloudWatch names a refused datum ("... for parameter MetricData.member.3.Value is invalid", counting
+# from 1) and how botocore's own validation does ("parameter MetricData[2].MetricName", counting from 0).
 _MEMBER_INDEX = re.compile(r"MetricData\.member\.(\d+)")
+_PARAM_INDEX = re.compile(r"MetricData\[(\d+)\]")
+_WHOLE_REQUEST = re.compile(r"parameter Namespace\b")
 
 
 class MetricsClient(Protocol):
@@ -47,29 +46,6 @@ class MetricsClient(Protocol):
 
 
 Undeliverable = Callable[[Sequence[Datum], str], None]
-
-
-def error_code(error: BaseException) -> str:
-    if isinstance(error, botocore.exceptions.ClientError):
-        return str(error.response.get("Error", {}).get("Code") or error.response.get("ResponseMetadata", {})
-                   .get("HTTPStatusCode", "ClientError"))
-    return type(error).__name__
-
-
-def http_status(error: BaseException) -> int | None:
-    if isinstance(error, botocore.exceptions.ClientError):
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return int(status) if status is not None else None
-    return None
-
-
-def is_retryable(error: BaseException) -> bool:
-    if isinstance(error, NETWORK_ERRORS):
-        return True
-    if isinstance(error, botocore.exceptions.ClientError):
-        status = http_status(error) or 0
-        return error_code(error) in RETRYABLE_CODES or (status >= 500 and error_code(error) not in REJECTED_CODES)
-    return False
 
 
 class RequestSizer:
@@ -96,10 +72,35 @@ class RequestSizer:
 def pack(
     datums: Sequence[Datum], measure: Callable[[list[dict[str, Any]]], int], budget: int = REQUEST_BYTES_BUDGET
 ) -> list[list[Datum]]:
-    """Split into the fewest batches of ≤1,000 datums whose measured body fits the byte budget."""
+    """Split into the fewest batches of ≤1,000 datums, ≤150 values per metric, whose measured body fits."""
+    return [fitted for batch in _spread(datums) for fitted in _fit(batch, measure, budget)]
+
+
+def _spread(datums: Sequence[Datum]) -> list[list[Datum]]:
+    """First fit into batches of at most 1,000 datums holding at most 150 values of any one metric (name and
+    dimensions), as CloudWatch requires of one request: the chunks of a series with more than 150 distinct
+    values in a minute, or the minutes of one series in a replay, go in different requests."""
     batches: list[list[Datum]] = []
-    for start in range(0, len(datums), MAX_DATUMS_PER_REQUEST):
-        batches.extend(_fit(list(datums[start : start + MAX_DATUMS_PER_REQUEST]), measure, budget))
+    loads: list[Counter[tuple[str, tuple[tuple[str, str], ...]]]] = []
+    first_open = 0  # batches before it hold 1,000 datums
+    start_at: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}  # no room for the metric before it
+    for datum in datums:
+        metric = (datum.name, datum.dimensions)
+        index = max(first_open, start_at.get(metric, 0))
+        while True:
+            if index == len(batches):
+                batches.append([])
+                loads.append(Counter())
+            if len(batches[index]) < MAX_DATUMS_PER_REQUEST and loads[index][metric] + len(datum.values) <= (
+                MAX_VALUES_PER_METRIC
+            ):
+                break
+            index += 1
+        batches[index].append(datum)
+        loads[index][metric] += len(datum.values)
+        start_at[metric] = index
+        while first_open < len(batches) and len(batches[first_open]) == MAX_DATUMS_PER_REQUEST:
+            first_open += 1
     return batches
 
 
@@ -116,10 +117,15 @@ def _fit(batch: list[Datum], measure: Callable[[list[dict[str, Any]]], int], bud
 class Publisher:
     """Sends datums; what cannot be delivered within the deadline goes to `on_undeliverable`.
 
-    Outcomes per datum: delivered (counted as published), rejected by CloudWatch as invalid (dropped,
-    reason `rejected`, logged with the offending datum), or undeliverable for now (throttled past the
-    deadline, endpoint down, no credentials): handed to `on_undeliverable`, which the spool implements;
-    without it they are dropped with reason `undeliverable`.
+    Outcomes per datum: delivered (counted as published), refused as invalid (by CloudWatch, `InvalidParameter*`
+    naming `MetricData.member.N`, or by botocore before sending: dropped, reason `rejected`, logged with the
+    offending datum; only the datums named, or found by bisecting, are removed and the rest is sent again), or
+    undeliverable for now (throttled past the deadline, endpoint down, no credentials): handed to
+    `on_undeliverable`, which the spool implements; without it they are dropped with reason `undeliverable`.
+
+    A request whose answer never came (read timeout, connection closed) may have been delivered: when it is
+    sent again (retried, or kept for replay) its datapoints are counted in `PossibleDuplicates`
+    (docs/data-loss.md).
 
     `abort()` ends retrying for good (shutdown): the retry in progress stops at its next check, its
     backoff sleep wakes up, and every later batch gets one attempt before it is handed over.
@@ -138,6 +144,7 @@ class Publisher:
         monotonic: Callable[[], float] = time.monotonic,
         backoff_base: float = 0.25,
         backoff_max: float = 8.0,
+        uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self._client = client
         self._namespace = namespace
@@ -150,7 +157,9 @@ class Publisher:
         self._sleep = sleep or self._backoff_sleep
         self._monotonic = monotonic
         self.reachable: bool | None = None  # did the last request get an answer (None: none sent yet)
-        self._wait = wait_random_exponential(multiplier=backoff_base, max=backoff_max)  # full jitter
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._uniform = uniform
 
     def _drop_undeliverable(self, datums: Sequence[Datum], reason: str) -> None:
         self._stats.add_dropped("undeliverable", sum(datum.datapoints for datum in datums))
@@ -160,6 +169,10 @@ class Publisher:
 
     def _backoff_sleep(self, seconds: float) -> None:
         self._aborted.wait(seconds)  # a backoff that abort() cuts short
+
+    def backoff(self, state: RetryCallState) -> float:
+        """Full jitter (AWS's "Exponential Backoff and Jitter"): uniform over 0..min(cap, base × 2^(n-1))."""
+        return self._uniform(0.0, min(self._backoff_max, self._backoff_base * 2 ** (state.attempt_number - 1)))
 
     def measure(self, metric_data: list[dict[str, Any]]) -> int:
         return self._sizer.body_bytes(self._namespace, metric_data)
@@ -184,6 +197,7 @@ class Publisher:
         give_up = on_undeliverable or self.on_undeliverable
         deadline = self._retry_deadline if retry_deadline is None else retry_deadline
         started = self._monotonic()
+        timed_out = False  # an attempt got no answer (read timeout, closed connection): CloudWatch may hold it
 
         def past_deadline(state: RetryCallState) -> bool:
             if self._aborted.is_set():
@@ -191,14 +205,16 @@ class Publisher:
             return self._monotonic() - started + state.upcoming_sleep >= deadline
 
         def count_error(state: RetryCallState) -> None:
+            nonlocal timed_out
             if state.outcome is not None and state.outcome.failed:
                 error = state.outcome.exception()
                 assert error is not None
                 self._stats.add_publish_error(error_code(error))
+                timed_out = timed_out or isinstance(error, MAYBE_DELIVERED)
 
         retrying = Retrying(
             retry=retry_if_exception(is_retryable),
-            wait=self._wait,
+            wait=self.backoff,
             stop=past_deadline,
             sleep=self._sleep,
             before_sleep=count_error,
@@ -211,43 +227,53 @@ class Publisher:
                     sent_at = self._monotonic()
                     self._client.put_metric_data(**request)
                     latency_ms = (self._monotonic() - sent_at) * 1000
-        except botocore.exceptions.ClientError as error:
-            self._stats.add_publish_error(error_code(error))
-            return self._handle_refusal(batch, error, give_up, deadline)
         except Exception as error:
             self._stats.add_publish_error(error_code(error))
+            if is_rejection(error):
+                if isinstance(error, botocore.exceptions.ClientError):
+                    self.reachable = True  # CloudWatch answered; botocore's own refusals never left the host
+                return self._reject(batch, error, give_up, deadline)
             log.warning("publish_failed", error=error_code(error), detail=str(error), datums=len(batch))
             self.reachable = False
+            # Kept for replay (there is a spool, which every override also hands to): it will be sent again.
+            if (timed_out or isinstance(error, MAYBE_DELIVERED)) and self.on_undeliverable != self._drop_undeliverable:
+                self._stats.add_possible_duplicates(sum(datum.datapoints for datum in batch))
             give_up(batch, error_code(error))
             return 0
         self.reachable = True
+        if timed_out:
+            self._stats.add_possible_duplicates(sum(datum.datapoints for datum in batch))
         self._stats.add_published(sum(datum.datapoints for datum in batch), latency_ms)
         return 1
 
-    def _handle_refusal(
-        self, batch: list[Datum], error: botocore.exceptions.ClientError, give_up: Undeliverable, deadline: float
-    ) -> int:
+    def _reject(self, batch: list[Datum], error: Exception, give_up: Undeliverable, deadline: float) -> int:
+        """Remove what was refused, and only that, then send the rest again.
+
+        The datums the error names go; without a name the batch is halved until each refused datum is alone.
+        A 413 means the measurement was wrong for this body: halving resends every datum once."""
         code = error_code(error)
-        if http_status(error) == 413 and len(batch) > 1:
-            # Our measurement was wrong for this body: halve and resend, so every datum still goes once.
-            log.warning("request_too_large", datums=len(batch))
+        named = self._named(batch, str(error)) if http_status(error) != REQUEST_TOO_LARGE else []
+        whole = bool(_WHOLE_REQUEST.search(str(error)))  # no datum is to blame: halving would only multiply requests
+        if not named and len(batch) > 1 and not whole:
+            log.warning("request_split", error=code, datums=len(batch))
             half = len(batch) // 2
             return (self.send(batch[:half], on_undeliverable=give_up, retry_deadline=deadline)
                     + self.send(batch[half:], on_undeliverable=give_up, retry_deadline=deadline))
-        if code in REJECTED_CODES or http_status(error) == 413:
-            offending = self._offending(batch, str(error))
-            log.error("publish_rejected", error=code, detail=str(error), datums=len(batch), offending=offending)
-            self._stats.add_dropped("rejected", sum(datum.datapoints for datum in batch))
-            return 0
-        log.warning("publish_failed", error=code, detail=str(error), datums=len(batch))
-        self.reachable = False
-        give_up(batch, code)
-        return 0
+        refused = [batch[index] for index in named] or batch
+        log.error("publish_rejected", error=code, detail=str(error), datums=len(batch),
+                  offending=[_describe(index, batch[index]) for index in named or [0]])
+        self._stats.add_dropped("rejected", sum(datum.datapoints for datum in refused))
+        rest = [datum for index, datum in enumerate(batch) if index not in named] if named else []
+        return self.send(rest, on_undeliverable=give_up, retry_deadline=deadline) if rest else 0
 
     @staticmethod
-    def _offending(batch: list[Datum], message: str) -> dict[str, Any]:
-        match = _MEMBER_INDEX.search(message)
-        index = int(match.group(1)) - 1 if match else 0  # members count from 1
-        datum = batch[index] if 0 <= index < len(batch) else batch[0]
-        return {"index": index, "metric": datum.name, "dimensions": dict(datum.dimensions),
-                "values": list(datum.values[:5])}
+    def _named(batch: list[Datum], message: str) -> list[int]:
+        """Indexes (from 0) of the datums an error message names, if they are in the batch."""
+        indexes = {int(found) - 1 for found in _MEMBER_INDEX.findall(message)}
+        indexes |= {int(found) for found in _PARAM_INDEX.findall(message)}
+        return sorted(index for index in indexes if 0 <= index < len(batch))
+
+
+def _describe(index: int, datum: Datum) -> dict[str, Any]:
+    return {"index": index, "metric": datum.name, "dimensions": dict(datum.dimensions),
+            "values": list(datum.values[:5])}

@@ -15,7 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from agent.aggregate import Datum
-from agent.publisher import MAX_DATUMS_PER_REQUEST, Publisher
+from agent.cloudwatch_rules import MAX_DATUMS_PER_REQUEST
+from agent.publisher import Publisher
 from agent.spool import Spool
 
 
@@ -49,9 +50,21 @@ class Replayer:
         batch = self._publisher.pack([datum for _, datum in rows])[0]
         kept: list[Datum] = []
         self._publisher.send(batch, on_undeliverable=lambda datums, reason: kept.extend(datums), retry_deadline=0.0)
-        self._spool.delete(settled(rows[: len(batch)], kept))
+        self._spool.delete(settled(carried(rows, batch), kept))
         self._next_at = self._monotonic() + self._spacing
         return not kept
+
+
+def carried(rows: Sequence[tuple[int, Datum]], batch: Sequence[Datum]) -> list[tuple[int, Datum]]:
+    """The rows whose datums `batch` holds: packing keeps at most 150 values of one metric per request, so
+    the first batch need not be a prefix of the rows."""
+    remaining = Counter(batch)
+    chosen: list[tuple[int, Datum]] = []
+    for row_id, datum in rows:
+        if remaining[datum] > 0:
+            remaining[datum] -= 1
+            chosen.append((row_id, datum))
+    return chosen
 
 
 def settled(rows: Sequence[tuple[int, Datum]], kept: Sequence[Datum]) -> list[int]:

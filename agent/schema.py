@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import re
 import sys
 import types
 import typing
@@ -23,6 +25,7 @@ else:  # pragma: no cover - Ubuntu 22.04's Python 3.10
     import tomli as tomllib
 
 T = TypeVar("T")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # TOML keys written without quotes
 Check = Callable[[Any], "str | None"]
 
 
@@ -70,12 +73,16 @@ def render(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f'"{value}"'
+        return json.dumps(value, ensure_ascii=False)  # TOML's escapes: a newline in a value never splits the line
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(render(item) for item in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{key} = {render(item)}" for key, item in value.items()) + "}"
+        return "{" + ", ".join(f"{_key(key)} = {render(item)}" for key, item in value.items()) + "}"
     return repr(value)
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else render(key)
 
 
 def join(prefix: str, key: str) -> str:

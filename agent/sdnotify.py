@@ -43,6 +43,7 @@ class Notifier:
         except OSError as error:
             self._warn.warning("notify", "sd_notify_failed", error=str(error), state=list(assignments))
             return False
+        self._warn.reset("notify")
         return True
 
     def ready(self) -> bool:

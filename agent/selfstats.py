@@ -31,6 +31,7 @@ class AgentStats:
         self.publish_errors: Counter[str] = Counter()
         self.collector_errors: Counter[str] = Counter()
         self.requests = 0
+        self.possible_duplicates = 0
         self._latencies_ms: list[float] = []
         self._reported: dict[str, Counter[str]] = {}
 
@@ -47,6 +48,11 @@ class AgentStats:
     def add_dropped(self, reason: str, count: int) -> None:
         with self._lock:
             self.dropped[reason] += count
+
+    def add_possible_duplicates(self, count: int) -> None:
+        """Datapoints sent again after a request whose answer timed out, which CloudWatch may have stored."""
+        with self._lock:
+            self.possible_duplicates += count
 
     def add_publish_error(self, code: str) -> None:
         with self._lock:
@@ -66,7 +72,8 @@ class AgentStats:
         component = {"Component": COMPONENT}
         with self._lock:
             scalars = self._since_last(
-                "scalars", Counter({"DatapointsCollected": self.collected, "DatapointsPublished": self.published})
+                "scalars", Counter({"DatapointsCollected": self.collected, "DatapointsPublished": self.published,
+                         "PossibleDuplicates": self.possible_duplicates})
             )
             dropped = self._since_last("dropped", self.dropped)
             errors = self._since_last("errors", self.publish_errors)
@@ -75,6 +82,8 @@ class AgentStats:
         samples = [METRICS["Heartbeat"].sample(1, **component)]
         samples += [METRICS[name].sample(scalars[name], **component)
                     for name in ("DatapointsCollected", "DatapointsPublished")]
+        if scalars["PossibleDuplicates"]:
+            samples.append(METRICS["PossibleDuplicates"].sample(scalars["PossibleDuplicates"], **component))
         samples += [METRICS["DatapointsDropped"].sample(n, Reason=reason, **component)
                     for reason, n in sorted(dropped.items())]
         samples += [METRICS["PublishErrors"].sample(n, ErrorCode=code, **component)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from agent import cloudwatch_rules
 from agent.aggregate import Datum
 from agent.catalogue import METRICS
 from agent.config import SpoolConfig
@@ -35,7 +36,7 @@ log = structlog.get_logger()
 
 # CloudWatch accepts timestamps up to 14 days old; half a day of margin covers clock skew and the time
 # replay takes to reach a datum, so nothing is sent that CloudWatch would reject for its age.
-MAX_AGE_SECONDS = 13.5 * 24 * 3600
+MAX_AGE_SECONDS = cloudwatch_rules.MAX_AGE_SECONDS - 12 * 3600
 WAL_SIZE_LIMIT = 4 * 1024 * 1024
 IDS_PER_STATEMENT = 500  # below SQLite's smallest host-parameter limit (999)
 
@@ -174,13 +175,16 @@ class Spool:
             if self._connection is None:
                 return failed
             try:
-                return operation(self._connection)
+                result = operation(self._connection)
             except sqlite3.Error as error:
                 if not _is_corruption(error) or attempt == 1:
-                    self._warn.warning(("spool_error", type(error).__name__), "spool_error",
+                    self._warn.warning("spool_error", "spool_error", variant=type(error).__name__,
                                        path=str(self.path), error=str(error))
                     return failed
                 self._recover(error)
+            else:
+                self._warn.reset("spool_error")
+                return result
         return failed
 
     @contextmanager

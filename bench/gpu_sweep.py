@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/gpu_sweep.py
 
+Also the same host on a driver before R560 (no PCIe byte counters), where PCIe throughput comes from
+nvmlDeviceGetPcieThroughput, which the fake makes block for its real 20 ms window per call: the sweep
+time on that path shows whether the collection loop waits for it.
+
 The fake answers in microseconds, so the time measured is the agent's own Python work (wrapper,
 collector, samples) plus the fake's, which the target of at most 2 ms per GPU is about. NVML's own time on a real host
 comes on top; bench/gpu_vs_nvidia_smi.py measures a real sweep.
@@ -16,11 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.collectors.gpu import GpuCollector
-from agent.fake_nvml import healthy_h100
+from agent.fake_nvml import FakeNvml, before_r560_h100, healthy_h100
 from agent.nvml import Nvml
 
 GPUS = 8
 SWEEPS = 500
+SLOW_PATH_SWEEPS = 100
 TARGET_MS_PER_GPU = 2.0
 
 
@@ -51,16 +56,18 @@ class CountingLibrary:
         return counted
 
 
-def sweep_times() -> tuple[list[float], list[float]]:
+def sweep_times(
+    make: Callable[[SteppingClock], FakeNvml] = lambda clock: healthy_h100(GPUS, clock=clock), sweeps: int = SWEEPS
+) -> tuple[list[float], list[float]]:
     """Wall time and this thread's CPU time of each sweep; CPU time is what other processes cannot inflate."""
     clock = SteppingClock()
-    collector = GpuCollector(Nvml(healthy_h100(GPUS, clock=clock)), monotonic=clock, xid_wait_ms=50)
+    collector = GpuCollector(Nvml(make(clock)), monotonic=clock, xid_wait_ms=50)
     try:
         for _ in range(2):  # discovery and counter priming are one-offs
             collector.collect()
             clock.now += 10
         wall, cpu = [], []
-        for _ in range(SWEEPS):
+        for _ in range(sweeps):
             started, started_cpu = time.perf_counter(), time.thread_time()
             collector.collect()
             wall.append(time.perf_counter() - started)
@@ -92,6 +99,7 @@ def calls_per_sweep() -> tuple[Counter[str], Counter[str], int]:
 
 def main() -> None:
     wall, cpu = sweep_times()
+    slow_wall, _ = sweep_times(lambda clock: before_r560_h100(GPUS, clock=clock), SLOW_PATH_SWEEPS)
     first, steady, samples = calls_per_sweep()
     cpu_ms = statistics.median(cpu) * 1000
     print(f"## GPU sweep, fake {GPUS}× H100 ({SWEEPS} sweeps after 2 warm-up)\n")
@@ -101,6 +109,10 @@ def main() -> None:
     print(f"| median CPU time per GPU | {cpu_ms / GPUS:.3f} ms (target ≤ {TARGET_MS_PER_GPU:g} ms) |")
     print(f"| median wall time per sweep | {statistics.median(wall) * 1000:.3f} ms |")
     print(f"| p90 wall time per sweep | {statistics.quantiles(wall, n=10)[-1] * 1000:.3f} ms |")
+    print(f"| median wall time per sweep, driver before R560 (20 ms PCIe throughput calls, off the loop) "
+          f"| {statistics.median(slow_wall) * 1000:.3f} ms |")
+    slow_p90 = statistics.quantiles(slow_wall, n=10)[-1] * 1000
+    print(f"| p90 wall time per sweep, driver before R560 | {slow_p90:.3f} ms |")
     print(f"| samples per sweep | {samples} |")
     print(f"| NVML calls per sweep | {sum(steady.values())} ({sum(steady.values()) / GPUS:g} per GPU) |")
     print(f"| NVML calls in the first sweep | {sum(first.values())} (handles, Xid registration) |")

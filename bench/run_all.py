@@ -28,6 +28,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("publish_efficiency.py", [], []),
     ("gpu_sweep.py", [], []),
     ("gpu_vs_nvidia_smi.py", [], []),
+    ("storage_mounts.py", [], ["--cycles", "50"]),
     ("provision_500.py", ["--repeat", "3"], ["--repeat", "1"]),
     ("cost_estimate.py", [], []),
     ("outage.py", ["--runs", "3"], ["--runs", "1"]),

@@ -2,7 +2,8 @@
 
 Clients come from a boto3 session, so region, credentials and `AWS_ENDPOINT_URL` follow the SDK's usual
 configuration. botocore's own retries are off: `Caller` is the one place that retries (tenacity, throttling
-and transient errors only) and paces writes to CloudWatch's per-operation quotas.
+and transient errors only, as `agent.cloudwatch_rules` classifies them) and paces writes to CloudWatch's
+per-operation quotas.
 """
 
 from __future__ import annotations
@@ -16,15 +17,10 @@ import boto3
 import structlog
 from botocore import xform_name
 from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    ConnectionError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
+from agent.cloudwatch_rules import error_code, is_retryable
 from agent.host import sdk_region
 from agent.logs import LogOnce
 
@@ -42,10 +38,6 @@ DEFAULT_RATES: Mapping[str, float] = {
 }
 ALARM_WRITES = ("PutMetricAlarm", "DeleteAlarms")
 
-RETRYABLE_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "TooManyRequestsException",
-    "RequestLimitExceeded", "InternalFailure", "InternalServiceError", "InternalError", "ServiceUnavailable",
-})
 MAX_ATTEMPTS = 8  # with the backoff below, about a minute before a call is given up
 # An endpoint nobody answers on (connection refused, or no connection within CONNECT_TIMEOUT_S) is given up
 # after this many attempts: the backoff waits at most 0.5 + 1 + 2 + 4 = 7.5 s between them, so the command
@@ -95,18 +87,6 @@ class RateLimiter:
         if start > now:
             self._sleep(start - now)
         self._next[operation] = start + 1.0 / rate
-
-
-def is_retryable(error: BaseException) -> bool:
-    if isinstance(error, ClientError):
-        return error.response.get("Error", {}).get("Code") in RETRYABLE_CODES
-    return isinstance(error, (ConnectionError, ReadTimeoutError))
-
-
-def error_code(error: Exception) -> str:
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code", "ClientError"))
-    return type(error).__name__
 
 
 class Caller:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.catalogue import METRICS
-from agent.naming import resolve
+from agent.naming import profile, resolve
 from provisioning.alarm_catalogue import SAGEMAKER_HOST_NAMESPACE, SAGEMAKER_NAMESPACE
 from provisioning.alarms import AlarmDefinition
 from provisioning.aws import Account
@@ -120,11 +120,12 @@ class DashboardBuilder:
                 self._host_metric(host, "StorageUtilization", {"MountPath": mount}) for mount in host.mounts
             ], percent=True))
         widgets.append(self._metric_widget(f"{instance}: disk and network throughput (bytes/s)", [
-            self._search(host, metric, dimension, index)
+            line
             for index, (metric, dimension) in enumerate((
                 ("DiskReadBytesPerSecond", "Device"), ("DiskWriteBytesPerSecond", "Device"),
                 ("NetworkReceiveBytesPerSecond", "Interface"), ("NetworkTransmitBytesPerSecond", "Interface"),
             ))
+            for line in self._throughput(host, metric, dimension, index)
         ]))
         if host.throughput_floors:
             widgets.append(self._metric_widget(f"{instance}: application throughput", [
@@ -150,14 +151,28 @@ class DashboardBuilder:
     def _floor_dimensions(self, host: Host, extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         return sorted({host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(extra)}.items())
 
-    def _search(self, host: Host, metric: str, dimension: str, index: int) -> list[Any]:
-        """A SEARCH expression: devices and interfaces are whatever the host has, known only to its agent."""
+    def _throughput(self, host: Host, metric: str, dimension: str, index: int) -> list[list[Any]]:
+        """Bytes per second of every device or interface, found by a SEARCH: they are whatever the host has,
+        known only to its agent.
+
+        A per-second rate (native) is averaged. A delta per collection interval (cwagent, as the CloudWatch
+        agent publishes diskio_*_bytes and net_bytes_*) is summed over the period, which is the bytes of
+        the period whatever the collection interval, and divided by the period.
+        """
         sample = {host.id_dimension: host.instance_id, **dict(host.dimensions), dimension: "*"}
         name, published = resolve(self._spec.naming, metric, sample)
         schema = ",".join([self._spec.metric_namespace, *sorted(published)])
         filters = " ".join(f'{key}="{value}"' for key, value in sorted(published.items()) if value != "*")
-        query = f"SEARCH('{{{schema}}} MetricName=\"{name}\" {filters}', 'Average', {PERIOD})"
-        return [{"expression": query, "id": f"search{index}", "label": name}]
+
+        def search(statistic: str) -> str:
+            return f"SEARCH('{{{schema}}} MetricName=\"{name}\" {filters}', '{statistic}', {PERIOD})"
+
+        if not profile(self._spec.naming).alias(metric).per_interval:
+            return [[{"expression": search("Average"), "id": f"search{index}", "label": name}]]
+        return [
+            [{"expression": search("Sum"), "id": f"sum{index}", "label": f"{name} per period", "visible": False}],
+            [{"expression": f"sum{index}/{PERIOD}", "id": f"search{index}", "label": f"{name} per second"}],
+        ]
 
     # --- SageMaker endpoints ----------------------------------------------------------------------
 

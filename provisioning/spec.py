@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.catalogue import CATALOGUE, METRICS
-from agent.config import HOST_DIMENSION, MAX_DIMENSIONS
+from agent.cloudwatch_rules import MAX_DIMENSIONS, dimension_value_problem, metric_name_problem, namespace_problem
+from agent.config import AGENT_DIMENSIONS, HOST_DIMENSION, static_dimensions_problem
 from agent.naming import DEFAULT_NAMESPACE, PROFILES, resolve
 from agent.schema import ConfigError, build, join, load_toml, render, section, setting, unknown_key
 from provisioning.alarm_catalogue import KINDS, SEVERITIES, VARIANT, AlarmKind
@@ -61,11 +62,7 @@ def _stack_problem(value: str) -> str | None:
 
 
 def _namespace_problem(value: str) -> str | None:
-    if len(value) > 255:
-        return "must be at most 255 characters"
-    if value.startswith("AWS/"):
-        return 'must not start with "AWS/" (reserved for AWS services)'
-    return None
+    return None if not value else namespace_problem(value)  # empty: the naming profile's namespace
 
 
 def _tags_problem(value: tuple[tuple[str, str], ...]) -> str | None:
@@ -93,12 +90,11 @@ def _kms_problem(value: str) -> str | None:
 
 
 def _dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
-    reserved = {HOST_DIMENSION} | {name for metric in CATALOGUE for name in metric.dimensions}
-    for name, dim_value in value:
-        if name in reserved:
-            return f'dimension "{name}" is set by the agent itself'
-        if not 1 <= len(name) <= 255 or not 1 <= len(dim_value) <= 1024:
-            return f'dimension "{name}" needs a name of 1..255 and a value of 1..1024 characters'
+    problem = static_dimensions_problem(
+        value, AGENT_DIMENSIONS | {name for metric in CATALOGUE for name in metric.dimensions}
+    )
+    if problem:
+        return problem
     widest = max(len(metric.dimensions) for metric in CATALOGUE)
     if len(value) + 1 + widest > MAX_DIMENSIONS:
         return f"at most {MAX_DIMENSIONS - 1 - widest} static dimensions fit CloudWatch's {MAX_DIMENSIONS}"
@@ -117,7 +113,19 @@ def _instance_ids_problem(value: tuple[str, ...]) -> str | None:
 def _mounts_problem(value: tuple[str, ...]) -> str | None:
     if any(not item.startswith("/") for item in value):
         return "every item must be an absolute mount path"
+    for item in value:  # each is a MountPath dimension value
+        problem = dimension_value_problem(item)
+        if problem:
+            return f"mount path {item!r} {problem}"
     return None
+
+
+def _metric_problem(value: str) -> str | None:
+    return None if not value else metric_name_problem(value)  # empty: named as missing by _host_problems
+
+
+def _floor_dimensions_problem(value: tuple[tuple[str, str], ...]) -> str | None:
+    return static_dimensions_problem(value, frozenset())
 
 
 def _period_problem(value: int) -> str | None:
@@ -216,14 +224,17 @@ class AlarmSettings:
 
 @dataclass(frozen=True)
 class ThroughputFloor:
-    metric: str = setting("", "The application metric, as the agent publishes it (e.g. a StatsD rate).")
+    metric: str = setting(
+        "", "The application metric, as the agent publishes it (e.g. a StatsD rate).", check=_metric_problem
+    )
     minimum: float = setting(
         0.0, "Alarm when the statistic is below this, in the metric's unit.", range=(0, 1e300)
     )
     unit: str = setting("", "The metric's unit, for the alarm description (e.g. samples/s).")
     statistic: str = setting("Average", "Statistic over each period.", choices=STATISTICS)
     dimensions: tuple[tuple[str, str], ...] = setting(
-        (), "Dimensions of the metric besides the host's (InstanceId and the group's dimensions)."
+        (), "Dimensions of the metric besides the host's (InstanceId and the group's dimensions).",
+        check=_floor_dimensions_problem,
     )
     name: str = setting("", "Name in the alarm name; empty: the metric name.")
     severity: str = setting("warning", "Which topic it notifies.", choices=SEVERITIES)
@@ -465,7 +476,7 @@ def _host_problems(spec: Spec, earlier: list[str]) -> list[str]:
         names: set[str] = set()
         for floor_index, floor in enumerate(group.throughput_floors):
             entry = f"{path}.throughput_floors[{floor_index}]"
-            if not floor.metric:
+            if not floor.metric and not any(line.startswith(f"{entry}.metric:") for line in earlier):
                 problems.append(f'{entry}.metric: must name the application metric, got ""')
             name = floor.name or floor.metric
             if floor.metric and not _SERIES_NAME.match(name):

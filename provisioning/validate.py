@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from agent.cloudwatch_rules import MAX_DIMENSIONS
 from provisioning.alarms import AlarmDefinition, MetricQuery
 from provisioning.dashboards import (
     MAX_METRICS,
@@ -25,7 +26,6 @@ from provisioning.dashboards import (
 MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 1024
 MAX_ACTIONS_PER_STATE = 5
-MAX_DIMENSIONS = 30
 MAX_METRIC_QUERIES = 10
 HIGH_RESOLUTION_PERIODS = (10, 30)
 AWS_NAMESPACE_MIN_PERIOD = 60  # AWS/ namespaces publish at most once a minute

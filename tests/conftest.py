@@ -22,6 +22,21 @@ FAKE_AWS_ENV = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def strict_cloudwatch() -> Iterator[None]:
+    """Every botocore session made from now on (boto3's default session, which `mock_aws` replaces, and
+    any other) answers the PutMetricData requests CloudWatch would refuse as CloudWatch does, the way moto
+    hooks its own `before-send` in: through botocore's builtin handlers."""
+    import botocore.handlers
+
+    from tests.fakes.cloudwatch import refuse_before_sending
+
+    hook = ("before-call.cloudwatch.PutMetricData", refuse_before_sending)
+    botocore.handlers.BUILTIN_HANDLERS.append(hook)
+    yield
+    botocore.handlers.BUILTIN_HANDLERS.remove(hook)
+
+
 @pytest.fixture(autouse=True)
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH", "AWS_CONFIG_FILE"):
@@ -51,8 +66,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def moto_server() -> Iterator[str]:
-    """A moto server over real HTTP on loopback; yields its endpoint URL. State is per test."""
+    """A moto server over real HTTP on loopback, behind the strict fault proxy (no faults: it refuses what
+    CloudWatch would); yields the proxy's URL. State is per test."""
     from moto.server import ThreadedMotoServer
+
+    from tests.faultproxy import FaultProxy
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -62,7 +80,8 @@ def moto_server() -> Iterator[str]:
     # test never reads another's metrics.
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
     try:
-        yield url
+        with FaultProxy(url, check_timestamps=False) as strict:  # tests' datums carry simulated times
+            yield strict.url
     finally:
         server.stop()
 

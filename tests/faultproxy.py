@@ -1,5 +1,9 @@
 """An HTTP proxy on loopback, in front of a moto server, that fails requests the way CloudWatch and networks do.
 
+It is also the strict CloudWatch moto is not: a PutMetricData request CloudWatch would refuse (see
+`tests.fakes.cloudwatch.refusal`) is answered HTTP 400 `InvalidParameterValue` naming `MetricData.member.N`,
+in the protocol the request came in, and never reaches moto; a body over 1 MB is answered HTTP 413.
+
 Faults apply to a ratio of requests (drawn from a seeded generator, so a run repeats exactly) and, when
 given, only inside a window of the proxy's clock, which tests set to their simulated wall clock. Rules
 can be switched while the proxy runs. Everything not failed is forwarded to the upstream unchanged.
@@ -12,6 +16,7 @@ botocore's JSON parser takes the query-protocol error code `Throttling`.
 from __future__ import annotations
 
 import enum
+import gzip
 import http.client
 import json
 import random
@@ -23,7 +28,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
+
+from moto.core import cbor
+
+from tests.fakes.cloudwatch import MOST_BYTES, decode, refusal
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -33,6 +43,7 @@ class Fault(enum.Enum):
     THROTTLE = "throttle"  # HTTP 400 Throttling, as CloudWatch answers past its request quota
     RESET = "reset"  # the connection is reset before any answer
     DELAY = "delay"  # no answer for `delay` seconds (past the client's read timeout), then a reset
+    LOST_ANSWER = "lost_answer"  # forwarded and stored upstream, but the answer never comes: delay, then reset
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,16 @@ class _QuietServer(ThreadingHTTPServer):
 
 class FaultProxy:
     def __init__(
-        self, upstream: str, *, clock: Callable[[], float] = time.time, seed: int = 0, delay: float = 1.0
+        self,
+        upstream: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        seed: int = 0,
+        delay: float = 1.0,
+        check_timestamps: bool = True,
     ) -> None:
+        """`clock` also dates the timestamp check; `check_timestamps=False` leaves that check out, for tests
+        whose datums carry simulated times and that do not move the proxy's clock with them."""
         target = urlsplit(upstream)
         self._upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self._clock = clock
@@ -65,7 +84,9 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self._released = threading.Event()
-        self.outcomes: Counter[str] = Counter()  # "forwarded" or a Fault's value, per request
+        self._check_timestamps = check_timestamps
+        self.outcomes: Counter[str] = Counter()  # "forwarded", "refused" or a Fault's value, per request
+        self.refused: list[str] = []  # CloudWatch's message for each refused request
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
 
@@ -99,8 +120,28 @@ class FaultProxy:
                 if rule.covers(now) and self._random.random() < rule.ratio:
                     self.outcomes[rule.fault.value] += 1
                     return rule.fault
-            self.outcomes["forwarded"] += 1
             return None
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self.outcomes[outcome] += 1
+
+    def _refusal(self, path: str, headers: Any, body: bytes) -> tuple[int, str] | None:
+        """(status, message) CloudWatch would refuse this request with, or None. The operation is named by
+        the X-Amz-Target header (JSON protocol) or the URL path (RPC v2 CBOR)."""
+        if not (headers.get("X-Amz-Target", "").endswith(".PutMetricData") or path.endswith("/PutMetricData")):
+            return None
+        if headers.get("Content-Encoding", "") == "gzip":
+            body = gzip.decompress(body)
+        if len(body) > MOST_BYTES:
+            return 413, f"Request size {len(body)} exceeded {MOST_BYTES} bytes"
+        now = self._clock() if self._check_timestamps else None
+        message = refusal(decode(body, headers.get("Content-Type", "")), now)
+        if message is None:
+            return None
+        with self._lock:
+            self.refused.append(message)
+        return 400, message
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -126,10 +167,33 @@ class FaultProxy:
                 elif fault is Fault.DELAY:
                     proxy._released.wait(proxy._delay)
                     self._reset()
+                elif fault is Fault.LOST_ANSWER:
+                    self._forward(body, answer=False)
+                    proxy._released.wait(proxy._delay)
+                    self._reset()
+                elif (refused := proxy._refusal(self.path, self.headers, body)) is not None:
+                    proxy._count("refused")
+                    self._refuse(*refused)
                 else:
+                    proxy._count("forwarded")
                     self._forward(body)
 
-            def _forward(self, body: bytes) -> None:
+            def do_GET(self) -> None:
+                self._forward(b"")  # moto's own API (state resets, inspection) passes straight through
+
+            def _refuse(self, status: int, message: str) -> None:
+                """CloudWatch's answer, in the request's protocol: the code botocore reports comes from the
+                query-compatible `x-amzn-query-error` header, as the real service sends it."""
+                error = {"__type": "com.amazonaws.cloudwatch#InvalidParameterValueException", "message": message}
+                code = "InvalidParameterValue" if status == 400 else "RequestEntityTooLarge"
+                if "cbor" in self.headers.get("Content-Type", ""):
+                    payload, kind = cbor.dumps(error), {"Content-Type": "application/cbor",
+                                                        "smithy-protocol": "rpc-v2-cbor"}
+                else:
+                    payload, kind = json.dumps(error).encode(), {"Content-Type": "application/x-amz-json-1.0"}
+                self._answer(status, payload, {**kind, "x-amzn-query-error": f"{code};Sender"})
+
+            def _forward(self, body: bytes, *, answer: bool = True) -> None:
                 upstream = http.client.HTTPConnection(*proxy._upstream, timeout=30)
                 try:
                     headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
@@ -138,7 +202,8 @@ class FaultProxy:
                     payload = response.read()
                     kept = {name: value for name, value in response.getheaders()
                             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"}
-                    self._answer(response.status, payload, kept)
+                    if answer:
+                        self._answer(response.status, payload, kept)
                 finally:
                     upstream.close()
 

@@ -7,6 +7,7 @@ import threading
 
 import boto3
 from moto import mock_aws
+from structlog.testing import capture_logs
 
 from agent.aggregate import Aggregator, Datum
 from agent.filters import MetricExclusions
@@ -71,6 +72,19 @@ def test_a_failing_collector_is_counted_and_the_others_carry_on() -> None:
     assert by_name["CollectorErrors"].dimensions == (("Collector", "broken"), ("Component", "agent"), *HOST)
     assert by_name["CollectorErrors"].values == (2.0,)
     assert by_name["Heartbeat"].values == (1.0,)
+
+
+def test_a_collector_that_fails_recovers_and_fails_again_is_logged_again() -> None:
+    agent = Agent(
+        collectors=[Scripted("flaky", "X", [OSError("gone"), OSError("gone"), 1.0, OSError("gone again")])],
+        aggregator=Aggregator(), stats=AgentStats(), submit=lambda d: None, wall_clock=WallClock(MINUTE),
+    )
+    with capture_logs() as logs:
+        for _ in range(4):
+            agent.collect()
+    assert [(line["event"], line["error"]) for line in logs] == [
+        ("collector_failed", "OSError('gone')"), ("collector_failed", "OSError('gone again')"),
+    ]
 
 
 def test_publish_worker_publishes_in_order_and_closes() -> None:

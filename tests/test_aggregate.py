@@ -8,7 +8,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.aggregate import MAX_VALUES_PER_DATUM, Aggregator, Datum
+from agent.aggregate import Aggregator, Datum
+from agent.cloudwatch_rules import MAX_VALUES_PER_METRIC
 from agent.samples import Sample
 
 MINUTE_START = 1_790_000_040.0  # a whole minute, in epoch seconds
@@ -40,7 +41,7 @@ def test_two_hundred_distinct_values_make_two_datums_and_lose_nothing() -> None:
     for i in range(200):
         aggregator.add([Sample("GPUUtilization", float(i), "Percent", (("GPU", "0"),))], MINUTE_START + i * 0.25)
     datums = aggregator.drain()
-    assert [len(d.values) for d in datums] == [MAX_VALUES_PER_DATUM, 50]
+    assert [len(d.values) for d in datums] == [MAX_VALUES_PER_METRIC, 50]
     assert {d.timestamp for d in datums} == {MINUTE_START}
     assert statistics(datums) == (200, float(sum(range(200))), 0.0, 199.0)
 
@@ -73,8 +74,33 @@ def test_non_finite_and_out_of_range_values_are_dropped_and_counted() -> None:
     kept = aggregator.add([Sample("X", v, "None") for v in (1.0, math.nan, math.inf, -math.inf, 2.0**361)],
                           MINUTE_START)
     assert kept == 1
-    assert dropped == {"invalid_value": 4}
+    assert dropped == {"out_of_range": 4}
     assert [d.values for d in aggregator.drain()] == [(1.0,)]
+
+
+def test_magnitudes_below_cloudwatchs_smallest_are_dropped_as_out_of_range_and_zero_is_kept() -> None:
+    # CloudWatch refuses a non-zero magnitude below 8.515920e-109 as it refuses one above 1.174271e+108.
+    dropped: Counter[str] = Counter()
+    aggregator = Aggregator(on_drop=lambda reason, n: dropped.update({reason: n}))
+    edge = 8.515920e-109
+    kept = aggregator.add([Sample("X", v, "None") for v in (0.0, -0.0, edge, -edge, 1e-200, edge / 2, 1.174271e108)],
+                          MINUTE_START)
+    assert kept == 5
+    assert dropped == {"out_of_range": 2}
+    assert [d.values for d in aggregator.drain()] == [(-edge, 0.0, edge, 1.174271e108)]
+
+
+def test_a_series_cloudwatch_would_refuse_is_dropped_whole_and_counted_as_invalid_series() -> None:
+    dropped: Counter[str] = Counter()
+    aggregator = Aggregator(on_drop=lambda reason, n: dropped.update({reason: n}))
+    aggregator.add([
+        Sample("DiskUsedPercent", 1.0, "Percent", (("MountPath", "/mnt/données"),)),
+        Sample("DiskUsedPercent", 2.0, "Percent", (("MountPath", "/mnt/a\tb"),)),
+        Sample("DiskUsedPercent", 3.0, "Percent", (("MountPath", "/"),)),
+        Sample("X" * 256, 4.0, "Percent"),
+    ], MINUTE_START)
+    assert [(d.name, d.dimensions) for d in aggregator.drain()] == [("DiskUsedPercent", (("MountPath", "/"),))]
+    assert dropped == {"invalid_series": 3}
 
 
 def test_datum_api_shape() -> None:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import threading
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.catalogue import METRICS
+from agent.collectors import mounts as mounts_module
 from agent.collectors.cpu import CpuCollector
 from agent.collectors.diskio import DiskIOCollector
 from agent.collectors.memory import MemoryCollector
 from agent.collectors.network import NetworkCollector
-from agent.collectors.storage import StorageCollector
-from agent.config import DEFAULT_IGNORED_FSTYPES
+from agent.collectors.storage import STATVFS_THREADS, StorageCollector
+from agent.config import DEFAULT_IGNORED_FSTYPES, NetworkConfig
 from agent.filters import NameFilter
 from agent.rates import CounterTracker
 from agent.samples import Sample
 from tests.fakes.host import (
-    TRAINING_HOST_PARTITIONS,
+    IOWAIT_BACKWARDS,
+    SANDBOXED_UNIT_MOUNTS,
+    TRAINING_HOST_MOUNTINFO,
+    TRAINING_HOST_MOUNTS,
     TRAINING_HOST_STATVFS,
     DiskCounters,
     FakeClock,
@@ -27,6 +32,7 @@ from tests.fakes.host import (
     SwapMemory,
     VirtualMemory,
     cpu,
+    many_mounts_mountinfo,
     statvfs_from,
 )
 
@@ -65,6 +71,18 @@ def test_cpu_utilization_iowait_and_steal_from_deltas() -> None:
     assert values[("CPUSteal", ())] == pytest.approx(5.0)
 
 
+def test_cpu_field_going_backwards_counts_as_zero_and_keeps_the_interval() -> None:
+    collector = CpuCollector(cpu_times=Sequence(*IOWAIT_BACKWARDS))
+    assert collector.collect() == []  # priming
+    # iowait's −400 ticks count as 0: total = 1200 + 400 + 2200 + 100 + 100 = 4000 ticks;
+    # busy = 4000 − idle 2200 = 1800 → 45 %, iowait 0 %, steal 100 / 4000 = 2.5 %.
+    assert by_name(collector.collect()) == {
+        ("CPUUtilization", ()): pytest.approx(45.0),
+        ("CPUIOWait", ()): 0.0,
+        ("CPUSteal", ()): pytest.approx(2.5),
+    }
+
+
 def test_cpu_per_core_only_when_configured_and_counter_reset_gives_nothing() -> None:
     whole = Sequence(cpu(idle=10), cpu(user=1, idle=11), cpu(user=0, idle=0))
     cores = Sequence([cpu(idle=5), cpu(idle=5)], [cpu(user=1, idle=5), cpu(idle=7)], [cpu(), cpu()])
@@ -100,7 +118,7 @@ def test_memory_utilization_and_swap_absent_without_swap() -> None:
 def test_storage_ignores_pseudo_filesystems_and_computes_df_utilization() -> None:
     collector = StorageCollector(
         fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
-        disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+        mount_table=lambda: TRAINING_HOST_MOUNTS,
         statvfs=statvfs_from(TRAINING_HOST_STATVFS),
     )
     # "/": used 600,000 blocks, usable = 600,000 + 350,000 → 63.157894…%; inodes 49,152 / 65,536 = 75 %.
@@ -116,34 +134,160 @@ def test_storage_include_and_exclude_by_mount_and_fstype() -> None:
     collector = StorageCollector(
         mounts=NameFilter(exclude=("/data",)),
         fstypes=NameFilter(include=("tmpfs",), exclude=DEFAULT_IGNORED_FSTYPES),
-        disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+        mount_table=lambda: TRAINING_HOST_MOUNTS,
         statvfs=statvfs_from({**TRAINING_HOST_STATVFS, "/run": StatVfs(4096, 100, 50, 50, 10, 5)}),
     )
     assert sorted({dict(s.dimensions)["MountPath"] for s in collector.collect()}) == ["/", "/run"]
 
 
-def test_hung_mount_is_skipped_within_the_timeout_and_not_piled_up() -> None:
-    release = threading.Event()
-    calls: list[str] = []
+def mount_paths(samples: list[Sample]) -> list[str]:
+    return sorted({dict(s.dimensions)["MountPath"] for s in samples if s.name.startswith("StorageUtil")})
 
-    def hang(path: str) -> None:
-        calls.append(path)
-        if path == "/data":
-            release.wait(30)
 
+def skipped(samples: list[Sample]) -> dict[str, float]:
+    return {dict(s.dimensions)["Reason"]: s.value for s in samples if s.name == "StorageMountsSkipped"}
+
+
+class Hangs:
+    """statvfs that blocks on the paths named until released, as a dead hard-mounted NFS server does."""
+
+    def __init__(self, table: dict[str, StatVfs], *paths: str) -> None:
+        self.release = threading.Event()
+        self.calls: list[str] = []
+        self._paths = set(paths)
+        self.statvfs = statvfs_from(table, hang=self._hang)
+
+    def _hang(self, path: str) -> None:
+        self.calls.append(path)
+        if path in self._paths:
+            self.release.wait(30)
+
+
+def test_hung_mount_parks_one_thread_is_published_and_logged_once_until_it_recovers() -> None:
+    hangs = Hangs(TRAINING_HOST_STATVFS, "/data")
     collector = StorageCollector(
-        fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
-        timeout=0.05,
-        disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
-        statvfs=statvfs_from(TRAINING_HOST_STATVFS, hang=hang),
+        fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES), timeout=0.2,
+        mount_table=lambda: TRAINING_HOST_MOUNTS, statvfs=hangs.statvfs,
     )
-    first = collector.collect()
-    assert sorted({dict(s.dimensions)["MountPath"] for s in first}) == ["/"]
-    second = collector.collect()  # /data still hung: not called again, "/" still published
-    assert sorted({dict(s.dimensions)["MountPath"] for s in second}) == ["/"]
-    assert calls.count("/data") == 1
-    assert collector.skipped_hung == 2
-    release.set()
+    with capture_logs() as logs:
+        first = collector.collect()
+        second = collector.collect()  # /data still hung: not asked again, "/" still published
+    assert (mount_paths(first), skipped(first)) == (["/"], {"timeout": 1.0})
+    assert (mount_paths(second), skipped(second)) == (["/"], {"timeout": 1.0})
+    assert hangs.calls.count("/data") == 1
+    assert [(line["event"], line["mount"]) for line in logs] == [("statvfs_timeout", "/data")]
+    hangs.release.set()
+    with capture_logs() as logs:
+        waited = 0  # cycles until the parked thread has answered /data's old call
+        while "/data" not in mount_paths(third := collector.collect()):
+            waited += 1
+            assert waited < 100
+        assert (mount_paths(third), skipped(third)) == (["/", "/data"], {})
+        hangs.release.clear()
+        collector.collect()  # hangs again: a new condition, logged again
+    assert [(line["event"], line["mount"]) for line in logs] == [("statvfs_timeout", "/data")]
+    assert collector.skipped == {"timeout": 3 + waited}
+    hangs.release.set()
+
+
+def test_sixty_mounts_are_read_by_a_few_threads_not_one_each() -> None:
+    # Under the unit's TasksMax=64 one thread per mount per cycle could not even start: every series lost.
+    table = {"/": StatVfs(4096, 100, 50, 50, 10, 5), **{f"/mnt/vol{i:02d}": StatVfs(4096, 100, 75, 75, 10, 5)
+                                                          for i in range(59)}}
+    threads: set[int] = set()
+
+    def statvfs(path: str) -> StatVfs:
+        threads.add(threading.get_ident())
+        return table[path]
+
+    mounts = mounts_module.parse(many_mounts_mountinfo(60))
+    collector = StorageCollector(mount_table=lambda: mounts, statvfs=statvfs)
+    for _ in range(3):
+        samples = collector.collect()
+        assert len(mount_paths(samples)) == 60
+    assert collector.started_threads == STATVFS_THREADS
+    assert len(threads) <= STATVFS_THREADS
+
+
+def test_close_stops_the_idle_threads_and_leaves_a_parked_one_to_its_call() -> None:
+    hangs = Hangs(TRAINING_HOST_STATVFS, "/data")
+    collector = StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES), timeout=0.2,
+                                 mount_table=lambda: TRAINING_HOST_MOUNTS, statvfs=hangs.statvfs)
+    others = set(threading.enumerate())
+    collector.collect()
+    mine = set(threading.enumerate()) - others
+    assert len(mine) == 2  # one for "/", one for "/data"
+    assert collector.close(timeout=5.0)  # a reload replaces the collector: its threads must not pile up
+    alive = [thread for thread in mine if thread.is_alive()]
+    assert len(alive) == 1  # the idle one stopped; the one parked in /data stops when its call returns
+    parked = alive[0]
+    hangs.release.set()
+    parked.join(5.0)
+    assert not parked.is_alive()
+
+
+def test_every_thread_parked_on_a_hung_mount_skips_the_rest_and_says_so() -> None:
+    table = {"/": StatVfs(4096, 100, 50, 50, 10, 5), **{f"/mnt/vol{i:02d}": StatVfs(4096, 100, 75, 75, 10, 5)
+                                                          for i in range(4)}}
+    hangs = Hangs(table, "/", "/mnt/vol00")
+    mounts = mounts_module.parse(many_mounts_mountinfo(5))
+    collector = StorageCollector(mount_table=lambda: mounts, statvfs=hangs.statvfs, timeout=0.2, threads=1,
+                                 parked_threads=1)
+    with capture_logs() as logs:
+        first = collector.collect()  # one thread: "/" hangs in it and every later call waits behind it
+        assert (mount_paths(first), skipped(first)) == ([], {"timeout": 5.0})
+        second = collector.collect()  # a second thread replaces the parked one; it parks in /mnt/vol00
+        assert (mount_paths(second), skipped(second)) == ([], {"timeout": 5.0})
+        third = collector.collect()  # the limit of 2 threads is reached: nothing can be read
+        assert (mount_paths(third), skipped(third)) == ([], {"timeout": 5.0})
+    assert collector.started_threads == 2
+    assert [line["event"] for line in logs] == ["statvfs_timeout", "statvfs_no_thread", "statvfs_timeout"]
+    hangs.release.set()
+
+
+def test_statvfs_error_is_counted_and_logged_once_per_mount() -> None:
+    collector = StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
+                                 mount_table=lambda: TRAINING_HOST_MOUNTS,
+                                 statvfs=statvfs_from({"/": TRAINING_HOST_STATVFS["/"]}))
+    with capture_logs() as logs:
+        first, second = collector.collect(), collector.collect()
+    assert (mount_paths(first), skipped(first)) == (["/"], {"error": 1.0})
+    assert skipped(second) == {"error": 1.0}
+    assert [(line["event"], line["mount"]) for line in logs] == [("statvfs_failed", "/data")]
+
+
+def test_storage_publishes_one_series_per_filesystem_in_a_sandboxed_unit() -> None:
+    # tests/fakes/mountinfo/README.md: /, /boot/efi, /data, /fsx; not /home, /root, /tmp, /var/tmp, the state
+    # directory (sandbox mounts of the root filesystem), /srv/datasets or /var/cache/models (/data again).
+    table = {path: StatVfs(4096, 1000, 500, 400, 100, 50) for path in ("/", "/boot/efi", "/data", "/fsx")}
+    calls: list[str] = []
+    collector = StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
+                                 mount_table=lambda: SANDBOXED_UNIT_MOUNTS,
+                                 statvfs=statvfs_from(table, hang=calls.append))
+    assert mount_paths(collector.collect()) == ["/", "/boot/efi", "/data", "/fsx"]
+    assert sorted(calls) == ["/", "/boot/efi", "/data", "/fsx"]
+
+
+def test_a_filesystem_the_sandbox_covers_is_not_read_and_said_once() -> None:
+    mounts = mounts_module.parse(
+        TRAINING_HOST_MOUNTINFO + "40 23 0:24 /systemd/inaccessible/dir /data ro - tmpfs tmpfs rw\n"
+    )
+    calls: list[str] = []
+    collector = StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES), mount_table=lambda: mounts,
+                                 statvfs=statvfs_from(TRAINING_HOST_STATVFS, hang=calls.append))
+    with capture_logs() as logs:
+        assert mount_paths(collector.collect()) == mount_paths(collector.collect()) == ["/"]
+    assert calls == ["/", "/"]  # statvfs("/data") would read the covering tmpfs under /data's name
+    assert [(line["event"], line["mount"]) for line in logs] == [("storage_filesystem_hidden", "/data")]
+
+
+def test_excluding_a_filesystems_mount_point_does_not_bring_it_back_under_a_bind_mount() -> None:
+    collector = StorageCollector(mounts=NameFilter(exclude=("/data", "/boot/*")),
+                                 fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
+                                 mount_table=lambda: SANDBOXED_UNIT_MOUNTS,
+                                 statvfs=statvfs_from({"/": StatVfs(4096, 1000, 500, 400, 100, 50),
+                                                       "/fsx": StatVfs(4096, 1000, 500, 400, 0, 0)}))
+    assert mount_paths(collector.collect()) == ["/", "/fsx"]
 
 
 def test_disk_throughput_whole_disks_only_with_wrap_giving_no_sample() -> None:
@@ -194,12 +338,26 @@ def test_network_throughput_excludes_loopback() -> None:
     }
 
 
+def test_network_default_excludes_kubernetes_pod_interfaces() -> None:
+    # An EKS GPU node: the primary ENI, a secondary ENI the VPC CNI attached, and one pod veth per CNI.
+    names = ("ens5", "ens6", "enX0", "eni3f2a1b0c9d8", "cali1a2b3c4d5e6", "lxc5e6f7a8b9c0", "veth1234", "lo")
+    clock = FakeClock()
+    counters = Sequence({name: NicCounters(0, 0, 0, 0) for name in names},
+                        {name: NicCounters(10, 10, 10, 10) for name in names})
+    collector = NetworkCollector(
+        interfaces=NameFilter(exclude=NetworkConfig().exclude_interfaces), net_io_counters=counters, monotonic=clock
+    )
+    collector.collect()
+    clock.advance(1.0)
+    assert sorted({dict(s.dimensions)["Interface"] for s in collector.collect()}) == ["enX0", "ens5", "ens6"]
+
+
 def test_every_host_sample_is_in_the_catalogue_with_its_unit() -> None:
     clock = FakeClock()
     collectors = [
         CpuCollector(cpu_times=Sequence(cpu(idle=1), cpu(user=1, idle=2))),
         MemoryCollector(virtual_memory=lambda: VirtualMemory(10, 5), swap_memory=lambda: SwapMemory(4, 1)),
-        StorageCollector(disk_partitions=lambda all: TRAINING_HOST_PARTITIONS[:1],
+        StorageCollector(mount_table=lambda: TRAINING_HOST_MOUNTS[:1],
                          statvfs=statvfs_from(TRAINING_HOST_STATVFS)),
         NetworkCollector(net_io_counters=Sequence({"ens5": NicCounters(0, 0, 0, 0)},
                                                   {"ens5": NicCounters(1, 1, 1, 1)}), monotonic=clock),

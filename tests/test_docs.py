@@ -35,6 +35,7 @@ def test_each_generated_block_stands_in_exactly_one_document() -> None:
               for name in names}
     assert places == {
         "metrics": ["metrics.md"], "config": ["configuration.md"], "naming": ["naming.md"],
+        "cwagent-metrics": ["cwagent.md"],
         "provisioning-spec": ["provisioning.md"], "provisioning-alarms": ["provisioning.md"],
         "provisioning-example": ["provisioning.md"], "performance": ["performance.md"],
     }

@@ -100,9 +100,10 @@ def test_a_roll_up_whose_dimension_is_unknown_is_skipped_and_logged_once() -> No
 
 def test_default_roll_up_metrics_are_the_host_level_series() -> None:
     assert DEFAULT_ROLLUP_METRICS == (
-        "CPUUtilization", "CPUIOWait", "CPUSteal", "MemoryUtilization", "MemoryAvailable", "SwapUtilization",
-        "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization",
-    )
+        "CPUUtilization", "CPUIOWait", "CPUSteal", "CPUIdle", "CPUUser", "CPUSystem", "MemoryUtilization",
+        "MemoryAvailable", "SwapUtilization", "TCPEstablished", "TCPTimeWait", "GPUCount", "HostGPUUtilization",
+        "HostGPUMemoryUtilization",
+    )  # CPUIdle, CPUUser, CPUSystem and the TCP counts are made only under cwagent
 
 
 def group_plan(group: Group, clock: FakeClock) -> DimensionPlan:

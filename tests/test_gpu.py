@@ -20,8 +20,10 @@ from agent.collectors.gpu import GpuCollector, build_gpu_collector
 from agent.config import GpuConfig, parse
 from agent.fake_nvml import (
     GIB,
+    PCIE_THROUGHPUT_WINDOW_S,
     FakeNvml,
     a10g_partial,
+    before_r560_h100,
     driver_not_loaded,
     gpu_lost_midrun,
     h100,
@@ -153,9 +155,11 @@ def test_dimensions_are_the_index_unless_uuid_and_name_are_configured(
 def test_a10g_unsupported_fields_publish_no_series_and_are_logged_once(
     clock: FakeClock, make_collector: MakeCollector
 ) -> None:
-    collector = make_collector(a10g_partial(clock=clock))
+    sleeps: list[float] = []
+    collector = make_collector(a10g_partial(clock=clock, sleep=sleeps.append))
     with capture_logs() as logs:
         first = collector.collect()
+        assert collector.wait_pcie_throughput(5.0)
         clock.advance(10)
         second = collector.collect()
     expected = {
@@ -165,16 +169,80 @@ def test_a10g_unsupported_fields_publish_no_series_and_are_logged_once(
         "GPUPowerUtilization": 50.0, "GPUEnergyConsumed": 1500, "GPUSMClock": 1710, "GPUThrottleThermal": 0,
         "GPUThrottlePowerCap": 0, "GPUThrottleHardwareSlowdown": 0, "GPUECCUncorrectableErrors": 0,
         "GPUPCIeReplays": 0, "GPURemappedRowsPending": 0, "GPURemappedRowsFailed": 0,
-        # No byte counters: the throughput call's KB/s, so present from the first sweep.
+        # No byte counters: the throughput call's KB/s, read off the loop once the first sweep asked.
         "GPUPCIeRxBytesPerSecond": 256_000 * 1024, "GPUPCIeTxBytesPerSecond": 128_000 * 1024,
         "GPUHealthy": 1, "GPUXidErrors": 0,
     }
-    assert per_gpu(first, 0) == without(expected, {"GPUEnergyConsumed", "GPUECCUncorrectableErrors", "GPUPCIeReplays"})
+    assert per_gpu(first, 0) == without(expected, {"GPUEnergyConsumed", "GPUECCUncorrectableErrors", "GPUPCIeReplays",
+                                                   "GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond"})
     assert per_gpu(second, 0) == expected  # no GPUMemoryTemperature, no GPUNVLinkErrors
+    assert sleeps == [PCIE_THROUGHPUT_WINDOW_S] * 2
     assert logs == [
         {"event": "gpu_reading_not_supported", "gpu": 0, "reading": "memory_temperature", "log_level": "info"},
         {"event": "gpu_reading_not_supported", "gpu": 0, "reading": "nvlink", "log_level": "info"},
     ]
+
+
+def test_pcie_throughput_without_byte_counters_is_sampled_once_a_minute_off_the_loop(
+    clock: FakeClock, make_collector: MakeCollector
+) -> None:
+    # Drivers before R560 have no PCIe byte counters; each throughput call blocks for 20 ms (modelled).
+    spent: list[tuple[str, float]] = []
+    fake = before_r560_h100(8, clock=clock, sleep=lambda s: spent.append((threading.current_thread().name, s)))
+    collector = make_collector(fake)
+    pcie = {"GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond"}
+
+    def sweep() -> dict[str, float]:
+        samples = collector.collect()
+        assert collector.wait_pcie_throughput(5.0)
+        clock.advance(10)
+        return {f"{s.name}/{dict(s.dimensions)['GPU']}": s.value for s in samples if s.name in pcie}
+
+    assert sweep() == {}  # t=0: the sweep only asks; the thread reads
+    readings = {**{f"GPUPCIeRxBytesPerSecond/{gpu}": 2_000_000_000 // 1024 * 1024 for gpu in range(8)},
+                **{f"GPUPCIeTxBytesPerSecond/{gpu}": 1_000_000_000 // 1024 * 1024 for gpu in range(8)}}
+    assert sweep() == readings  # t=10: each reading published once
+    assert [sweep() for _ in range(4)] == [{}] * 4  # t=20..50: not due again
+    assert sweep() == {}  # t=60: due, asked again
+    assert sweep() == readings
+    assert spent == [("gpu-pcie-throughput", PCIE_THROUGHPUT_WINDOW_S)] * (2 * 8 * 2)  # 2 passes, never the loop
+    for gpu in fake.gpus:  # the counters answer (they had failed for a while): no more throughput calls
+        gpu.field_errors = {}
+    assert sweep() == {}  # the counters' first reading only primes them
+    counted = {name: 2e9 if "Rx" in name else 1e9 for name in readings}
+    assert [sweep() for _ in range(6)] == [counted] * 6  # past t=120, when a pass would have been due
+    assert len(spent) == 2 * 8 * 2
+
+
+def test_pcie_throughput_failures_are_logged_once_and_a_lost_gpu_left_to_the_sweep(
+    clock: FakeClock, make_collector: MakeCollector
+) -> None:
+    fake = before_r560_h100(3, clock=clock, sleep=lambda s: None)
+    fake.gpus[1].errors = {"nvmlDeviceGetPcieThroughput": pynvml.NVML_ERROR_GPU_IS_LOST}
+    fake.gpus[2].errors = {"nvmlDeviceGetPcieThroughput": pynvml.NVML_ERROR_UNKNOWN}
+    collector = make_collector(fake, pcie_throughput_interval=10.0)
+    with capture_logs() as logs:
+        for _ in range(3):
+            samples = collector.collect()
+            assert collector.wait_pcie_throughput(5.0)
+            clock.advance(10)
+    assert sorted((s.name, dict(s.dimensions)["GPU"]) for s in samples if s.name.endswith("BytesPerSecond")) == [
+        ("GPUPCIeRxBytesPerSecond", "0"), ("GPUPCIeTxBytesPerSecond", "0")]
+    assert [(line["event"], line["gpu"], line["reading"]) for line in logs] == [
+        ("gpu_reading_failed", 2, "pcie_throughput_rx"), ("gpu_reading_failed", 2, "pcie_throughput_tx")]
+
+
+def test_a_reading_that_fails_recovers_and_fails_again_is_logged_again(
+    clock: FakeClock, make_collector: MakeCollector
+) -> None:
+    fake = healthy_h100(1, clock=clock)
+    collector = make_collector(fake)
+    failing = {"nvmlDeviceGetPowerUsage": pynvml.NVML_ERROR_UNKNOWN}
+    with capture_logs() as logs:
+        for errors in (failing, failing, {}, failing):
+            fake.gpus[0].errors = errors
+            collector.collect()
+    assert [(line["event"], line["reading"]) for line in logs] == [("gpu_reading_failed", "power_usage")] * 2
 
 
 def test_function_not_found_on_an_older_driver_is_absent(clock: FakeClock, make_collector: MakeCollector) -> None:

@@ -36,9 +36,17 @@ BAD_FILES = [
     ("[ec2]\nimds_attempts = 0\n", ["ec2.imds_attempts: must be 1..5, got 0"]),
     ("[ec2]\nidentity_wait = 0\n", ["ec2.identity_wait: must be 0.1..30 seconds, got 0"]),
     ("[ec2]\ndescribe_tag = false\n", ['ec2.describe_tag: unknown key, did you mean "describe_tags"?']),
-    ("[dimensions]\n" + "".join(f'{name} = "x"\n' for name in STATIC_27), [
+    # The widest series: a GPU's index, UUID and name (native), or its index, name and arch (cwagent).
+    ("[gpu]\nuuid_dimension = true\nname_dimension = true\n[dimensions]\n"
+     + "".join(f'{name} = "x"\n' for name in STATIC_27), [
         "dimensions: at most 26 static dimensions fit CloudWatch's 30 with these append_dimensions, "
         f"got {render(STATIC_27)}"]),
+    ('naming = "cwagent"\n[dimensions]\n' + "".join(f'{name} = "x"\n' for name in STATIC_27), [
+        "dimensions: at most 26 static dimensions fit CloudWatch's 30 with these append_dimensions, "
+        f"got {render(STATIC_27)}"]),
+    ('naming = "cwagent"\n[gpu]\nuuid_dimension = true\n', [
+        'gpu.uuid_dimension: must be false with naming = "cwagent" (the CloudWatch agent publishes no uuid '
+        "dimension), got true"]),
 ]
 
 

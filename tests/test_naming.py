@@ -17,7 +17,7 @@ from agent.config import DEFAULT_IGNORED_FSTYPES, parse
 from agent.dryrun import PrintingClient
 from agent.filters import NameFilter
 from agent.naming import CWAGENT, CWAGENT_ALIASES, DEFAULT_NAMESPACE, KEEP, PROFILES, Namer, profile, resolve
-from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, statvfs_from
+from tests.fakes.host import TRAINING_HOST_MOUNTS, TRAINING_HOST_STATVFS, statvfs_from
 
 # catalogue name → (CloudWatch agent name, unit). Checked against the agent's documentation and its
 # metricDefaultUnit table; nvidia_smi_* carry no unit.
@@ -26,10 +26,21 @@ CWAGENT_NAMES = {
     "CPUIOWait": ("cpu_usage_iowait", "Percent"),
     "CPUSteal": ("cpu_usage_steal", "Percent"),
     "CPUCoreUtilization": ("cpu_usage_active", "Percent"),
+    "CPUIdle": ("cpu_usage_idle", "Percent"),
+    "CPUUser": ("cpu_usage_user", "Percent"),
+    "CPUSystem": ("cpu_usage_system", "Percent"),
+    "CPUCoreIdle": ("cpu_usage_idle", "Percent"),
+    "CPUCoreIOWait": ("cpu_usage_iowait", "Percent"),
+    "CPUCoreUser": ("cpu_usage_user", "Percent"),
+    "CPUCoreSystem": ("cpu_usage_system", "Percent"),
     "MemoryUtilization": ("mem_used_percent", "Percent"),
     "MemoryAvailable": ("mem_available", "Bytes"),
     "SwapUtilization": ("swap_used_percent", "Percent"),
     "StorageUtilization": ("disk_used_percent", "Percent"),
+    "StorageInodesFree": ("disk_inodes_free", "Count"),
+    "DiskIOTime": ("diskio_io_time", "Milliseconds"),
+    "TCPEstablished": ("netstat_tcp_established", "Count"),
+    "TCPTimeWait": ("netstat_tcp_time_wait", "Count"),
     "DiskReadBytesPerSecond": ("diskio_read_bytes", "Bytes"),
     "DiskWriteBytesPerSecond": ("diskio_write_bytes", "Bytes"),
     "DiskReadOpsPerSecond": ("diskio_reads", "Count"),
@@ -53,9 +64,10 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "GPUThrottleHardwareSlowdown", "GPUECCUncorrectableErrors", "GPURemappedRowsPending", "GPURemappedRowsFailed",
     "GPUPCIeReplays", "GPUPCIeRxBytesPerSecond", "GPUPCIeTxBytesPerSecond", "GPUNVLinkErrors", "GPUXidErrors",
     "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
-    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "CollectorErrors", "PublishErrors",
+    "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
+    "PublishErrors",
     "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-    "StatsdSeriesDropped", "StatsdParseErrors",
+    "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
 }
 
 
@@ -64,16 +76,28 @@ def example_dimensions(metric: str) -> dict[str, str]:
     return {"InstanceId": "i-0abc", **{name: f"<{name}>" for name in entry.dimensions + entry.optional_dimensions}}
 
 
+# The CloudWatch agent's further series: published under cwagent only.
+CWAGENT_ONLY_NAMES = {
+    "CPUIdle", "CPUUser", "CPUSystem", "CPUCoreIdle", "CPUCoreIOWait", "CPUCoreUser", "CPUCoreSystem",
+    "StorageInodesFree", "DiskIOTime", "TCPEstablished", "TCPTimeWait",
+}
+
+
 def test_every_catalogue_entry_is_decided_for_the_cwagent_profile() -> None:
     assert set(CWAGENT_ALIASES) == set(METRICS)
     assert set(CWAGENT_NAMES) | CWAGENT_KEEPS_NATIVE_NAME == set(METRICS)
     assert not set(CWAGENT_NAMES) & CWAGENT_KEEPS_NATIVE_NAME
+    assert {name for name in METRICS if not profile("native").publishes(name)} == CWAGENT_ONLY_NAMES
 
 
 @pytest.mark.parametrize("metric", [metric.name for metric in CATALOGUE])
 def test_every_catalogue_entry_resolves_in_both_profiles(metric: str) -> None:
     dims = example_dimensions(metric)
-    assert resolve("native", metric, dims) == (metric, dims)
+    if metric in CWAGENT_ONLY_NAMES:
+        with pytest.raises(KeyError, match=f"the native naming profile does not publish {metric}"):
+            resolve("native", metric, dims)
+    else:
+        assert resolve("native", metric, dims) == (metric, dims)
     name, published = resolve("cwagent", metric, dims)
     expected_name, expected_unit = CWAGENT_NAMES.get(metric, (metric, METRICS[metric].unit))
     assert name == expected_name
@@ -111,7 +135,7 @@ def test_profiles_and_namespaces() -> None:
     assert PROFILES == ("native", "cwagent")
     assert DEFAULT_NAMESPACE == {"native": "InfraWatch", "cwagent": "CWAgent"}
     assert all(alias is KEEP for alias in profile("native").aliases.values())
-    assert set(profile("native").aliases) == set(METRICS)
+    assert set(profile("native").aliases) == set(METRICS) - CWAGENT_ONLY_NAMES
 
 
 def datum(name: str, dims: tuple[tuple[str, str], ...], unit: str, *values: float) -> Datum:
@@ -128,7 +152,7 @@ def test_values_are_converted_where_the_cloudwatch_agent_counts_differently() ->
     # A per-second rate becomes the per-interval delta the agent publishes: 1,500 B/s × 10 s.
     assert namer.datum(datum("DiskReadBytesPerSecond", disk, "Bytes/Second", 1500.0, 0.0)) == datum(
         "diskio_read_bytes", (("InstanceId", "i-0abc"), ("name", "nvme1n1")), "Bytes", 15_000.0, 0.0)
-    cpu = datum("CPUUtilization", (("Host", "laptop"),), "Percent", 12.5)
+    cpu = datum("CPUUtilization", (("Host", "laptop"), ("cpu", "cpu-total")), "Percent", 12.5)
     assert namer.datum(cpu) == datum("cpu_usage_active", (("cpu", "cpu-total"), ("host", "laptop")), "Percent", 12.5)
     assert Namer("native").datum(cpu) is cpu
     outside = datum("NotInTheCatalogue", (), "Count", 1.0)
@@ -139,7 +163,7 @@ def test_storage_sets_device_and_fstype_only_when_the_profile_needs_them() -> No
     def storage(device_dimensions: bool) -> StorageCollector:
         return StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES),
                                 device_dimensions=device_dimensions,
-                                disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+                                mount_table=lambda: TRAINING_HOST_MOUNTS,
                                 statvfs=statvfs_from(TRAINING_HOST_STATVFS))
 
     assert {s.dimensions for s in storage(False).collect()} == {(("MountPath", "/"),), (("MountPath", "/data"),)}

@@ -20,7 +20,7 @@ from agent.nvml import Nvml
 from agent.publisher import Publisher
 from agent.selfstats import AgentStats
 from tests.fakes.aws import Provisioner
-from tests.fakes.host import TRAINING_HOST_PARTITIONS, TRAINING_HOST_STATVFS, FakeClock, Sequence, cpu, statvfs_from
+from tests.fakes.host import TRAINING_HOST_MOUNTS, TRAINING_HOST_STATVFS, FakeClock, Sequence, cpu, statvfs_from
 
 HOSTS = ("i-0000000000000000a", "i-0000000000000000b")
 GPUS = 8
@@ -46,7 +46,7 @@ def run_agent_cycle(client: Any, instance_id: str, id_dimension: str = "Instance
         CpuCollector(cpu_times=Sequence(cpu(user=10, idle=90), cpu(user=20, idle=180))),
         MemoryCollector(virtual_memory=lambda: Memory(), swap_memory=lambda: Swap()),
         StorageCollector(fstypes=NameFilter(exclude=("tmpfs", "overlay", "squashfs", "proc", "cgroup2", "fuse.*")),
-                         disk_partitions=lambda all: TRAINING_HOST_PARTITIONS,
+                         mount_table=lambda: TRAINING_HOST_MOUNTS,
                          statvfs=statvfs_from(TRAINING_HOST_STATVFS)),
         gpu,
     ]

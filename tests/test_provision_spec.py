@@ -94,7 +94,8 @@ INVALID_SPECS = [
     ('[[hosts]]\ninstance_ids = ["web-1"]',
      ['hosts[0].instance_ids: every item must be an EC2 instance id like "i-0123456789abcdef0", got ["web-1"]']),
     (f'[[hosts]]\n{HOST}\ndimensions = {{ InstanceId = "x" }}',
-     ['hosts[0].dimensions: dimension "InstanceId" is set by the agent itself, got {InstanceId = "x"}']),
+     ['hosts[0].dimensions: dimension "InstanceId" is set by the agent and cannot be overridden, '
+      'got {InstanceId = "x"}']),
     (f"[[hosts]]\n{HOST}\n[[hosts.throughput_floors]]\nminimum = 10.0",
      ['hosts[0].throughput_floors[0].metric: must name the application metric, got ""']),
     ('[[endpoints]]\nname = "ranker"\ninstance_type = "g5.2xlarge"',
@@ -113,15 +114,37 @@ INVALID_SPECS = [
 ]
 
 
+# Values every PutMetricAlarm (or the agents' PutMetricData) would be refused for: caught before any call,
+# in --dry-run too (API reference: MetricDatum MetricName 1..255, Dimension names and values ASCII, no control
+# characters, at least one non-whitespace character).
+CLOUDWATCH_REFUSES = [
+    (f'[[hosts]]\n{HOST}\n[[hosts.throughput_floors]]\nmetric = "{"r" * 300}"',
+     [f'hosts[0].throughput_floors[0].metric: must be 1..255 characters, got "{"r" * 300}"']),
+    (f'[[hosts]]\n{HOST}\n[[hosts.throughput_floors]]\nmetric = "débit"',
+     ['hosts[0].throughput_floors[0].metric: must be ASCII only, got "débit"']),
+    (f'[[hosts]]\n{HOST}\nmounts = ["/data\\tset"]',
+     ["hosts[0].mounts: mount path '/data\\tset' must not contain control characters (tab, newline, ...), "
+      'got ["/data\\tset"]']),
+    (f'[[hosts]]\n{HOST}\ndimensions = {{ Team = "données" }}',
+     ["hosts[0].dimensions: dimension Team value 'données' must be ASCII only, got {Team = \"données\"}"]),
+    (f'[[hosts]]\n{HOST}\n[[hosts.throughput_floors]]\nmetric = "Rate"\ndimensions = {{ "Équipe" = "ml" }}',
+     ["hosts[0].throughput_floors[0].dimensions: dimension name 'Équipe' must be ASCII only, "
+      'got {"Équipe" = "ml"}']),
+    ('namespace = ":Infra"', ['namespace: must not start with ":", got ":Infra"']),
+]
+
+
 def ids(cases: list[tuple[str, list[str]]]) -> list[str]:
     return [problems[0].split(":")[0] for _, problems in cases]
 
 
-@pytest.mark.parametrize(("spec", "problems"), INVALID_SPECS, ids=ids(INVALID_SPECS))
+@pytest.mark.parametrize("mode", ["--yes", "--dry-run"])
+@pytest.mark.parametrize(("spec", "problems"), INVALID_SPECS + CLOUDWATCH_REFUSES,
+                         ids=ids(INVALID_SPECS + CLOUDWATCH_REFUSES))
 def test_an_invalid_spec_lists_every_problem_exits_2_and_calls_nothing(
-    untouched: Provisioner, spec: str, problems: list[str]
+    untouched: Provisioner, spec: str, problems: list[str], mode: str
 ) -> None:
-    run = untouched.run(spec, "--yes")
+    run = untouched.run(spec, mode)
     assert (run.code, run.err.splitlines(), run.out) == (2, problems, "")
     assert untouched.recorder.calls == []
 

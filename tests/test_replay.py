@@ -24,7 +24,8 @@ DOWN = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.
 
 
 def datum(minute: int, name: str = "GPUUtilization") -> Datum:
-    return Datum(name, HOST, NOW + 60 * minute, "Percent", (50.0,), (6.0,))
+    """Ten GPUs' series in turn: one request may carry at most 150 values of one metric (CloudWatch)."""
+    return Datum(name, (("GPU", str(minute % 10)), *HOST), NOW + 60 * minute, "Percent", (50.0,), (6.0,))
 
 
 class Rig:
@@ -80,12 +81,26 @@ def test_a_failed_replay_keeps_its_rows_and_waits_until_live_data_gets_through(t
     assert len(client.accepted[1]["MetricData"]) == 3  # the replay carried datums 1, 2 and the spooled Heartbeat
 
 
-def test_a_rejected_replay_is_dropped_and_counted_not_retried_forever(tmp_path: Path) -> None:
-    client = RecordingClient(fail=lambda n, r: client_error("InvalidParameterValue", 400) if n == 1 else None)
+def test_a_rejected_replay_drops_only_the_named_datum_and_delivers_the_rest(tmp_path: Path) -> None:
+    message = "The value 1E-200 for parameter MetricData.member.1.Values.member.1 is invalid."
+    client = RecordingClient(fail=lambda n, r: client_error("InvalidParameterValue", 400, message) if n == 1 else None)
     rig = Rig(tmp_path, client)
     rig.spool.put([datum(1), datum(2)], "503")
     assert rig.replayer.replay_one() is True
-    assert (rig.spool.datums, rig.stats.dropped) == (0, {"rejected": 12})
+    assert (rig.spool.datums, rig.stats.dropped) == (0, {"rejected": 6})
+    assert sent_minutes(client) == [[NOW + 120]]
+
+
+def test_a_replay_botocore_refuses_to_build_is_dropped_not_kept_forever(tmp_path: Path) -> None:
+    # On 086c3d7 a ParamValidationError was "undeliverable": the rows stayed and replay failed on them forever.
+    client = RecordingClient(fail=lambda n, r: botocore.exceptions.ParamValidationError(
+        report="Invalid length for parameter MetricData[1].MetricName, value: 0, valid min length: 1"
+    ) if n == 1 else None)
+    rig = Rig(tmp_path, client)
+    rig.spool.put([datum(1), datum(2)], "503")
+    assert rig.replayer.replay_one() is True
+    assert (rig.spool.datums, rig.stats.dropped) == (0, {"rejected": 6})
+    assert sent_minutes(client) == [[NOW + 60]]
 
 
 def test_settled_rows_match_kept_datums_as_a_multiset() -> None:

@@ -48,6 +48,18 @@ def test_a_vanished_socket_is_logged_once_and_never_raises(tmp_path: Path) -> No
     assert [(entry["event"], entry["state"]) for entry in logged] == [("sd_notify_failed", ["WATCHDOG=1"])]
 
 
+def test_a_socket_that_comes_back_and_goes_again_is_logged_again(tmp_path: Path) -> None:
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    with capture_logs() as logged:
+        assert notifier.watchdog() is False
+        systemd = NotifySocket(tmp_path / "notify")  # systemd re-executed: the socket is back
+        assert notifier.watchdog() is True
+        systemd.close()
+        (tmp_path / "notify").unlink()
+        assert notifier.watchdog() is False
+    assert [entry["event"] for entry in logged] == ["sd_notify_failed"] * 2
+
+
 def test_the_watchdog_interval_is_half_of_watchdog_usec_and_only_for_this_process() -> None:
     notifier = Notifier({})
     assert Watchdog(notifier, {"WATCHDOG_USEC": "120000000"}, pid=42).interval == 60.0

@@ -136,6 +136,23 @@ def test_an_unwritable_directory_means_no_spool_and_one_warning(tmp_path: Path) 
     assert open_spool(SpoolConfig(enabled=False, path=str(tmp_path / "spool.db")), AgentStats()) is None
 
 
+def test_a_write_error_that_clears_and_comes_back_is_logged_again(tmp_path: Path) -> None:
+    spool = spool_at(tmp_path / "spool.db")
+    assert spool._connection is not None
+    pages = spool._connection.execute("PRAGMA page_count").fetchone()[0]
+
+    def disk(full: bool) -> None:  # SQLITE_FULL as a full disk gives it, through the page limit
+        assert spool._connection is not None
+        spool._connection.execute(f"PRAGMA max_page_count = {pages if full else 1_000_000}")
+
+    with capture_logs() as logs:
+        for full in (True, True, False, True):
+            disk(full)
+            spool.put([datum(minute) for minute in range(200)], "503")
+    assert [(line["event"], line.get("error")) for line in logs if line["log_level"] == "warning"] == [
+        ("spool_error", "database or disk is full")] * 2
+
+
 def test_self_metrics_report_depth_and_the_age_of_the_oldest(tmp_path: Path) -> None:
     clock = FakeClock(NOW + 600)
     spool = spool_at(tmp_path / "spool.db", clock=clock)

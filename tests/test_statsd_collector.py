@@ -223,9 +223,9 @@ def test_a_malformed_dimension_tag_is_dropped_and_counted_and_the_value_kept() -
     assert samples[-2:] == self_metrics(parse_errors=3)  # city twice, env once; `note` is no dimension
     assert logs == [
         {"event": "statsd_tag_dropped", "metric": "Rows", "tag": "city", "value": "z\\xfcrich",
-         "reason": "not printable ASCII", "log_level": "warning"},
+         "reason": "must be ASCII only", "log_level": "warning"},
         {"event": "statsd_tag_dropped", "metric": "Rows", "tag": "env", "value": "\\x1b[2J",
-         "reason": "not printable ASCII", "log_level": "warning"},
+         "reason": "must not contain control characters (tab, newline, ...)", "log_level": "warning"},
     ]
 
 
@@ -422,12 +422,22 @@ def test_set_members_held_for_the_rest_of_the_minute_count_toward_the_budget() -
 def test_totals_beyond_what_cloudwatch_accepts_are_dropped_and_counted() -> None:
     clock, drops = FakeClock(), RecordingDrops()
     statsd = collector(clock, on_drop=drops)
-    statsd.receive(b"Huge:2e108|c\nHuge:2e108|c\nBig:+2e108|g\nBig:+2e108|g\nFine:1|c")
+    statsd.receive(b"Huge:1e108|c\nHuge:1e108|c\nBig:+1e108|g\nBig:+1e108|g\nFine:1|c")
     clock.advance(1)
     assert statsd.collect() == [
         Sample("Fine", 1.0, "Count"), Sample("FinePerSecond", 1.0, "Count/Second"), *self_metrics()
     ]
-    assert drops.counts == {"statsd_out_of_range": 3}  # the counter's total and rate, the gauge
+    assert drops.counts == {"out_of_range": 3}  # the counter's total and rate, the gauge
+
+
+def test_a_gauge_too_small_for_cloudwatch_is_dropped_as_out_of_range_not_sent() -> None:
+    # On 086c3d7 `loss:1e-200|g` was published and CloudWatch refused its whole request, Heartbeat included.
+    clock, drops = FakeClock(), RecordingDrops()
+    statsd = collector(clock, on_drop=drops)
+    statsd.receive(b"loss:1e-200|g\nok:0|g")
+    clock.advance(1)
+    assert app_samples(statsd.collect()) == [Sample("ok", 0.0, "None")]
+    assert drops.counts == {"out_of_range": 1}
 
 
 def test_no_rate_when_no_time_passed() -> None:

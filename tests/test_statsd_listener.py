@@ -225,3 +225,21 @@ def test_a_failing_recv_is_logged_once_and_the_listener_carries_on() -> None:
     assert [(log["event"], log["error"]) for log in warnings] == [
         ("statsd_receive_failed", "[Errno 105] No buffer space available")
     ]
+
+
+def test_a_recv_that_fails_again_after_a_datagram_got_through_is_logged_again() -> None:
+    sockets: list[FailingOnceSocket] = []
+
+    def factory(family: int, kind: int) -> FailingOnceSocket:
+        sockets.append(FailingOnceSocket(family, kind))
+        return sockets[-1]
+
+    with capture_logs() as logs:
+        listening = StatsdListener(lambda packet: None, socket_factory=factory, error_pause=0)
+        listening.start()
+        for item in (b"A:1|c", OSError(105, "No buffer space available"), b"A:1|c"):
+            sockets[0].datagrams.put(item)
+        assert listening.wait_for_packets(2, WAIT)
+        listening.close()
+    assert [log["event"] for log in logs if log["log_level"] == "warning"] == ["statsd_receive_failed"] * 2
+

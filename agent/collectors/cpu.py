@@ -14,15 +14,19 @@ from agent.samples import Sample
 def _shares(previous: Any, current: Any) -> tuple[float, float, float] | None:
     """(busy %, iowait %, steal %) between two psutil cpu_times readings, or None if time did not advance.
 
+    A field that went backwards counts as 0 for the interval, and the interval is kept: "the value of
+    iowait field in /proc/stat will decrease in certain conditions" (Documentation/filesystems/proc.rst),
+    and psutil (`_cpu_times_deltas`, its issues 392, 645, 1210) and procps top (`TRIMz`) clamp each delta
+    the same way.
     Linux counts guest time inside user and nice, so it is subtracted from the total as psutil does;
     idle and iowait are both "not busy".
     """
-    deltas = {field: getattr(current, field) - getattr(previous, field) for field in current._fields}
+    deltas = {field: max(0.0, getattr(current, field) - getattr(previous, field)) for field in current._fields}
     total = sum(deltas.values()) - deltas.get("guest", 0.0) - deltas.get("guest_nice", 0.0)
-    if total <= 0 or any(delta < 0 for delta in deltas.values()):
+    if total <= 0:
         return None
     iowait = deltas.get("iowait", 0.0)
-    busy = total - deltas["idle"] - iowait
+    busy = max(0.0, total - deltas["idle"] - iowait)  # guest clamped apart from user could tip it below 0
     return busy / total * 100, iowait / total * 100, deltas.get("steal", 0.0) / total * 100
 
 

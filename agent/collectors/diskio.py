@@ -38,12 +38,14 @@ class DiskIOCollector:
         *,
         devices: NameFilter = NameFilter(),  # noqa: B008 - immutable
         partitions: bool = False,
+        io_time: bool = False,
         disk_io_counters: Callable[[], dict[str, Any]] = lambda: psutil.disk_io_counters(perdisk=True) or {},
         whole_disks: Callable[[], set[str]] = _whole_disks,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._devices = devices
         self._partitions = partitions
+        self._io_time = io_time  # the CloudWatch agent's diskio_io_time (cwagent)
         self._disk_io_counters = disk_io_counters
         self._whole_disks = whole_disks
         self._monotonic = monotonic
@@ -60,5 +62,11 @@ class DiskIOCollector:
                 rate = self._counters.rate((device, field), getattr(counters, field), now)
                 if rate is not None:
                     samples.append(METRICS[metric].sample(rate, Device=device))
+            if self._io_time:
+                # The agent turns the io_ticks counter into its increase per collection (cumulativetodelta),
+                # in milliseconds; psutil names it busy_time.
+                change = self._counters.delta((device, "busy_time"), counters.busy_time, now)
+                if change is not None:
+                    samples.append(METRICS["DiskIOTime"].sample(change[0], Device=device))
         self._counters.forget_unseen()
         return samples

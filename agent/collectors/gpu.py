@@ -29,6 +29,8 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 XID_WAIT_MS = 500  # how long one event wait blocks; close() waits at most twice this for the thread
+# How often GPUs without PCIe byte counters are sampled with the blocking throughput call, off the loop.
+PCIE_THROUGHPUT_INTERVAL_S = 60.0
 
 _THROTTLES = (
     ("GPUThrottleThermal", ClocksEvent.SW_THERMAL_SLOWDOWN | ClocksEvent.HW_THERMAL_SLOWDOWN),
@@ -111,6 +113,104 @@ class _XidWatcher:
             self._last[event.gpu] = event.xid
 
 
+class _PcieThroughputSampler:
+    """PCIe throughput of GPUs without byte counters (drivers before R560), read on a thread of its own.
+
+    nvmlDeviceGetPcieThroughput blocks for its 20 ms sampling window, twice per GPU (rx, tx): 320 ms a sweep
+    on 8 GPUs if it ran on the collection loop. Here the loop only asks (`due`), at most once per
+    `interval`; the thread reads every GPU that needs it, and each reading is published once (`take`).
+    The thread starts on the first GPU that needs it, so hosts with the counters never have it.
+    """
+
+    def __init__(self, nvml: Nvml, interval: float) -> None:
+        self._nvml = nvml
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._gpus: set[int] = set()  # GPUs without counters, sampled on each pass
+        self._ready: dict[int, dict[str, float]] = {}  # readings not yet published: GPU → direction → B/s
+        self._next: float | None = None
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._once = LogOnce(log)
+
+    def need(self, gpu: int, needed: bool) -> None:
+        """Sample this GPU on each pass, or no longer (its counters answer again after a failed sweep)."""
+        if (gpu in self._gpus) == needed:  # the common case, without the lock
+            return
+        with self._lock:
+            if needed:
+                self._gpus.add(gpu)
+            else:
+                self._gpus.discard(gpu)
+                self._ready.pop(gpu, None)
+
+    def take(self, gpu: int) -> dict[str, float]:
+        with self._lock:
+            return self._ready.pop(gpu, {})
+
+    def due(self, now: float) -> None:
+        """Start a pass if one is due and the previous one has finished; called once per sweep."""
+        if not self._gpus or not self._idle.is_set() or (self._next is not None and now < self._next):
+            return
+        self._next = now + self._interval
+        self._idle.clear()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="gpu-pcie-throughput", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until the pass in progress has finished; for tests and benches."""
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Stop the thread; False if it is still inside NVML after `timeout`."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            with self._lock:
+                gpus = sorted(self._gpus)
+            for gpu in gpus:
+                if self._stop:  # close() waits for one 20 ms call at most, not a whole pass
+                    break
+                readings = self._read(gpu)
+                with self._lock:
+                    self._ready[gpu] = readings
+            self._idle.set()
+
+    def _read(self, gpu: int) -> dict[str, float]:
+        readings: dict[str, float] = {}
+        for direction, _, _ in _PCIE:
+            try:
+                kilobytes = self._nvml.pcie_throughput(gpu, direction)
+            except GpuLost:
+                return readings  # the sweep publishes GPUHealthy 0 and logs it
+            except NvmlError as error:
+                self._once.warning((gpu, direction), "gpu_reading_failed", variant=error.reason, gpu=gpu,
+                                   reading=f"pcie_throughput_{direction}", error=error.reason)
+                continue
+            if kilobytes is None:
+                self._once.info((gpu, direction), "gpu_reading_not_supported", gpu=gpu,
+                                reading=f"pcie_throughput_{direction}")
+                continue
+            self._once.reset((gpu, direction))
+            readings[direction] = kilobytes * 1024
+        return readings
+
+
 class GpuCollector:
     name = "gpu"
 
@@ -120,14 +220,19 @@ class GpuCollector:
         *,
         uuid_dimension: bool = False,
         name_dimension: bool = False,
+        arch_dimension: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
         xid_wait_ms: int = XID_WAIT_MS,
+        pcie_throughput_interval: float = PCIE_THROUGHPUT_INTERVAL_S,
     ) -> None:
         self._nvml = nvml if nvml is not None else Nvml()
         self._uuid_dimension = uuid_dimension
         self._name_dimension = name_dimension
+        self._arch_dimension = arch_dimension
         self._monotonic = monotonic
         self._xid = _XidWatcher(self._nvml, xid_wait_ms)
+        self._xid_wait_ms = xid_wait_ms
+        self._pcie = _PcieThroughputSampler(self._nvml, pcie_throughput_interval)
         self._dimensions: dict[int, dict[str, str]] = {}  # per GPU, read once
         self._xid_watched: set[int] = set()
         self._counters = CounterTracker()
@@ -140,6 +245,7 @@ class GpuCollector:
         samples = [METRICS["GPUCount"].sample(count)]
         for gpu in range(count):
             samples += self._collect_gpu(gpu, now, xids.get(gpu, (0, None)))
+        self._pcie.due(now)
         self._counters.forget_unseen()
         for host_metric, per_gpu in (("HostGPUUtilization", "GPUUtilization"),
                                      ("HostGPUMemoryUtilization", "GPUMemoryUtilization")):
@@ -148,13 +254,20 @@ class GpuCollector:
                 samples.append(METRICS[host_metric].sample(fmean(values)))
         return samples
 
+    def wait_pcie_throughput(self, timeout: float) -> bool:
+        """Block until the PCIe throughput pass in progress has finished; for tests and benches."""
+        return self._pcie.wait_idle(timeout)
+
     def close(self) -> None:
-        """Stop the Xid thread, then shut NVML down. Call once at exit."""
-        if self._xid.close():
+        """Stop the Xid and PCIe threads, then shut NVML down. Call once at exit."""
+        xid_stopped = self._xid.close()
+        pcie_stopped = self._pcie.close(2 * self._xid_wait_ms / 1000)
+        if xid_stopped and pcie_stopped:
             self._nvml.shutdown()
         else:
             # Freeing the event set under a thread still waiting on it is undefined; the process is ending.
-            log.warning("gpu_xid_thread_stuck", action="nvml_left_initialized")
+            log.warning("gpu_xid_thread_stuck" if not xid_stopped else "gpu_pcie_thread_stuck",
+                        action="nvml_left_initialized")
 
     def _collect_gpu(self, gpu: int, now: float, xid: tuple[int, int | None]) -> list[Sample]:
         try:
@@ -185,6 +298,8 @@ class GpuCollector:
             dimensions["GPUUUID"] = uuid
         if self._name_dimension and (name := self._value(gpu, "name", self._nvml.name)):
             dimensions["GPUName"] = name
+        if self._arch_dimension and (arch := self._value(gpu, "architecture", self._nvml.architecture)):
+            dimensions["GPUArch"] = arch
         watched = self._value(gpu, "xid_events", self._xid.watch)
         if watched:
             self._xid_watched.add(gpu)
@@ -241,9 +356,17 @@ class GpuCollector:
         for field, metric in _FLAGS:
             if (value := self._field(gpu, fields, field)) is not None:
                 add(metric, 1 if value else 0)
-        for direction, field, metric in _PCIE:
-            if (rate := self._pcie_rate(gpu, fields, direction, field, now)) is not None:
-                add(metric, rate)
+        counted = all(field in fields.values for _, field, _ in _PCIE)
+        self._pcie.need(gpu, not counted)
+        if counted:
+            for _, field, metric in _PCIE:
+                if (rate := self._counters.rate((gpu, field), fields.values[field], now)) is not None:
+                    add(metric, rate)
+        else:  # no byte counters: the slow throughput call, sampled off the loop
+            fresh = self._pcie.take(gpu)
+            for direction, _, metric in _PCIE:
+                if direction in fresh:
+                    add(metric, fresh[direction])
         if (nvlink_errors := self._nvlink_errors(gpu, fields, now)) is not None:
             add("GPUNVLinkErrors", nvlink_errors)
         return samples
@@ -259,6 +382,8 @@ class GpuCollector:
             return None
         if value is None:
             self._absent(gpu, reading, None)
+        else:
+            self._once.reset((gpu, reading))
         return value
 
     def _field_values(self, gpu: int) -> FieldValues:
@@ -271,34 +396,27 @@ class GpuCollector:
         value = fields.values.get(field)
         if value is None:
             self._absent(gpu, field.name.lower(), fields.errors.get(field))
+        else:
+            self._once.reset((gpu, field.name.lower()))
         return value
 
     def _absent(self, gpu: int, reading: str, error: str | None) -> None:
         if error is None:
             self._once.info((gpu, reading), "gpu_reading_not_supported", gpu=gpu, reading=reading)
         else:
-            self._once.warning((gpu, reading), "gpu_reading_failed", gpu=gpu, reading=reading, error=error)
+            self._once.warning((gpu, reading), "gpu_reading_failed", variant=error, gpu=gpu, reading=reading,
+                               error=error)
 
     def _increase(self, gpu: int, field: Field, value: float, now: float) -> float | None:
         change = self._counters.delta((gpu, field), value, now)
         return None if change is None else change[0]
-
-    def _pcie_rate(
-        self, gpu: int, fields: FieldValues, direction: Literal["rx", "tx"], field: Field, now: float
-    ) -> float | None:
-        """Bytes per second from the byte counter, or from the blocking throughput call on GPUs without one."""
-        counter = fields.values.get(field)
-        if counter is not None:
-            return self._counters.rate((gpu, field), counter, now)
-        kilobytes = self._value(gpu, f"pcie_throughput_{direction}",
-                                lambda index: self._nvml.pcie_throughput(index, direction))
-        return None if kilobytes is None else kilobytes * 1024
 
     def _nvlink_errors(self, gpu: int, fields: FieldValues, now: float) -> float | None:
         """Σ of the increases of every error counter the GPU reports; None until each has a previous reading."""
         if not fields.values.get(Field.NVLINK_LINKS):
             self._absent(gpu, "nvlink", fields.errors.get(Field.NVLINK_LINKS))
             return None
+        self._once.reset((gpu, "nvlink"))
         counters = [(field, fields.values[field]) for field in _NVLINK_ERRORS if field in fields.values]
         increases = [self._increase(gpu, field, value, now) for field, value in counters]
         if not increases or None in increases:
@@ -306,8 +424,11 @@ class GpuCollector:
         return sum(increase for increase in increases if increase is not None)
 
 
-def build_gpu_collector(config: GpuConfig, nvml: Nvml | None = None) -> GpuCollector | None:
-    """The GPU collector that `gpu.enabled` asks for, or None.
+def build_gpu_collector(
+    config: GpuConfig, nvml: Nvml | None = None, *, arch_dimension: bool = False
+) -> GpuCollector | None:
+    """The GPU collector that `gpu.enabled` asks for, or None; `arch_dimension` where the naming profile
+    publishes the architecture (cwagent).
 
     "auto" on a host without NVML logs one line and returns None; `true` raises ConfigError saying what
     is missing (the CLI exits 2); `false` never touches NVML.
@@ -325,4 +446,5 @@ def build_gpu_collector(config: GpuConfig, nvml: Nvml | None = None) -> GpuColle
         log.info("gpu_collector_off", reason=str(error))
         return None
     log.info("gpu_collector_on", gpus=count)
-    return GpuCollector(nvml, uuid_dimension=config.uuid_dimension, name_dimension=config.name_dimension)
+    return GpuCollector(nvml, uuid_dimension=config.uuid_dimension, name_dimension=config.name_dimension,
+                        arch_dimension=arch_dimension)

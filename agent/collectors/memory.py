@@ -7,8 +7,16 @@ from typing import Any
 
 import psutil
 
-from agent.catalogue import METRICS
+from agent.catalogue import METRICS, Formulas
 from agent.samples import Sample
+
+
+def cwagent_used_percent(memory: Any) -> float:
+    """mem_used_percent as the CloudWatch agent computes it: telegraf's mem input publishes gopsutil's
+    Used / Total × 100 with Used = Total − Free − Buffers − Cached, and gopsutil adds SReclaimable to
+    Cached (mem_linux.go) exactly as psutil's `cached` does. Shmem (tmpfs, /dev/shm) is part of Cached and
+    gopsutil does not take it out, so shared memory counts as not used here, and as used by MemAvailable."""
+    return (memory.total - memory.free - memory.buffers - memory.cached) / memory.total * 100
 
 
 class MemoryCollector:
@@ -17,19 +25,29 @@ class MemoryCollector:
     def __init__(
         self,
         *,
+        formulas: Formulas = "native",
         virtual_memory: Callable[[], Any] = psutil.virtual_memory,
         swap_memory: Callable[[], Any] = psutil.swap_memory,
     ) -> None:
+        self._formulas = formulas
         self._virtual_memory = virtual_memory
         self._swap_memory = swap_memory
 
     def collect(self) -> list[Sample]:
         memory = self._virtual_memory()
+        if self._formulas == "cwagent":
+            used_percent = cwagent_used_percent(memory)
+        else:
+            used_percent = (memory.total - memory.available) / memory.total * 100
         samples = [
-            METRICS["MemoryUtilization"].sample((memory.total - memory.available) / memory.total * 100),
+            METRICS["MemoryUtilization"].sample(used_percent),
             METRICS["MemoryAvailable"].sample(memory.available),
         ]
         swap = self._swap_memory()
-        if swap.total > 0:  # absent is not zero: a host without swap publishes no swap series
+        if swap.total > 0:
             samples.append(METRICS["SwapUtilization"].sample(swap.used / swap.total * 100))
+        elif self._formulas == "cwagent":
+            # gopsutil's UsedPercent is 0 when SwapTotal is 0, and the CloudWatch agent publishes it.
+            samples.append(METRICS["SwapUtilization"].sample(0.0))
+        # Otherwise absent is not zero: a host without swap publishes no swap series.
         return samples

@@ -9,6 +9,7 @@ from typing import Any
 import psutil
 
 from agent.catalogue import METRICS
+from agent.config import DEFAULT_EXCLUDED_INTERFACES
 from agent.filters import NameFilter
 from agent.rates import CounterTracker
 from agent.samples import Sample
@@ -27,7 +28,7 @@ class NetworkCollector:
     def __init__(
         self,
         *,
-        interfaces: NameFilter = NameFilter(exclude=("lo",)),  # noqa: B008 - immutable
+        interfaces: NameFilter = NameFilter(exclude=DEFAULT_EXCLUDED_INTERFACES),  # noqa: B008 - immutable
         net_io_counters: Callable[[], dict[str, Any]] = lambda: psutil.net_io_counters(pernic=True),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:

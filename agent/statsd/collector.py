@@ -31,17 +31,16 @@ from fnmatch import fnmatchcase
 import structlog
 
 from agent.catalogue import BYTES, BYTES_PER_SECOND, COUNT, COUNT_PER_SECOND, METRICS, MILLISECONDS, NONE
+from agent.cloudwatch_rules import MAX_ABS_VALUE, dimension_value_problem, publishable
 from agent.logs import LogOnce
 from agent.samples import Dimensions, Sample
 from agent.selfstats import COMPONENT
 from agent.statsd.parser import (
-    MAX_VALUE,
     Kind,
     Line,
     LineError,
     Rejected,
     Tags,
-    dimension_value_problem,
     escaped,
     parse_line,
     parse_packet,
@@ -154,7 +153,7 @@ class StatsdCollector:
                     self._receive_line(text, name, fields)
                     continue
                 value = float(value_text)
-                if value > MAX_VALUE:
+                if value > MAX_ABS_VALUE:
                     self._receive_line(text, name, fields)
                     continue
                 series, family, sample_rate = route
@@ -326,7 +325,7 @@ class StatsdCollector:
             elif series.family == "g":
                 if series.value is None:
                     continue
-                if abs(series.value) <= MAX_VALUE:
+                if publishable(series.value):
                     samples.append(Sample(series.name, series.value, series.unit, series.dimensions))
                 else:
                     self._out_of_range(series, 1)
@@ -354,13 +353,13 @@ class StatsdCollector:
 
     def _counter(self, series: _Series, window: float) -> list[Sample]:
         total, series.total = series.total, 0.0
-        if not abs(total) <= MAX_VALUE:
+        if not publishable(total):
             self._out_of_range(series, 2 if window > 0 else 1)
             return []
         samples = [Sample(series.name, total, series.unit, series.dimensions)]
         if window > 0:
             rate = total / window
-            if abs(rate) <= MAX_VALUE:
+            if publishable(rate):
                 rate_unit = BYTES_PER_SECOND if series.unit == BYTES else COUNT_PER_SECOND
                 samples.append(Sample(series.name + RATE_SUFFIX, rate, rate_unit, series.dimensions))
             else:
@@ -369,5 +368,5 @@ class StatsdCollector:
 
     def _out_of_range(self, series: _Series, datapoints: int) -> None:
         """Sums and gauge deltas can leave the range CloudWatch accepts even when every line was in it."""
-        self._on_drop("statsd_out_of_range", datapoints)
+        self._on_drop("out_of_range", datapoints)
         self._warn.warning("range", "statsd_value_out_of_range", metric=series.name)

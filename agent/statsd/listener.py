@@ -103,6 +103,7 @@ class StatsdListener:
                 self._warn.warning("recv", "statsd_receive_failed", error=str(error))
                 self._stop.wait(self._error_pause)
                 continue
+            self._warn.reset("recv")
             if self._stopping:
                 break
             try:

@@ -8,8 +8,8 @@ or a bare `key`. Other DogStatsD fields (`|c:<container id>`, `|T<timestamp>`, .
 holds any number of lines separated by `\\n` or `\\r\\n`.
 
 What the agent publishes is checked against what CloudWatch accepts, so a line that parses can be
-published: names of safe ASCII characters, finite values within ±2^360. Tags are only split here: the
-agent ignores most of them, so they are checked where one becomes a dimension (`dimension_value_problem`),
+published: names of safe ASCII characters, finite values within ±1.17e+108. Tags are only split here: the
+agent ignores most of them, so they are checked where one becomes a dimension (`agent.cloudwatch_rules`),
 as Etsy StatsD, Telegraf and the Datadog agent keep a line whatever its tags hold. DogStatsD events
 (`_e{`) and service checks (`_sc|`) are rejected as unsupported.
 """
@@ -20,18 +20,18 @@ import functools
 import re
 from typing import Literal, NamedTuple
 
+from agent.cloudwatch_rules import MAX_ABS_VALUE, MAX_DIMENSION_VALUE_LENGTH
+
 Kind = Literal["c", "g", "ms", "h", "d", "s"]
 KINDS: dict[str, Kind] = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "d", "s": "s"}
 
-MAX_VALUE = 2.0**360  # CloudWatch rejects a whole request holding a larger magnitude
 MAX_NAME_LENGTH = 246  # 255, CloudWatch's limit, less the "PerSecond" a counter's rate series adds
-MAX_TAG_VALUE_LENGTH = 1024  # CloudWatch's limit on a dimension value
+MAX_TAG_VALUE_LENGTH = MAX_DIMENSION_VALUE_LENGTH
 
 NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,%d}" % MAX_NAME_LENGTH)  # noqa: UP031 - a regex, not a message
 TAG_KEY = re.compile(r"[A-Za-z0-9_.\-/]{1,255}")
-# The characters and length of a dimension value: printable ASCII (space included, no control characters)
-# but the `,` that separates tags, at most 1024; `dimension_value_problem` adds "not empty, not only spaces"
-# (CloudWatch's PutMetricData rules).
+# The characters and length a tag value may have: printable ASCII (space included, no control characters)
+# but the `,` that separates tags, at most 1024; a dimension value must also pass CloudWatch's rules.
 TAG_VALUE = re.compile(r"[ -+\--~]{0,%d}" % MAX_TAG_VALUE_LENGTH)  # noqa: UP031 - a regex, not a message
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
@@ -110,8 +110,9 @@ def parse_line(text: str) -> list[Line]:
 def _line(name: str, kind: Kind, value_text: str, sample_rate: float, tags: Tags) -> Line:
     # Most values are plain integers; those skip the regex that guards float() against "nan".
     value = float(value_text) if value_text.isascii() and value_text.isdigit() else _number(value_text, "value")
-    if not abs(value) <= MAX_VALUE:
-        raise LineError("value must be finite and within ±2^360")
+    # Too small a magnitude parses: the aggregator drops it, counted as out_of_range.
+    if not abs(value) <= MAX_ABS_VALUE:
+        raise LineError(f"value must be finite and within ±{MAX_ABS_VALUE:g}")
     return Line(name, kind, value, sample_rate, tags, kind == "g" and value_text[0] in "+-")
 
 
@@ -168,17 +169,6 @@ def _tags(text: str) -> Tags:
                 key, _, value = tag.partition("=")
             tags.append((key, value))
     return tuple(tags)
-
-
-def dimension_value_problem(value: str) -> str | None:
-    """Why a tag's value cannot be a CloudWatch dimension value, or None if it can."""
-    if not value or value.isspace():
-        return "empty"
-    if len(value) > MAX_TAG_VALUE_LENGTH:
-        return f"longer than {MAX_TAG_VALUE_LENGTH} characters"
-    if not TAG_VALUE.fullmatch(value):
-        return "not printable ASCII"
-    return None
 
 
 def escaped(text: str) -> str:

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import structlog
 
-from agent.config import MAX_DIMENSIONS, AgentConfig
+from agent.cloudwatch_rules import MAX_DIMENSIONS
+from agent.config import AgentConfig
 from agent.samples import Sample
 from agent.statsd.address import split_host_port
 from agent.statsd.collector import StatsdCollector
