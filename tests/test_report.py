@@ -485,3 +485,38 @@ def test_availability_runs_from_launch_to_termination() -> None:
     assert (found.start, found.end) == (start + dt.timedelta(minutes=10), start + dt.timedelta(minutes=60))
     assert found.downtime == ((start + dt.timedelta(minutes=50), start + dt.timedelta(minutes=60)),)
     assert found.percent == 80.0
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_progress_bar_follows_the_batches_on_a_terminal(fleet: Fleet, aws: str) -> None:
+    err = Terminal()
+    args = [arg for arg in fleet.args() if arg != "--no-progress"]
+    assert main(args, now=fleet.now, out=io.StringIO(), err=err) == 0
+    assert err.getvalue() == f"\rGetMetricData [{'#' * 30}] 28/28 queries\n"
+
+
+def test_cwagent_names_and_dimensions_are_read_through_the_naming_profile() -> None:
+    from report.hosts import HostSeries
+
+    class Listing:
+        def list_metrics(self, namespace: str, metric: str) -> list[tuple[tuple[str, str], ...]]:
+            assert namespace == "CWAgent"
+            return {
+                "cpu_usage_active": [(("InstanceId", "i-0123456789abcdef0"), ("cpu", "cpu-total")),
+                                     (("InstanceId", "i-0123456789abcdef0"), ("cpu", "cpu3"))],  # a core
+                "nvidia_smi_utilization_gpu": [(("InstanceId", "i-0123456789abcdef0"), ("index", "2"),
+                                                ("name", "NVIDIA H100"))],
+                "mem_used_percent": [(("AutoScalingGroupName", "gpu-asg"),)],  # a roll-up: no host
+                "Heartbeat": [(("Component", "agent"), ("host", "build-01"))],  # off EC2, cwagent's `host`
+            }.get(metric, [])
+
+    found = HostSeries("CWAgent", "cwagent").discover(Listing())  # type: ignore[arg-type]
+    assert [(item.kind, item.host, item.device, item.metric) for item in found] == [
+        ("cpu", "i-0123456789abcdef0", "", "cpu_usage_active"),
+        ("gpu", "i-0123456789abcdef0", "2", "nvidia_smi_utilization_gpu"),
+        ("heartbeat", "build-01", "", "Heartbeat"),
+    ]
