@@ -61,17 +61,8 @@ class Reader:
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] += 1
 
-    def call(self, service: str, operation: str, **params: object) -> dict[str, object]:
-        return self.caller(service, operation, **params)
-
-    def pages(self, service: str, operation: str, **params: object) -> Iterable[dict[str, object]]:
-        token = None
-        while True:
-            page = self.call(service, operation, **params, **({"NextToken": token} if token else {}))
-            yield page
-            token = page.get("NextToken")
-            if not token:
-                return
+    def pages(self, service: str, operation: str, **params: object) -> Iterable[dict[str, Any]]:
+        return self.caller.pages(service, operation, **params)
 
     def list_metrics(self, namespace: str, metric: str) -> list[Dimensions]:
         """The dimension sets of every series of `metric` in `namespace` (ListMetrics: data in the last 2 weeks),
@@ -79,12 +70,12 @@ class Reader:
         return list(dict.fromkeys(
             dimensions(item.get("Dimensions", []))
             for page in self.pages("cloudwatch", "ListMetrics", Namespace=namespace, MetricName=metric)
-            for item in page.get("Metrics", [])  # type: ignore[attr-defined]
+            for item in page.get("Metrics", [])
         ))
 
     def list_metrics_any(self, namespace: str) -> bool:
         """Whether the namespace holds any metric at all (one ListMetrics page)."""
-        return bool(self.call("cloudwatch", "ListMetrics", Namespace=namespace).get("Metrics"))
+        return bool(self.caller("cloudwatch", "ListMetrics", Namespace=namespace).get("Metrics"))
 
     def fetch(self, queries: list[Query], start: dt.datetime, end: dt.datetime) -> dict[Query, Points]:
         """Every query's datapoints in [start, end); 500 queries per call, pages followed."""
@@ -98,7 +89,7 @@ class Reader:
                 "cloudwatch", "GetMetricData", StartTime=start, EndTime=end, ScanBy="TimestampAscending",
                 MetricDataQueries=[query.request(query_id) for query_id, query in by_id.items()],
             ):
-                for result in page.get("MetricDataResults", []):  # type: ignore[attr-defined]
+                for result in page.get("MetricDataResults", []):
                     points = results[by_id[result["Id"]]]
                     for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=True):
                         if value is not None:

@@ -177,7 +177,7 @@ def describe_instances(reader: Reader, hosts: list[str]) -> dict[str, Instance]:
         chunk = ids[offset:offset + EC2_FILTER_VALUES]
         for page in reader.pages("ec2", "DescribeInstances",
                                  Filters=[{"Name": "instance-id", "Values": chunk}]):
-            for reservation in page.get("Reservations", []):  # type: ignore[attr-defined]
+            for reservation in page.get("Reservations", []):
                 for raw in reservation.get("Instances", []):
                     terminated = None
                     if raw.get("State", {}).get("Name") in ("shutting-down", "terminated"):
