@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -10,11 +11,12 @@ from typing import Any
 from agent.catalogue import CATALOGUE, METRICS
 from agent.cloudwatch_rules import MAX_DIMENSIONS, dimensions_problem, namespace_problem
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
-from agent.naming import DEFAULT_NAMESPACE, PROFILES, profile, published_dimensions
+from agent.naming import DEFAULT_NAMESPACE, HOST_DIMENSION_NAMES, PROFILES, profile, published_dimensions
 from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
+from agent.sdnotify import UNIT_WATCHDOG_SEC
 from agent.statsd.address import split_host_port
-from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
+from agent.statsd.collector import DEFAULT_BYTE_COUNTERS, MAX_SERIES
 from agent.statsd.parser import TAG_KEY
 
 HOST_DIMENSION = "InstanceId"  # the per-host dimension on EC2 by default (`Host` off EC2)
@@ -22,7 +24,8 @@ CATALOGUE_DIMENSIONS = frozenset(
     name for metric in CATALOGUE for name in metric.dimensions + metric.optional_dimensions
 )
 # Dimensions the agent sets on a series itself: the host's identity and the self-metrics' Component.
-AGENT_DIMENSIONS = frozenset({HOST, *IDENTITY_DIMENSIONS, "Component"})
+# Set by the agent on every series; `host` is how cwagent publishes `Host` (HOST_DIMENSION_NAMES).
+AGENT_DIMENSIONS = frozenset({HOST, *IDENTITY_DIMENSIONS, "Component"}) | HOST_DIMENSION_NAMES
 
 
 def static_dimensions_problem(value: tuple[tuple[str, str], ...], reserved: frozenset[str]) -> str | None:
@@ -175,8 +178,9 @@ class StatsdConfig:
         check=_dimension_keys_problem,
     )
     max_series: int = setting(
-        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted.",
-        range=(1, 100_000),
+        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted. At most "
+        "what fits the unit's MemoryHigh with every series live.",
+        range=(1, MAX_SERIES),
     )
     byte_counters: tuple[str, ...] = setting(
         DEFAULT_BYTE_COUNTERS, "Counter name globs published in Bytes and Bytes/Second instead of Count."
@@ -372,3 +376,27 @@ def _dimension_problems(config: AgentConfig) -> list[str]:
 def load(path: Path | None) -> AgentConfig:
     """The config at `path`, or every default when no file is given."""
     return parse(load_toml(path) if path is not None else {})
+
+
+def warnings(config: AgentConfig) -> list[str]:
+    """Valid settings that are likely mistakes, one line each (`check-config` prints them; exit 0)."""
+    found = []
+    if config.collect.interval >= UNIT_WATCHDOG_SEC / 2:
+        # The watchdog is pinged once per collection and must hear from the agent every WatchdogSec/2.
+        found.append(f"collect.interval: {config.collect.interval} s is at or above half the unit's WatchdogSec "
+                     f"({UNIT_WATCHDOG_SEC} s), so systemd may kill the agent between two collections; keep it "
+                     f"below {UNIT_WATCHDOG_SEC // 2} s or raise WatchdogSec in a drop-in")
+    if config.statsd.enabled and not _is_loopback(split_host_port(config.statsd.address)[0]):
+        found.append(f'statsd.address: "{config.statsd.address}" listens beyond loopback, so other hosts can '
+                     'write metrics (each series billed) into this host\'s namespace; use "127.0.0.1:8125" unless '
+                     "they must")
+    return found
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False

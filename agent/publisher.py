@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import botocore.exceptions
 import botocore.session
 import structlog
+from botocore.awsrequest import AWSRequest
 from botocore.serialize import create_serializer
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
@@ -62,7 +63,10 @@ class RequestSizer:
         request = self._serializer.serialize_to_request(
             {"Namespace": namespace, "MetricData": metric_data}, self._operation
         )
-        body = request["body"]
+        # botocore's own preparation: the query protocol (CloudWatch's before botocore 1.35) serializes to
+        # a dict of form fields that only this encodes; JSON and CBOR bodies come out as they are.
+        body = AWSRequest(method=request["method"], url="https://cloudwatch.invalid/", data=request["body"],
+                          headers=request["headers"]).prepare().body
         return body.encode() if isinstance(body, str) else bytes(body)
 
     def body_bytes(self, namespace: str, metric_data: list[dict[str, Any]]) -> int:

@@ -7,7 +7,6 @@ that does not exist, or fails CloudWatch's limits (every problem listed; nothing
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from typing import TextIO
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
+from agent.commandline import CommandParser
 from agent.host import region_source
 from agent.logs import LEVELS, configure
 from agent.schema import ConfigError
@@ -52,13 +52,31 @@ def _ask(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+EPILOG = """\
+examples:
+  provision-alarms --config alarms.toml --dry-run   print the plan; change nothing
+  provision-alarms --config alarms.toml             print the plan, ask, then apply it
+  provision-alarms --config alarms.toml --yes       apply without asking (CI, scripts)
+  provision-alarms --config alarms.toml --test-notification
+
+exit codes:
+  0  done, or nothing to do
+  1  AWS refused something (what was applied is listed), or a resource with one of this stack's names
+     is not this stack's
+  2  the spec is invalid, names something that does not exist, or breaks CloudWatch's limits (every
+     problem listed; nothing written); or the command line is wrong"""
+
+
+def parser() -> CommandParser:
+    parser = CommandParser(
         prog="provision-alarms",
-        description="Create and keep CloudWatch alarms, dashboards, SNS topics and an EventBridge rule "
-        "for infrawatch hosts and SageMaker endpoints, from a declarative spec.",
+        description="Create and keep up to date the CloudWatch alarms, dashboards, SNS topics and EventBridge "
+        "rule that watch\ninfrawatch hosts and SageMaker endpoints, from one declarative spec (TOML). Every run "
+        "compares the spec\nwith what exists and changes only the difference.",
+        epilog=EPILOG,
+        example="provision-alarms --config provisioning/examples/alarms.toml --dry-run",
     )
-    parser.add_argument("--config", required=True, type=Path, help="the spec (TOML)")
+    parser.add_argument("--config", required=True, type=Path, metavar="PATH", help="the spec file (TOML)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; make no write call")
     parser.add_argument(
         "--prune", action="store_true", help="delete this stack's resources the spec no longer wants"
@@ -80,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
         "--alarm-writes-per-second", type=float, metavar="RATE",
         help="override apply.alarm_writes_per_second (PutMetricAlarm and DeleteAlarms calls per second)",
     )
-    parser.add_argument("--log-level", default="warning", choices=tuple(LEVELS))
+    parser.add_argument("--log-level", default="warning", choices=tuple(LEVELS), help="lowest log level written")
     return parser
 
 

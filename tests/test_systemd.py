@@ -19,6 +19,7 @@ import pytest
 
 from agent.config import AgentConfig, parse
 from agent.schema import load_toml
+from agent.sdnotify import UNIT_WATCHDOG_SEC
 
 REPO = Path(__file__).parent.parent
 UNIT = REPO / "systemd" / "infrawatch-agent.service"
@@ -64,6 +65,8 @@ def test_the_unit_timeouts_leave_the_agent_room() -> None:
     assert int(settings["TimeoutStopSec"].removesuffix("s")) > largest_shutdown_timeout
     # Pings come from the collect cycle at half the period: the default interval fits many times over.
     assert int(settings["WatchdogSec"].removesuffix("s")) / 2 > 4 * AgentConfig().collect.interval
+    # check-config warns against the unit it ships with.
+    assert settings["WatchdogSec"] == f"{UNIT_WATCHDOG_SEC}s"
 
 
 def run_analyze(*args: str) -> subprocess.CompletedProcess[str]:
