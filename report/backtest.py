@@ -10,7 +10,9 @@ the evaluation range; the documented examples retrieve 5 for N = 3, so the range
   `ignore` evaluate the real datapoints alone: M breaching -> ALARM, any good one -> OK, else `ignore`
   keeps the state and `missing` gives INSUFFICIENT_DATA, except that a breaching datapoint at the range's
   oldest edge with no good one gives ALARM (the documented table's sixth row, "X - - - -").
-At least M (Datapoints to Alarm) breaching of the N evaluated -> ALARM, otherwise OK.
+At least M (Datapoints to Alarm) breaching of the N evaluated -> ALARM, otherwise OK. A percentile alarm
+set to ignore low sample counts keeps its state while the N evaluated periods hold fewer samples than
+10 / (1 − p) ("Percentile-based alarms and low data samples").
 tests/test_report_backtest.py checks every row of both documented tables under all four settings.
 """
 
@@ -79,11 +81,28 @@ def period_of(alarm: AlarmDefinition) -> int:
     return alarm.period or max((query.period for query in alarm.queries), default=60)
 
 
+SAMPLES = "samples"  # the SampleCount query of a percentile alarm that ignores low sample counts
+
+
+def low_sample_floor(alarm: AlarmDefinition) -> float | None:
+    """The fewest samples over the evaluated periods for a percentile alarm set to ignore low sample counts
+    (EvaluateLowSampleCountPercentile = ignore): 10 / (1 − p) for p ≥ 0.5, 10 / p below ("Percentile-based
+    alarms and low data samples"); None for every other alarm."""
+    if alarm.evaluate_low_sample_count_percentile != "ignore" or not alarm.extended_statistic.startswith("p"):
+        return None
+    share = float(alarm.extended_statistic[1:]) / 100
+    return 10 / (1 - share) if share >= 0.5 else 10 / share
+
+
 def alarm_queries(alarm: AlarmDefinition) -> dict[str, Query]:
-    """The metric queries the alarm reads, by the id its expression uses ("" for a single-metric alarm)."""
+    """The metric queries the alarm reads, by the id its expression uses ("" for a single-metric alarm, and
+    SAMPLES for the sample counts a low-sample percentile rule needs)."""
     if not alarm.queries:
         stat = alarm.extended_statistic or alarm.statistic
-        return {"": Query(alarm.namespace, alarm.metric_name, alarm.dimensions, stat, alarm.period)}
+        wanted = {"": Query(alarm.namespace, alarm.metric_name, alarm.dimensions, stat, alarm.period)}
+        if low_sample_floor(alarm) is not None:
+            wanted[SAMPLES] = Query(alarm.namespace, alarm.metric_name, alarm.dimensions, "SampleCount", alarm.period)
+        return wanted
     return {
         query.id: Query(query.namespace, query.metric_name, query.dimensions, query.stat, query.period)
         for query in alarm.queries if not query.expression
@@ -107,7 +126,7 @@ def unsupported(alarm: AlarmDefinition) -> str:
 def values(alarm: AlarmDefinition, fetched: Mapping[str, Points]) -> Points:
     """The alarm's datapoint per period: the metric's, or its expression evaluated period by period."""
     if not alarm.queries:
-        return dict(fetched[""])
+        return dict(fetched[""])  # SAMPLES, when fetched, is for `replay`
     expression = next(query.expression for query in alarm.queries if query.return_data)
     tree = ast.parse(expression, mode="eval").body
     slots = sorted({slot for points in fetched.values() for slot in points})
@@ -119,9 +138,13 @@ def values(alarm: AlarmDefinition, fetched: Mapping[str, Points]) -> Points:
     return result
 
 
-def replay(alarm: AlarmDefinition, points: Points, start: dt.datetime, end: dt.datetime) -> Backtest:
+def replay(
+    alarm: AlarmDefinition, points: Points, start: dt.datetime, end: dt.datetime, samples: Points | None = None
+) -> Backtest:
     """Evaluate at the end of every period in [start, end); each ALARM episode from its first evaluation
-    to the first evaluation that left ALARM."""
+    to the first evaluation that left ALARM. With `samples` (a percentile alarm ignoring low sample counts),
+    an evaluation whose N evaluated periods hold fewer samples than the floor keeps the state."""
+    floor = low_sample_floor(alarm) if samples is not None else None
     period = period_of(alarm)
     compare = COMPARISONS[alarm.comparison]
     size = alarm.evaluation_periods + RANGE_EXTRA
@@ -132,8 +155,10 @@ def replay(alarm: AlarmDefinition, points: Points, start: dt.datetime, end: dt.d
         evaluated_at = slot + period  # an evaluation inside the window: its period ended by `end`
         window = [points.get(slot - offset * period) for offset in range(size - 1, -1, -1)]
         breaching = [None if value is None else compare(value, alarm.threshold) for value in window]
-        state = evaluate(breaching, alarm.evaluation_periods, alarm.datapoints_to_alarm,
-                         alarm.treat_missing_data, state)
+        counted = sum((samples or {}).get(slot - offset * period, 0.0) for offset in range(alarm.evaluation_periods))
+        if floor is None or counted >= floor:
+            state = evaluate(breaching, alarm.evaluation_periods, alarm.datapoints_to_alarm,
+                             alarm.treat_missing_data, state)
         if state == ALARM:  # in ALARM from this evaluation until the next one
             until = _time(min(evaluated_at + period, last))
             if episodes and episodes[-1][1] == _time(evaluated_at):

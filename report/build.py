@@ -105,8 +105,9 @@ def backtests(alarms: list[AlarmDefinition], window: Window, reader: Reader) -> 
         earliest = window.start - dt.timedelta(seconds=max(backtest.lookback(alarm) for alarm, _ in plan))
         fetched = reader.fetch([query for _, wanted in plan for query in wanted.values()], earliest, window.end)
         for alarm, wanted in plan:
-            values = backtest.values(alarm, {key: fetched[query] for key, query in wanted.items()})
-            results.append(backtest.replay(alarm, values, window.start, window.end))
+            read = {key: fetched[query] for key, query in wanted.items()}
+            values = backtest.values(alarm, read)
+            results.append(backtest.replay(alarm, values, window.start, window.end, read.get(backtest.SAMPLES)))
     order = {alarm.name: index for index, alarm in enumerate(alarms)}
     return sorted(results, key=lambda item: order[item.alarm])
 

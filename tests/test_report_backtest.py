@@ -101,3 +101,19 @@ def test_what_cannot_be_replayed_is_said() -> None:
     odd = alarm(queries=(MetricQuery("m", return_data=False), MetricQuery("e", expression="RATE(m)")))
     assert unsupported(odd) == ("expression 'RATE(m)': RATE(m) is beyond the metric math this backtest replays "
                                 "(+ - * /, comparisons, IF)")
+
+
+def test_a_percentile_alarm_ignoring_low_sample_counts_keeps_its_state_while_samples_are_few() -> None:
+    from report.backtest import low_sample_floor
+
+    p99 = alarm(statistic="", extended_statistic="p99", evaluate_low_sample_count_percentile="ignore",
+                datapoints_to_alarm=3, evaluation_periods=3)
+    assert round(low_sample_floor(p99) or 0) == 1000 and round(low_sample_floor(alarm(
+        statistic="", extended_statistic="p10", evaluate_low_sample_count_percentile="ignore")) or 0) == 100
+    assert low_sample_floor(alarm(statistic="", extended_statistic="p99")) is None  # "evaluate", the default
+    points = {at(minute): 20.0 for minute in range(10)}
+    few = {at(minute): 300.0 for minute in range(10)}  # 900 samples over 3 periods: below 1,000
+    many = {at(minute): 400.0 for minute in range(10)}
+    end = START + dt.timedelta(minutes=10)
+    assert replay(p99, points, START, end, few).alarms == 0
+    assert replay(p99, points, START, end, many).episodes == ((START + dt.timedelta(minutes=3), end),)
