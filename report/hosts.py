@@ -29,7 +29,9 @@ GPU_LOW_P95 = 30.0  # % : hint that fewer or smaller GPUs would do
 MEMORY_HIGH_P95 = 90.0  # % : hint that the host is short of memory
 DEFAULT_IDLE_THRESHOLD = 5.0  # % GPU utilization
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
-_TERMINATED_AT = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)")
+# StateTransitionReason of a terminated instance: "User initiated (2017-12-12 19:36:04 GMT)" (EC2's API
+# reference); moto writes UTC.
+_TERMINATED_AT = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
 EC2_FILTER_VALUES = 200  # DescribeInstances: at most 200 values in one filter
 
 

@@ -532,3 +532,21 @@ def test_cwagent_names_and_dimensions_are_read_through_the_naming_profile() -> N
         ("gpu", "i-0123456789abcdef0", "2", "nvidia_smi_utilization_gpu"),
         ("heartbeat", "build-01", "", "Heartbeat"),
     ]
+
+
+def test_a_terminated_instance_ends_when_ec2_says_it_was_terminated(fleet: Fleet, aws: str) -> None:
+    from provisioning.aws import Caller, Clients, RateLimiter
+    from report.fetch import Reader
+    from report.hosts import describe_instances
+
+    ec2: Any = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    gone = ec2.run_instances(ImageId=image, InstanceType="p4d.24xlarge", MinCount=1,
+                             MaxCount=1)["Instances"][0]["InstanceId"]
+    ec2.terminate_instances(InstanceIds=[gone])
+    reason = ec2.describe_instances(InstanceIds=[gone])["Reservations"][0]["Instances"][0]["StateTransitionReason"]
+    found = describe_instances(Reader(Caller(Clients(), RateLimiter({}))), [gone, HOST_B, "build-01"])
+    assert list(found) == [gone]  # a hostname is never sent; an id EC2 does not know is simply absent
+    stamp = found[gone].terminated
+    assert stamp is not None and reason == f"User initiated ({stamp:%Y-%m-%d %H:%M:%S} UTC)"
+    assert found[gone].instance_type == "p4d.24xlarge"
