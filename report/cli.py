@@ -71,9 +71,7 @@ def main(
     err = err if err is not None else sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["print-iam-policy"]:
-        stack = argv[2] if argv[1:2] == ["--stack"] and len(argv) == 3 else ""
-        out.write(iam.render(stack))
-        return OK
+        return _print_policy(argv[1:], out, err)
     args = parser().parse_args(argv)
     configure(args.log_level, stream=err)
     try:
@@ -121,6 +119,20 @@ def main(
 
         args.html.write_text(page(report))
         print(f"wrote {args.html.resolve()}", file=err)
+    return OK
+
+
+def _print_policy(argv: list[str], out: TextIO, err: TextIO) -> int:
+    """`print-iam-policy [--stack NAME | --config SPEC]`: alarm reads limited to that stack's alarms."""
+    options = argparse.ArgumentParser(prog="infrawatch-report print-iam-policy")
+    options.add_argument("--stack", default="")
+    options.add_argument("--config", type=Path)
+    args = options.parse_args(argv)
+    try:
+        stack = load(args.config).stack if args.config is not None else args.stack
+    except ConfigError as error:
+        return _invalid(error, err)
+    out.write(iam.render(stack))
     return OK
 
 

@@ -278,7 +278,10 @@ def test_the_shipped_prices_parse_and_name_their_source() -> None:
     assert all(price.source and price.as_of for price in table.values())
 
 
-@pytest.mark.parametrize("args", [[], ["--stack", "ml-platform"]])
+EXAMPLE_SPEC = str(Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml")
+
+
+@pytest.mark.parametrize("args", [[], ["--stack", "ml-platform"], ["--config", EXAMPLE_SPEC]])
 def test_print_iam_policy_is_read_only_and_parliament_finds_nothing(args: list[str]) -> None:
     out = io.StringIO()
     assert main(["print-iam-policy", *args], out=out) == 0
@@ -550,3 +553,19 @@ def test_a_terminated_instance_ends_when_ec2_says_it_was_terminated(fleet: Fleet
     stamp = found[gone].terminated
     assert stamp is not None and reason == f"User initiated ({stamp:%Y-%m-%d %H:%M:%S} UTC)"
     assert found[gone].instance_type == "p4d.24xlarge"
+
+
+@pytest.mark.parametrize(("queries", "calls"), [(500, 1), (501, 2)])
+def test_get_metric_data_takes_500_queries_a_call(aws: str, queries: int, calls: int) -> None:
+    from provisioning.aws import Caller, Clients, RateLimiter
+    from report.fetch import MAX_QUERIES_PER_CALL, Query, Reader
+
+    assert MAX_QUERIES_PER_CALL == 500
+    progress: list[tuple[int, int]] = []
+    reader = Reader(Caller(Clients(), RateLimiter({})), lambda done, total: progress.append((done, total)))
+    wanted = [Query("Bench", f"M{index}", (), "Average", 60) for index in range(queries)]
+    end = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    fetched = reader.fetch(wanted, end - dt.timedelta(minutes=5), end)
+    assert reader.calls["GetMetricData"] == calls
+    assert len(fetched) == queries and not any(fetched.values())
+    assert progress[-1] == (queries, queries) and len(progress) == calls
