@@ -51,7 +51,7 @@ def build(scope: Scope, window: Window, prices: Prices, reader: Reader, spec: Sp
             f'--namespace: "{scope.namespace}" holds no infrawatch host series under the '
             f'"{scope.naming}" naming profile' + ("" if known else " (ListMetrics finds no metric in it at all)")
         ])
-    wanted = queries(series, scope.namespace, window.period)
+    wanted = queries(series, scope.namespace, window)
     fetched = reader.fetch([query for stats in wanted.values() for query in stats.values()],
                            window.start, window.end)
     if not any(fetched.values()):

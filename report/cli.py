@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--since", default=DEFAULT_SINCE, help='window start: "14d", "12h", "2w" or an ISO time')
     parser.add_argument("--until", help="window end, an ISO time (default: now)")
     parser.add_argument("--period", type=int, help="seconds per datapoint (default: the finest stored)")
+    parser.add_argument("--heartbeat-period", type=int, metavar="SECONDS",
+                        help="availability slots: at least the agents' publish.interval (they send one Heartbeat "
+                        "per interval); default: the spec's heartbeat_missing alarm period, else --period")
     parser.add_argument("--idle-threshold", type=float, default=DEFAULT_IDLE_THRESHOLD, metavar="PERCENT",
                         help="a GPU period is idle when its utilization stays below this (default 5)")
     parser.add_argument("--prices", type=Path, help="CSV of on-demand prices overriding the shipped one")
@@ -77,7 +80,10 @@ def main(
     try:
         spec = load(args.config) if args.config is not None else None
         scope_parts = _scope(args, spec)
-        chosen = window(args.since, args.until, now(), args.period)
+        if args.heartbeat_period is not None and args.heartbeat_period < 1:
+            raise ConfigError([f"--heartbeat-period: must be at least 1 second, got {args.heartbeat_period}"])
+        beat = args.heartbeat_period or (spec.alarms["heartbeat_missing"].period if spec is not None else None)
+        chosen = window(args.since, args.until, now(), args.period, beat)
         table = prices.load(args.prices)
         problems = []
         if not 0 < args.idle_threshold <= 100:

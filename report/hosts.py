@@ -160,13 +160,13 @@ class HostSeries:
         return found
 
 
-def queries(series: list[Series], namespace: str, period: int) -> dict[Series, dict[str, Query]]:
-    """Average and Maximum per period for utilization; SampleCount for heartbeats."""
-    stats = {"heartbeat": ("SampleCount",)}
+def queries(series: list[Series], namespace: str, window: Window) -> dict[Series, dict[str, Query]]:
+    """Average and Maximum per period for utilization; SampleCount per heartbeat period for heartbeats."""
     return {
-        item: {
-            stat: Query(namespace, item.metric, item.query_dimensions, stat, period)
-            for stat in stats.get(item.kind, ("Average", "Maximum"))
+        item: {"SampleCount": Query(namespace, item.metric, item.query_dimensions, "SampleCount", window.heartbeat)}
+        if item.kind == "heartbeat" else {
+            stat: Query(namespace, item.metric, item.query_dimensions, stat, window.period)
+            for stat in ("Average", "Maximum")
         }
         for item in series
     }
@@ -197,8 +197,8 @@ def availability(window: Window, heartbeats: Points, instance: Instance | None) 
     From launch (or the window start) to termination (or the window end) for an instance EC2 knows; from
     the first to the last heartbeat in the window otherwise. None when there is nothing to measure.
     """
-    period = window.period
-    slots = list(window.slots())
+    period = window.heartbeat
+    slots = list(window.slots(period))
     if instance is not None:
         first = max(slots[0], _ceil(instance.launched.timestamp(), period))
         ended = instance.terminated.timestamp() if instance.terminated else window.end.timestamp()

@@ -31,18 +31,23 @@ _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 @dataclass(frozen=True)
 class Window:
-    start: dt.datetime  # inclusive, on a period boundary
-    end: dt.datetime  # exclusive, on a period boundary
+    start: dt.datetime  # inclusive, on a period (and heartbeat period) boundary
+    end: dt.datetime  # exclusive, likewise
     period: int  # seconds
+    heartbeat_period: int = 0  # seconds per availability slot, a multiple of period; 0: the period
 
     @property
     def periods(self) -> int:
         return int((self.end - self.start).total_seconds()) // self.period
 
-    def slots(self) -> range:
-        """Epoch seconds of every period start in the window."""
+    @property
+    def heartbeat(self) -> int:
+        return self.heartbeat_period or self.period
+
+    def slots(self, period: int = 0) -> range:
+        """Epoch seconds of every period start in the window (of `period`, default the window's)."""
         first = int(self.start.timestamp())
-        return range(first, int(self.end.timestamp()), self.period)
+        return range(first, int(self.end.timestamp()), period or self.period)
 
 
 def parse_duration(text: str) -> dt.timedelta | None:
@@ -69,11 +74,15 @@ def finest_period(start: dt.datetime, end: dt.datetime, now: dt.datetime) -> int
     )
 
 
-def window(since: str, until: str | None, now: dt.datetime, period: int | None = None) -> Window:
+def window(
+    since: str, until: str | None, now: dt.datetime, period: int | None = None, heartbeat: int | None = None
+) -> Window:
     """The window `since` (a duration back from `until`, or a time) to `until` (default: now).
 
     Raises ConfigError naming every bad value: a window older than CloudWatch keeps, one ending in the
-    future, an empty one, or a period finer than the data still stored.
+    future, an empty one, or a period finer than the data still stored. `heartbeat`: the agents' heartbeat
+    interval; availability is measured in slots of it, rounded up to whole periods, and the window's ends
+    are aligned to those slots.
     """
     problems: list[str] = []
     end = now if until is None else parse_time(until)
@@ -112,7 +121,8 @@ def window(since: str, until: str | None, now: dt.datetime, period: int | None =
             f"{MAX_DATAPOINTS_PER_QUERY:,} datapoints), got {period}"
         ])
     chosen = period or finest
-    return Window(_floor(start, chosen), _floor(end, chosen), chosen)
+    beat = chosen * -(-(heartbeat or chosen) // chosen)
+    return Window(_floor(start, beat), _floor(end, beat), chosen, beat)
 
 
 def _hours(age: dt.timedelta) -> str:

@@ -569,3 +569,21 @@ def test_get_metric_data_takes_500_queries_a_call(aws: str, queries: int, calls:
     assert reader.calls["GetMetricData"] == calls
     assert len(fetched) == queries and not any(fetched.values())
     assert progress[-1] == (queries, queries) and len(progress) == calls
+
+
+def test_availability_is_measured_in_heartbeat_periods() -> None:
+    """An agent with publish.interval = 300 sends one Heartbeat per 5 minutes: at 60 s slots 4 of 5 minutes
+    would count as down; at its own interval it is up, and its one missed beat is 5 minutes down."""
+    from report.hosts import availability
+    from report.window import window
+
+    now = dt.datetime(2026, 1, 1, 2, 3, tzinfo=dt.timezone.utc)
+    chosen = window("2h", None, now, None, 300)
+    assert (chosen.period, chosen.heartbeat, chosen.start.minute, chosen.end.minute) == (60, 300, 0, 0)
+    beats = {slot: 1.0 for slot in chosen.slots(300)}
+    beats.pop(next(iter(chosen.slots(300))) + 3 * 300)
+    found = availability(chosen, beats, None)
+    assert found is not None and found.downtime_s == 300 and round(found.percent, 2) == 95.83  # 5 of 120 min
+    per_minute = availability(window("2h", None, now), {slot: 1.0 for slot in chosen.slots(300)}, None)
+    # From the first heartbeat in its window (00:05) to the minute after the last (01:56): 23 of 111 minutes.
+    assert per_minute is not None and round(per_minute.percent, 2) == 20.72
