@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from agent.schema import ConfigError
@@ -15,8 +16,16 @@ from provisioning.state import owned as owns
 from report import backtest, endpoints
 from report.backtest import Backtest
 from report.endpoints import EndpointReport
-from report.fetch import Query, Reader
-from report.hosts import HostReport, HostSeries, describe_instances, fleet_availability, host_reports, queries
+from report.fetch import MAX_QUERIES_PER_CALL, Query, Reader
+from report.hosts import (
+    HostReport,
+    HostSeries,
+    Series,
+    describe_instances,
+    fleet_availability,
+    host_reports,
+    queries,
+)
 from report.prices import Prices
 from report.window import Window
 
@@ -52,17 +61,21 @@ def build(scope: Scope, window: Window, prices: Prices, reader: Reader, spec: Sp
             f'"{scope.naming}" naming profile' + ("" if known else " (ListMetrics finds no metric in it at all)")
         ])
     wanted = queries(series, scope.namespace, window)
-    fetched = reader.fetch([query for stats in wanted.values() for query in stats.values()],
-                           window.start, window.end)
-    if not any(fetched.values()):
+    instances = describe_instances(reader, sorted({item.host for item in series}))
+    reports: list[HostReport] = []
+    found = False
+    reader.expect(sum(len(stats) for stats in wanted.values()))
+    for chunk in host_chunks(series, wanted):
+        fetched = reader.fetch([query for item in chunk for query in wanted[item].values()], window.start, window.end)
+        found = found or any(fetched.values())
+        points = {item: {stat: fetched[query] for stat, query in wanted[item].items()} for item in chunk}
+        reports += host_reports(window, chunk, points, instances, prices, scope.region, scope.idle_threshold)
+    reader.expect(None)
+    if not found:
         raise ConfigError([
             f'--since/--until: no datapoint in "{scope.namespace}" between {window.start.isoformat()} and '
             f"{window.end.isoformat()}"
         ])
-    points = {item: {stat: fetched[query] for stat, query in stats.items()} for item, stats in wanted.items()}
-    hosts = sorted({item.host for item in series})
-    instances = describe_instances(reader, hosts)
-    reports = host_reports(window, series, points, instances, prices, scope.region, scope.idle_threshold)
     report = Report(window, scope, reports, fleet_availability(reports))
     alarms = owned_alarms(scope, reader) if scope.stack else []
     report.backtests = backtests(alarms, window, reader)
@@ -70,6 +83,26 @@ def build(scope: Scope, window: Window, prices: Prices, reader: Reader, spec: Sp
         report.endpoints = endpoint_reports(spec, window, reader, alarms)
     report.calls = reader.calls
     return report
+
+
+def host_chunks(series: list[Series], wanted: Mapping[Series, Mapping[str, Query]]) -> Iterator[list[Series]]:
+    """Whole hosts packed into chunks of at most 500 queries (one GetMetricData call each): a chunk's
+    datapoints are reduced to its hosts' figures before the next is read, so memory follows one call's
+    answer, not the fleet's, and the calls stay ⌈queries / 500⌉ give or take a host per call."""
+    by_host: dict[str, list[Series]] = {}
+    for item in series:
+        by_host.setdefault(item.host, []).append(item)
+    chunk: list[Series] = []
+    size = 0
+    for host in sorted(by_host):
+        count = sum(len(wanted[item]) for item in by_host[host])
+        if chunk and size + count > MAX_QUERIES_PER_CALL:
+            yield chunk
+            chunk, size = [], 0
+        chunk += by_host[host]
+        size += count
+    if chunk:
+        yield chunk
 
 
 def owned_alarms(scope: Scope, reader: Reader) -> list[AlarmDefinition]:

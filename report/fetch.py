@@ -55,6 +55,8 @@ class Reader:
         self.caller = caller
         self.calls: Counter[str] = Counter()  # every request sent, retries included, by operation
         self._progress = progress
+        self._expected: int | None = None  # queries the progress bar counts to, across fetches
+        self._done = 0
         for service in SERVICES:
             caller.clients[service].meta.events.register("before-call", self._count)
 
@@ -77,11 +79,14 @@ class Reader:
         """Whether the namespace holds any metric at all (one ListMetrics page)."""
         return bool(self.caller("cloudwatch", "ListMetrics", Namespace=namespace).get("Metrics"))
 
+    def expect(self, queries: int | None) -> None:
+        """Count progress over several fetches up to `queries`; None: each fetch counts on its own."""
+        self._expected, self._done = queries, 0
+
     def fetch(self, queries: list[Query], start: dt.datetime, end: dt.datetime) -> dict[Query, Points]:
         """Every query's datapoints in [start, end); 500 queries per call, pages followed."""
         unique = list(dict.fromkeys(queries))
         results: dict[Query, Points] = {query: {} for query in unique}
-        done = 0
         for offset in range(0, len(unique), MAX_QUERIES_PER_CALL):
             batch = unique[offset:offset + MAX_QUERIES_PER_CALL]
             by_id = {f"q{index}": query for index, query in enumerate(batch)}
@@ -94,7 +99,9 @@ class Reader:
                     for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=True):
                         if value is not None:
                             points[int(stamp.timestamp())] = float(value)
-            done += len(batch)
+            self._done += len(batch)
             if self._progress:
-                self._progress(done, len(unique))
+                self._progress(self._done, self._expected or len(unique))
+        if self._expected is None:
+            self._done = 0
         return results

@@ -102,7 +102,8 @@ class HostReport:
     gpus: list[Gpu] = field(default_factory=list)
     price: Price | None = None
     hints: list[str] = field(default_factory=list)
-    gpu_timeline: dict[int, float] = field(default_factory=dict)  # period start -> mean over the host's GPUs
+    # hour start -> (sum, count) of the host's per-period GPU averages, for the heat map
+    gpu_hourly: dict[int, tuple[float, int]] = field(default_factory=dict)
 
     @property
     def idle_gpu_hours(self) -> float:
@@ -246,19 +247,19 @@ def host_reports(
             maxima = points[item]["Maximum"]
             idle = sum(1 for slot in expected if slot in maxima and maxima[slot] < idle_threshold)
             report.gpus.append(Gpu(item.device, _stat([item], points, expected), idle * window.period / 3600))
-        report.gpu_timeline = _mean_by_slot([points[item]["Average"] for item in own if item.kind == "gpu"])
+        report.gpu_hourly = _hourly([points[item]["Average"] for item in own if item.kind == "gpu"])
         report.hints = _hints(report)
         reports.append(report)
     return reports
 
 
-def _mean_by_slot(series: list[Points]) -> dict[int, float]:
-    slots = sorted({slot for points in series for slot in points})
-    means = {}
-    for slot in slots:
-        present = [points[slot] for points in series if slot in points]
-        means[slot] = sum(present) / len(present)
-    return means
+def _hourly(series: list[Points]) -> dict[int, tuple[float, int]]:
+    sums: dict[int, tuple[float, int]] = {}
+    for points in series:
+        for slot, value in points.items():
+            total, count = sums.get(slot - slot % 3600, (0.0, 0))
+            sums[slot - slot % 3600] = (total + value, count + 1)
+    return sums
 
 
 def _expected_slots(window: Window, available: Availability | None) -> list[int]:

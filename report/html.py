@@ -51,7 +51,7 @@ def _time(seconds: float) -> dt.datetime:
 def heat_map(report: Report) -> str | None:
     """Mean GPU utilization per host and day (per hour when the window is two days or less)."""
     plt = _pyplot()
-    hosts = [host for host in report.hosts if host.gpu_timeline]
+    hosts = [host for host in report.hosts if host.gpu_hourly]
     if not hosts:
         return None
     hourly = report.window.end - report.window.start <= dt.timedelta(days=2)
@@ -62,8 +62,9 @@ def heat_map(report: Report) -> str | None:
     for host in hosts:
         row = []
         for column in columns:
-            values = [value for slot, value in host.gpu_timeline.items() if column <= slot < column + bucket]
-            row.append(sum(values) / len(values) if values else float("nan"))
+            parts = [part for hour, part in host.gpu_hourly.items() if column <= hour < column + bucket]
+            count = sum(part[1] for part in parts)
+            row.append(sum(part[0] for part in parts) / count if count else float("nan"))
         grid.append(row)
     figure, axes = plt.subplots(figsize=(max(6, 0.5 * len(columns) + 3), 0.4 * len(hosts) + 1.5))
     image = axes.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=100, interpolation="nearest")

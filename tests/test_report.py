@@ -587,3 +587,19 @@ def test_availability_is_measured_in_heartbeat_periods() -> None:
     per_minute = availability(window("2h", None, now), {slot: 1.0 for slot in chosen.slots(300)}, None)
     # From the first heartbeat in its window (00:05) to the minute after the last (01:56): 23 of 111 minutes.
     assert per_minute is not None and round(per_minute.percent, 2) == 20.72
+
+
+def test_hosts_are_read_in_whole_host_chunks_of_at_most_500_queries() -> None:
+    from report.build import host_chunks
+    from report.hosts import Series, queries
+    from report.window import Window
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    series = [Series(kind, f"i-{host:017x}", device, (("InstanceId", f"i-{host:017x}"), ("GPU", device)), kind)
+              for host in range(50)
+              for kind, device in [("heartbeat", ""), ("cpu", ""), *(("gpu", str(gpu)) for gpu in range(8))]]
+    wanted = queries(series, "InfraWatch", Window(start, start + dt.timedelta(days=1), 60))
+    chunks = list(host_chunks(series, wanted))
+    sizes = [sum(len(wanted[item]) for item in chunk) for chunk in chunks]
+    assert sizes == [26 * 19, 24 * 19]  # 26 hosts of 19 queries (1 + 2 + 8 × 2) fit in 500
+    assert all(len({item.host for item in chunk}) * 10 == len(chunk) for chunk in chunks)  # whole hosts
