@@ -9,7 +9,7 @@ VENV_MIN := .venv-min
 MIN_STAMP := $(VENV_MIN)/.installed
 MIN_TESTS := tests/test_publisher.py tests/test_gpu.py $(sort $(wildcard tests/test_statsd_*.py))
 
-.PHONY: test test-min run demo bench lint docs clean
+.PHONY: test test-min run demo bench lint docs clean dist dist-check
 
 # $(call pip,VENV,ARGS): pip install quietly into VENV; on failure show everything pip said, then fail.
 define pip
@@ -70,5 +70,24 @@ lint: $(STAMP)
 	@$(BIN)/ruff check agent provisioning report tests bench demo .ci
 	@$(BIN)/mypy
 
+# The release artifact: wheel and sdist in dist/, version from pyproject.toml (the one place it is written).
+dist: $(STAMP)
+	@echo "make: building the wheel and sdist into dist/"
+	@rm -rf dist
+	@$(BIN)/python -m build --outdir dist . > build.log 2>&1 || { cat build.log; exit 1; }
+	@rm -f build.log
+	@ls dist
+
+# The wheel installed into a fresh venv, as a host installs it: both commands must start from there.
+dist-check: dist
+	@echo "make: installing dist/*.whl into a fresh venv (build/dist-check)"
+	@rm -rf build/dist-check
+	@$(PYTHON) -m venv build/dist-check
+	$(call pip,build/dist-check,dist/*.whl)
+	@build/dist-check/bin/infrawatch-agent --version
+	@build/dist-check/bin/provision-alarms --help >/dev/null
+	@build/dist-check/bin/infrawatch-report print-iam-policy >/dev/null
+	@test -f build/dist-check/share/infrawatch/install.sh && echo "make: dist-check passed: the wheel installs and both commands run"
+
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache build dist *.egg-info

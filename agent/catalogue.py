@@ -184,6 +184,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "GPU collector",
            "One series to alarm on a whole host's GPU memory."),
     # --- The agent itself ------------------------------------------------------------------------
+    Metric("AgentVersion", COUNT, ("Component", "Version"), "1 per publish interval", "agent",
+           "The running agent's version, to follow a rollout; only with version_series (a billed metric per "
+           "host and version)."),
     Metric("Heartbeat", COUNT, ("Component",), "1 per publish interval", "agent",
            "Absent when the host or the agent is down; the availability alarm watches it."),
     Metric("DatapointsCollected", COUNT, ("Component",), "samples taken in the interval", "agent",

@@ -16,6 +16,7 @@ import structlog
 
 from agent import iam, logs
 from agent.aggregate import Aggregator, Datum
+from agent.catalogue import METRICS
 from agent.cloudwatch_rules import NETWORK_ERRORS, REJECTED_CODES
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
@@ -26,7 +27,7 @@ from agent.collectors.memory import MemoryCollector
 from agent.collectors.netstat import NetstatCollector
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import StorageCollector
-from agent.commandline import CommandParser
+from agent.commandline import CommandParser, version
 from agent.config import AgentConfig, load, warnings
 from agent.dryrun import PrintingClient
 from agent.fake_nvml import healthy_h100
@@ -40,6 +41,7 @@ from agent.prometheus import Endpoint, EndpointError, Snapshot
 from agent.publisher import MetricsClient, Publisher
 from agent.reload import ConfigReloader
 from agent.replay import Replayer
+from agent.samples import Sample
 from agent.schema import ConfigError
 from agent.sdnotify import Notifier, ServiceStatus, Watchdog
 from agent.selfstats import AgentStats, ProcessUsage
@@ -170,6 +172,9 @@ def parser() -> CommandParser:
         description="Print the least-privilege IAM policy (JSON) the agent needs with this config.",
         example="infrawatch-agent print-iam-policy --config agent.toml", with_version=False,
     )
+    policy.add_argument("--with-ssm", metavar="PARAMETER", default=None,
+                        help="also let the instance read its config from this SSM Parameter Store name, as the SSM "
+                        "rollout does (docs/rollout.md)")
     for command in (check, policy):  # --config is also accepted after the command
         command.add_argument("--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     root.commands["check-config"] = check
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: warning: {warning}", file=sys.stderr)
         return EXIT_OK
     if args.command == "print-iam-policy":
-        sys.stdout.write(iam.render(config))
+        sys.stdout.write(iam.render(config, args.with_ssm))
         return EXIT_OK
     # --dry-run's requests are the output: logs stay out of stdout so it can be piped (to jq, say).
     log_stream = sys.stderr if args.dry_run else None
@@ -248,6 +253,11 @@ def invalid(error: ConfigError) -> int:
     return EXIT_INVALID
 
 
+def running_version() -> list[Sample]:
+    """AgentVersion: 1 per flush, the installed distribution's version as a dimension."""
+    return [METRICS["AgentVersion"].sample(1, Component="agent", Version=version())]
+
+
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
                 plan: DimensionPlan, submit: Any = None, spool: Spool | None = None,
                 snapshot: Snapshot | None = None, retry_sleep: Callable[[float], None] | None = None,
@@ -259,7 +269,8 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
                           retry_deadline=retry_deadline(config.publish.interval),
                           on_undeliverable=spool.put if spool is not None else None,
                           sleep=retry_sleep, monotonic=monotonic)
-    gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else [])]
+    gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else []),
+              *([running_version] if config.version_series else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
                   submit=submit or publisher.publish, plan=plan, gauges=gauges,
                   keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None,

@@ -290,6 +290,10 @@ class AgentConfig:
         (), "Metric names (globs, catalogue or StatsD) never published, to save their cost: each series is a "
         "billed metric, e.g. [\"GPUPCIe*\", \"GPUSMClock\"].", check=_exclusions_problem,
     )
+    version_series: bool = setting(
+        False, "Publish AgentVersion (dimension Version) every flush, to follow a fleet's rollout "
+        "(provision-alarms --fleet-status); a billed metric per host and version.",
+    )
     shutdown_timeout: float = setting(
         10.0, "Seconds the last flush may take on SIGTERM/SIGINT (keep below the unit's TimeoutStopSec).",
         range=(1, 25), unit="seconds",
