@@ -84,12 +84,13 @@ def test_replay_counts_episodes_and_their_length() -> None:
 def test_metric_math_is_evaluated_period_by_period_and_a_missing_input_is_a_missing_point() -> None:
     from provisioning.alarms import ERROR_RATE_EXPRESSION, MetricQuery
 
-    queries = (MetricQuery("invocations", return_data=False), MetricQuery("errors4xx", return_data=False),
-               MetricQuery("errors5xx", return_data=False), MetricQuery("rate", expression=ERROR_RATE_EXPRESSION))
+    # The provisioner's error-rate alarm: IF(invocations > 0, (errors5xx + modelerrors) / invocations, 0).
+    queries = (MetricQuery("invocations", return_data=False), MetricQuery("errors5xx", return_data=False),
+               MetricQuery("modelerrors", return_data=False), MetricQuery("rate", expression=ERROR_RATE_EXPRESSION))
     definition = alarm(queries=queries, namespace="", metric_name="", statistic="", period=0)
     assert unsupported(definition) == ""
-    fetched = {"invocations": {1: 100.0, 2: 0.0, 3: 50.0}, "errors4xx": {1: 3.0, 2: 0.0, 3: 1.0},
-               "errors5xx": {1: 2.0, 2: 0.0}}
+    fetched = {"invocations": {1: 100.0, 2: 0.0, 3: 50.0}, "errors5xx": {1: 3.0, 2: 0.0, 3: 1.0},
+               "modelerrors": {1: 2.0, 2: 0.0}}
     assert values(definition, fetched) == {1: 0.05, 2: 0.0}
 
 
