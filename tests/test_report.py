@@ -21,7 +21,6 @@ from typing import Any
 import boto3
 import parliament
 import pytest
-import structlog
 
 from report import iam
 from report.cli import main
@@ -88,13 +87,6 @@ class Fleet:
 
     def now(self) -> dt.datetime:
         return self.end + dt.timedelta(minutes=5)
-
-
-@pytest.fixture(autouse=True)
-def reset_logging() -> Any:
-    """infrawatch-report configures structlog to the stream each test gives it: undo that for later tests."""
-    yield
-    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="module")
