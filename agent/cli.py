@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import random
 import signal
 import sys
@@ -267,7 +268,9 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
                             on_merge=stats.add_merged, publish_as=namer.datum)
     publisher = Publisher(client, config.namespace, stats=stats,
                           retry_deadline=retry_deadline(config.publish.interval),
-                          on_undeliverable=spool.put if spool is not None else None,
+                          # Rows carry this config's namespace: a reload to another never re-labels them.
+                          on_undeliverable=functools.partial(spool.put, namespace=config.namespace)
+                          if spool is not None else None,
                           sleep=retry_sleep, monotonic=monotonic)
     gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else []),
               *([running_version] if config.version_series else [])]
@@ -420,7 +423,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     watchdog = Watchdog(notifier := Notifier())
     status = ServiceStatus(notifier, watchdog)
     reloader = ConfigReloader(config_path)
-    spool = open_spool(config.spool, stats) if durable else None
+    spool = open_spool(config.spool, stats, config.namespace) if durable else None
     worker_slot: list[PublishWorker] = []
     stopping: list[int] = []
     reloaded: list[tuple[AgentConfig, list[Collector]]] = []

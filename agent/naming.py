@@ -202,8 +202,9 @@ CWAGENT_ALIASES: dict[str, Alias] = {
         for name in (
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
             "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors", "PublishErrors",
-            "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged", "AgentVersion",
+            "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "SpoolReplayStopped", "AgentCPUUtilization",
+            "AgentMemoryRSS", "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
+            "AgentVersion",
         )
     },
 }

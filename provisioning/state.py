@@ -100,10 +100,14 @@ class StateReader:
         self._call = caller
 
     def read(self) -> ActualStack:
-        alarms, composites = self.alarms()
+        alarms, composites = self._described()
         return ActualStack(alarms, self.topics(), self.dashboards(), self.rule(), composites)
 
-    def alarms(self) -> tuple[dict[str, ActualAlarm], dict[str, ActualAlarm]]:
+    def alarms(self) -> dict[str, ActualAlarm]:
+        """The metric alarms under this stack's prefix; `ActualAlarm.owned` says which are this stack's."""
+        return self._described()[0]
+
+    def _described(self) -> tuple[dict[str, ActualAlarm], dict[str, ActualAlarm]]:
         """Metric and composite alarms under this stack's prefix, from DescribeAlarms pages alone."""
         alarms, composites = {}, {}
         pages = self._call.pages(

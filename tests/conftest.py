@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,6 +48,14 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     for name, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> Iterator[None]:
+    """The CLIs configure structlog for the whole process (level filter, stream): put its defaults back
+    after each test, so what a test's capture_logs() sees never depends on which test ran before it."""
+    yield
+    structlog.reset_defaults()
 
 
 def tool(name: str) -> str:
@@ -111,3 +120,11 @@ def listener(statsd: Any) -> Iterator[Any]:
     listening.start()
     yield listening
     listening.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The order seed on the last lines, where `-q` still shows it (pytest-randomly's own line is in the
+    header, which `-q` hides): a failure that depends on order can then be rerun as it happened."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"test order: random, seed {seed} (rerun it: pytest --randomly-seed={seed})")

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import structlog
 
 from agent.cli import main
 from agent.config import AgentConfig, load
@@ -138,11 +137,9 @@ def test_a_file_that_is_not_utf8_is_one_config_error_line(tmp_path: Path, capsys
     path = tmp_path / "file.toml"
     path.write_bytes(b'# \xe9quipe\n')  # Latin-1
     err = io.StringIO()  # the provisioner logs to the stream it is given: not to capsys's, closed after the test
-    try:
-        code = main(["check-config", str(path)]) if command == "agent" else provision_main(["--config", str(path)],
-                                                                                           err=err)
-    finally:
-        structlog.reset_defaults()  # provision-alarms configured logging at its own level
+    # provision-alarms configures logging at its own level: conftest's default_logging puts it back.
+    code = main(["check-config", str(path)]) if command == "agent" else provision_main(["--config", str(path)],
+                                                                                       err=err)
     assert code == 2
     assert capsys.readouterr().err + err.getvalue() == (
         f"{path}: not UTF-8 text (TOML files are UTF-8): byte 0xE9 at line 1, column 3\n")
