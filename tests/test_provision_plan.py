@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from moto import mock_aws
 
-from provisioning.alarms import AlarmDefinition
+from provisioning.alarms import AlarmDefinition, ownership_marker
+from provisioning.composite import CompositeDefinition
 from provisioning.dashboards import DashboardDefinition
 from provisioning.events import RuleDefinition, Target
 from provisioning.notifications import TopicDefinition
@@ -224,12 +226,16 @@ RULE_ARN = f"arn:aws:events:us-east-1:{ACCOUNT}:rule/ml-alarm-state"
 
 
 def alarm(name: str, threshold: float = 90.0) -> AlarmDefinition:
-    return AlarmDefinition(name=name, description="d", comparison="GreaterThanThreshold", threshold=threshold,
+    return AlarmDefinition(name=name, description=f"CPU busy. {ownership_marker(STACK)}",
+                           comparison="GreaterThanThreshold", threshold=threshold,
                            evaluation_periods=1, datapoints_to_alarm=1, treat_missing_data="breaching",
                            namespace="CWAgent", metric_name="cpu_usage_active", statistic="Average", period=60)
 
 
-def actual_alarm(definition: AlarmDefinition, tags: Mapping[str, str] = OURS, state: str = "OK") -> ActualAlarm:
+def actual_alarm(definition: AlarmDefinition, tags: Mapping[str, str] | None = None, state: str = "OK",
+                 ours: bool = True) -> ActualAlarm:
+    """`tags` None: not read (the reader reads them only for an alarm whose definition changed)."""
+    definition = definition if ours else replace(definition, description="Someone else's alarm.")
     return ActualAlarm(definition, f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:{definition.name}", tags, state)
 
 
@@ -250,14 +256,15 @@ def rule(*targets: Target, pattern: str = '{"source":["aws.cloudwatch"]}') -> Ru
 def planned(*, topics: Mapping[str, TopicDefinition] | None = None, alarms: tuple[AlarmDefinition, ...] = (),
             dashboards: tuple[DashboardDefinition, ...] = (), desired_rule: RuleDefinition | None = None,
             actual: ActualStack | None = None, prune: bool = False,
-            instance_states: Mapping[str, str] | None = None) -> Plan:
-    desired = DesiredStack(STACK, WANTED_TAGS, topics or {}, alarms, dashboards, desired_rule)
+            instance_states: Mapping[str, str] | None = None, composites: tuple[CompositeDefinition, ...] = ()) -> Plan:
+    desired = DesiredStack(STACK, WANTED_TAGS, topics or {}, alarms, dashboards, desired_rule, composites)
     return Planner(desired, actual or state(), prune=prune, instance_states=instance_states).plan()
 
 
 def state(*, alarms: Mapping[str, ActualAlarm] | None = None, topics: Mapping[str, ActualTopic] | None = None,
-          dashboards: Mapping[str, ActualDashboard] | None = None, rule: ActualRule | None = None) -> ActualStack:
-    return ActualStack(alarms or {}, topics or {}, dashboards or {}, rule)
+          dashboards: Mapping[str, ActualDashboard] | None = None, rule: ActualRule | None = None,
+          composites: Mapping[str, ActualAlarm] | None = None) -> ActualStack:
+    return ActualStack(alarms or {}, topics or {}, dashboards or {}, rule, composites or {})
 
 
 def test_the_summary_counts_every_action_and_names_conflicts_and_kept_only_when_there_are_some() -> None:
@@ -283,7 +290,7 @@ def test_a_changed_field_shows_old_and_new_up_to_60_characters_and_only_its_name
 def test_mass_deletion_is_more_than_a_fifth_of_the_stacks_own_alarms_or_a_host_group_that_found_nothing() -> None:
     names = [f"ml/host/i-0{index}/cpu_high" for index in range(10)]
     owned_alarms = {name: actual_alarm(alarm(name)) for name in names}
-    foreign = {f"ml/other/{index}": actual_alarm(alarm(f"ml/other/{index}"), tags={}) for index in range(10)}
+    foreign = {f"ml/other/{index}": actual_alarm(alarm(f"ml/other/{index}"), ours=False) for index in range(10)}
     actual = state(alarms={**owned_alarms, **foreign})
 
     def deleting(*deleted: str) -> Plan:
@@ -413,13 +420,13 @@ def test_alarms_are_created_tagged_updated_field_by_field_and_others_alarms_are_
                                                "Tags": [{"Key": "team", "Value": "ml-platform"}]}),)
     actual = state(alarms={"ml/a": actual_alarm(alarm("ml/a", 85.0), tags={**OURS, "team": "x", "owner": "bob"}),
                            "ml/b": actual_alarm(alarm("ml/b")),
-                           "ml/c": actual_alarm(alarm("ml/c"), tags={"infrawatch:stack": STACK}),
-                           "ml/d": actual_alarm(alarm("ml/d"), tags={"managed-by": "infrawatch"})})
+                           "ml/c": actual_alarm(alarm("ml/c"), ours=False),
+                           "ml/d": actual_alarm(alarm("ml/d"), ours=False)})
     plan = planned(alarms=(alarm("ml/a"), alarm("ml/b"), alarm("ml/c")), actual=actual, prune=True)
     assert plan.lines() == [
         "~ update alarm ml/a (Threshold 85.0 -> 90.0; Tags)",
         "= unchanged alarm ml/b",
-        "! conflict alarm ml/c (exists without this stack's tags; left alone)",
+        "! conflict alarm ml/c (exists without this stack's marker; left alone)",
         "Plan: 0 to create, 1 to update, 0 to delete, 1 unchanged, 1 in conflict.",
     ]
     assert plan.changes[0].writes == (
@@ -431,6 +438,8 @@ def test_alarms_are_created_tagged_updated_field_by_field_and_others_alarms_are_
         alarm("ml/a"), tags={"managed-by": "infrawatch", "infrawatch:stack": STACK})}))
     assert retagged.lines()[0] == "~ update alarm ml/a (Tags)"
     assert [write.operation for write in retagged.changes[0].writes] == ["TagResource"]
+    unread = planned(alarms=(alarm("ml/a"),), actual=state(alarms={"ml/a": actual_alarm(alarm("ml/a"))}))
+    assert unread.lines()[0] == "= unchanged alarm ml/a"  # an unchanged alarm's tags are not read
 
 
 def test_prune_keeps_a_firing_alarm_and_a_host_ec2_still_runs_and_deletes_a_terminated_or_unknown_ones() -> None:
@@ -505,3 +514,24 @@ def test_the_rule_is_created_with_its_targets_updated_target_by_target_and_someo
     assert planned(desired_rule=rule(), actual=theirs).lines()[0] == (
         "! conflict rule ml-alarm-state (exists without this stack's tags; left alone)")
     assert planned(actual=theirs, prune=True).changes == ()
+
+
+def test_composites_are_planned_like_alarms_and_deleted_before_the_alarms_they_name() -> None:
+    child = alarm("ml/host/i-0a/cpu_high")
+    composite = CompositeDefinition("ml/fleet/critical", f"Fleet. {ownership_marker(STACK)}", f'ALARM("{child.name}")')
+    created = planned(alarms=(child,), composites=(composite,))
+    assert created.lines() == [
+        "+ create alarm ml/host/i-0a/cpu_high",
+        "+ create composite ml/fleet/critical",
+        "Plan: 2 to create, 0 to update, 0 to delete, 0 unchanged.",
+    ]
+    assert created.changes[1].writes == (Write("cloudwatch", "PutCompositeAlarm", {
+        **composite.request(), "Tags": [{"Key": "team", "Value": "ml-platform"}]}),)
+    actual = state(alarms={child.name: actual_alarm(child)},
+                   composites={composite.name: ActualAlarm(composite, "arn:composite")})
+    pruned = planned(actual=actual, prune=True)
+    assert pruned.lines() == [
+        "- delete composite ml/fleet/critical",
+        "- delete alarm ml/host/i-0a/cpu_high",
+        "Plan: 0 to create, 0 to update, 2 to delete, 0 unchanged.",
+    ]
