@@ -58,13 +58,15 @@ MODULES: dict[str, list[str]] = {
     "provisioning/plan.py": ["tests/test_provision_plan.py", "tests/test_provision_changes.py",
                              "tests/test_provision_notifications.py", "tests/test_provision_prune.py",
                              "tests/test_provision_summary.py", "tests/test_provision_regions.py",
-                             "tests/test_provision_routing.py"],
+                             "tests/test_provision_routing.py", "tests/test_provision_fleet.py"],
     "agent/cloudwatch_rules.py": ["tests/test_cloudwatch_rules.py", "tests/test_statsd_parser.py",
                                   "tests/test_statsd_protocol.py", "tests/test_config.py",
                                   "tests/test_provision_spec.py", "tests/test_publisher.py",
                                   "tests/test_aggregate.py", "tests/test_strict_cloudwatch.py"],
 }
 TARGET = 0.90
+# The code the scratch copy holds.
+PACKAGES = [package for package in ("agent", "provisioning", "report") if (ROOT / package).is_dir()]
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 LOGGERS = {"log", "logger", "_log", "_logger", "_warn"}  # structlog loggers and LogOnce wrappers here
@@ -179,14 +181,14 @@ def run_module(module: str, tests: list[str], jobs: int) -> None:
         return
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("agent", "provisioning", "tests"):
+    for package in (*PACKAGES, "tests"):
         shutil.copytree(ROOT / package, work / package, ignore=ignore)
     package = module.split("/", 1)[0]
     (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + f"""
 [tool.mutmut]
 source_paths = ["{package}/"]
 only_mutate = ["{module}"]
-also_copy = {[other + "/" for other in ("agent", "provisioning") if other != package]!r}
+also_copy = {[other + "/" for other in PACKAGES if other != package]!r}
 pytest_add_cli_args_test_selection = {present!r}
 pytest_add_cli_args = ["-p", "no:randomly", "-p", "no:cacheprovider", "-q"]
 use_git_change_detection = false
