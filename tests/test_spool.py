@@ -571,3 +571,15 @@ def test_when_the_damaged_file_cannot_be_replaced_the_spool_reports_empty_and_co
     assert stats.dropped == {"spool_corrupt": 4 * 3000, "spool_unwritable": 4}
     assert (spool.datums, spool.datapoints, spool.oldest(10)) == (0, 0, [])
     assert spool.samples() == [Sample("SpoolDatums", 0.0, "Count", (("Component", "agent"),))]
+
+
+def test_a_spool_another_process_holds_locked_cannot_open_and_says_which_file_and_why(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a rollback-journal writer: switching to WAL needs its lock
+    with pytest.raises(SpoolUnavailable) as raised:
+        spool_at(path, connection_factory=NoWait)
+    assert str(raised.value) == f"{path}: database is locked"
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spool.db"]  # not moved aside: not corruption
