@@ -29,6 +29,7 @@ from provisioning.plan import (
     _changed,
     mass_deletion,
     pruned_hosts,
+    stale,
 )
 from provisioning.stack import DesiredStack
 from provisioning.state import ActualAlarm, ActualDashboard, ActualRule, ActualStack, ActualSubscription, ActualTopic
@@ -535,3 +536,22 @@ def test_composites_are_planned_like_alarms_and_deleted_before_the_alarms_they_n
         "- delete alarm ml/host/i-0a/cpu_high",
         "Plan: 0 to create, 0 to update, 2 to delete, 0 unchanged.",
     ]
+
+
+def test_stale_names_this_stacks_changed_alarms_and_composites_only() -> None:
+    child, other = alarm("ml/a"), alarm("ml/b")
+    composite = CompositeDefinition("ml/fleet/critical", f"Fleet. {ownership_marker(STACK)}", 'ALARM("ml/a")')
+    moved = replace(composite, rule='ALARM("ml/b")')
+    desired = DesiredStack(STACK, WANTED_TAGS, {}, (child, other, alarm("ml/new")), (), None, (composite,))
+    actual = state(alarms={"ml/a": actual_alarm(alarm("ml/a", 85.0)), "ml/b": actual_alarm(alarm("ml/b", 85.0),
+                                                                                           ours=False)},
+                   composites={composite.name: ActualAlarm(moved, "arn:composite")})
+    assert stale(desired, actual) == {"ml/a", "ml/fleet/critical"}
+
+
+def test_an_unwanted_dashboard_is_deleted_before_an_unwanted_composite() -> None:
+    composite = CompositeDefinition("ml/fleet/critical", f"Fleet. {ownership_marker(STACK)}", 'ALARM("ml/a")')
+    actual = state(composites={composite.name: ActualAlarm(composite, "arn:composite")},
+                   dashboards={"ml-us-east-1-old": ActualDashboard("ml-us-east-1-old", "{}", owned=True)})
+    assert planned(actual=actual, prune=True).lines()[:2] == [
+        "- delete dashboard ml-us-east-1-old", "- delete composite ml/fleet/critical"]
