@@ -555,3 +555,14 @@ def test_an_unwanted_dashboard_is_deleted_before_an_unwanted_composite() -> None
                    dashboards={"ml-us-east-1-old": ActualDashboard("ml-us-east-1-old", "{}", owned=True)})
     assert planned(actual=actual, prune=True).lines()[:2] == [
         "- delete dashboard ml-us-east-1-old", "- delete composite ml/fleet/critical"]
+
+
+def test_an_existing_composite_is_unchanged_or_rewritten_never_created_again() -> None:
+    composite = CompositeDefinition("ml/fleet/critical", f"Fleet. {ownership_marker(STACK)}", 'ALARM("ml/a")')
+    moved = replace(composite, rule='ALARM("ml/b")')
+    same = planned(composites=(composite,), actual=state(composites={composite.name: ActualAlarm(composite, "arn")}))
+    assert same.lines()[0] == "= unchanged composite ml/fleet/critical"
+    rewritten = planned(composites=(moved,), actual=state(composites={composite.name: ActualAlarm(composite, "arn")}))
+    assert rewritten.lines()[0] == (
+        "~ update composite ml/fleet/critical (AlarmRule 'ALARM(\"ml/a\")' -> 'ALARM(\"ml/b\")')")
+    assert rewritten.changes[0].writes == (Write("cloudwatch", "PutCompositeAlarm", moved.request()),)
