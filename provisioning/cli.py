@@ -35,6 +35,7 @@ from provisioning.aws import (
 from provisioning.discovery import Discovery
 from provisioning.notifications import preflight_problems, send_test_notifications
 from provisioning.plan import CONFLICT, Planner
+from provisioning.responses import policy_problems, recovery_problems
 from provisioning.spec import load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
@@ -115,9 +116,12 @@ def main(
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:
         account = Account.lookup(caller)
-        desired = desired_stack(spec, account, Discovery(spec, caller).inventory())
+        inventory = Discovery(spec, caller).inventory()
+        desired = desired_stack(spec, account, inventory)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
+        problems += recovery_problems(spec, inventory.hosts, caller)
+        problems += policy_problems(desired.responses.replace)
         if problems:
             raise ConfigError(problems)
         if args.test_notification:
@@ -142,6 +146,8 @@ def main(
 
     plan = Planner(desired, actual, prune=args.prune).plan()
     for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
+        say(line)
+    for line in desired.responses.lines():
         say(line)
     for line in footer(plan, desired.alarms, len(desired.dashboards), rates):
         say(line)

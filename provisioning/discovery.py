@@ -40,6 +40,7 @@ class Host:
     throughput_floors: tuple[ThroughputFloor, ...] = ()
     # `InstanceId` on EC2; an agent that found no instance metadata publishes its hostname as `Host`.
     id_dimension: str = HOST_DIMENSION
+    auto_scaling_group: str = ""  # the spec's group this host was found in; "" when listed otherwise
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Discovery:
                 mounts=tuple(sorted(mounts.get(instance_id, ()))),
                 throughput_floors=group.throughput_floors,
                 id_dimension=id_dimension,
+                auto_scaling_group=group.auto_scaling_group,
             )
             for instance_id, id_dimension in instance_ids.items()
         ]

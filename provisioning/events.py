@@ -8,6 +8,7 @@ an SSM Automation target needs `events.role_arn`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,16 +26,23 @@ class Target:
     id: str
     arn: str
     role_arn: str = ""
+    input_transformer: str = ""  # canonical JSON of InputTransformer; "" passes the event as it is
 
-    def request(self) -> dict[str, str]:
-        target = {"Id": self.id, "Arn": self.arn}
+    def request(self) -> dict[str, Any]:
+        target: dict[str, Any] = {"Id": self.id, "Arn": self.arn}
         if self.role_arn:
             target["RoleArn"] = self.role_arn
+        if self.input_transformer:
+            target["InputTransformer"] = json.loads(self.input_transformer)
         return target
 
     @classmethod
     def from_described(cls, raw: Mapping[str, Any]) -> Target:
-        return cls(id=raw["Id"], arn=raw["Arn"], role_arn=raw.get("RoleArn", ""))
+        transformer = raw.get("InputTransformer")
+        return cls(
+            id=raw["Id"], arn=raw["Arn"], role_arn=raw.get("RoleArn", ""),
+            input_transformer=canonical_json(transformer) if transformer else "",
+        )
 
 
 @dataclass(frozen=True)
