@@ -3,19 +3,21 @@
 CloudWatch computes SampleCount, Sum, Minimum, Maximum and percentiles from Values/Counts exactly, so
 publishing every distinct value with its count loses nothing, and costs one datum per series per
 minute instead of one per sample. A flush before the minute ends sends what the minute has so far;
-CloudWatch adds datums with the same timestamp together.
+CloudWatch adds datums with the same timestamp together. What one minute holds is bounded
+(`agent.distribution`): past a limit, values are merged into group means, SampleCount, Sum, Minimum and
+Maximum staying exact.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import structlog
 
 from agent.cloudwatch_rules import MAX_VALUES_PER_METRIC, publishable, series_problem
+from agent.distribution import MAX_HELD_VALUES, MAX_SERIES_VALUES, Distribution, ValueBudget
 from agent.logs import LogOnce
 from agent.samples import Dimensions, Sample
 
@@ -61,11 +63,17 @@ class Aggregator:
         high_resolution: bool = False,
         on_drop: Callable[[str, int], None] = lambda reason, count: None,
         publish_as: Callable[[Datum], Datum] = lambda datum: datum,
+        on_merge: Callable[[int], None] = lambda merged: None,
+        max_series_values: int = MAX_SERIES_VALUES,
+        max_held_values: int = MAX_HELD_VALUES,
     ) -> None:
+        """`on_merge(n)`: n distinct values were merged into group means to bound memory."""
         self._resolution = HIGH_RESOLUTION if high_resolution else STANDARD_RESOLUTION
         self._on_drop = on_drop
         self._publish_as = publish_as  # the naming profile (agent.naming.Namer.datum)
-        self._buckets: dict[tuple[str, Dimensions, str, int], Counter[float]] = {}
+        self._buckets: dict[tuple[str, Dimensions, str, int], Distribution] = {}
+        self._budget = ValueBudget(lambda: self._buckets.values(), per_series=max_series_values,
+                                   total=max_held_values, on_merge=on_merge)
         self._warn = LogOnce(log)
 
     def add(self, samples: Iterable[Sample], timestamp: float, host_dimensions: Dimensions = ()) -> int:
@@ -80,8 +88,9 @@ class Aggregator:
             key = (sample.name, dims, sample.unit, bucket)
             values = self._buckets.get(key)
             if values is None:
-                values = self._buckets[key] = Counter()
-            values[sample.value] += sample.count  # type: ignore[assignment] # Counter adds float weights too
+                self._buckets[key] = Distribution(sample.value, sample.count)
+            else:
+                self._budget.add(values, sample.value, sample.count)
             kept += 1
         return kept
 
@@ -91,15 +100,17 @@ class Aggregator:
         A series CloudWatch would refuse (a non-ASCII mount path or a tab in a dimension value, a name too
         long) is dropped here, counted as `invalid_series`, so it never takes a request down with it."""
         buckets, self._buckets = self._buckets, {}
+        self._budget.release()
         datums: list[Datum] = []
-        for (name, dims, unit, bucket), values in sorted(buckets.items(), key=lambda item: item[0][3]):
-            ordered = sorted(values.items())
+        for key in sorted(buckets, key=lambda key: key[3]):
+            name, dims, unit, bucket = key
+            ordered = buckets.pop(key).items()  # freed as it goes: the datums replace it
             for start in range(0, len(ordered), MAX_VALUES_PER_METRIC):
                 chunk = ordered[start : start + MAX_VALUES_PER_METRIC]
                 datum = self._publish_as(
                     Datum(
                         name, dims, float(bucket), unit,
-                        tuple(value for value, _ in chunk), tuple(float(count) for _, count in chunk),
+                        tuple(value for value, _ in chunk), tuple(count for _, count in chunk),
                         self._resolution,
                     )
                 )
@@ -112,6 +123,6 @@ class Aggregator:
         return datums
 
     @property
-    def pending(self) -> int:
+    def pending(self) -> float:
         """Datapoints held, not yet drained."""
-        return sum(sum(values.values()) for values in self._buckets.values())
+        return sum(values.count for values in self._buckets.values())

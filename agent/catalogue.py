@@ -12,8 +12,8 @@ the jobs that send them, so they cannot be entries here. They follow one rule in
 `<name>` publishes `<name>` (its total, Count or Bytes) and `<name>PerSecond` (Count/Second or
 Bytes/Second); a timer `<name>` publishes `<name>` in Milliseconds; a histogram, distribution or gauge
 `<name>` publishes `<name>` with no unit; their dimensions are the allowed DogStatsD tags. A StatsD name
-that is a catalogue name (or whose `PerSecond` series would be) is refused, so a job cannot overwrite
-a host metric.
+that is, or whose `PerSecond` series would be, a name the agent publishes for itself under any naming
+profile (`agent.naming.RESERVED_NAMES`) is refused, so a job cannot write into a host series.
 """
 
 from __future__ import annotations
@@ -209,6 +209,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "psutil.Process().cpu_times", "CPU the agent used since the previous flush, in % of one core."),
     Metric("AgentMemoryRSS", BYTES, ("Component",), "resident set size", "psutil.Process().memory_info",
            "Memory the agent holds."),
+    Metric("ValuesMerged", COUNT, ("Component",), "distinct values merged into group means in the interval",
+           "agent", "Values merged to bound memory (a series past 1,500 distinct values in a minute, or all "
+           "series past 100,000): SampleCount, Sum, Minimum and Maximum stay exact, percentiles approximate."),
     Metric("StorageMountsSkipped", COUNT, ("Component", "Reason"), "filesystems not read in the cycle, by reason",
            "storage collector", "Reason timeout: statvfs did not answer within storage.timeout (a hung mount, "
            "or every statvfs thread parked on one); error: statvfs failed. Absent while none is skipped."),
@@ -229,6 +232,7 @@ INTERVAL_COUNTS = frozenset({
     "GPUECCUncorrectableErrors", "GPUPCIeReplays", "GPUNVLinkErrors", "GPUXidErrors", "GPUEnergyConsumed",
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
     "PublishErrors", "StatsdSeriesDropped", "StatsdParseErrors", "DiskIOTime", "StorageMountsSkipped",
+    "ValuesMerged",
 })
 # The physical unit of metrics published with Unit None: CloudWatch's StandardUnit has no °C, W, J or MHz.
 PHYSICAL_UNITS: dict[str, str] = {

@@ -10,11 +10,11 @@ from typing import Any
 from agent.catalogue import CATALOGUE, METRICS
 from agent.cloudwatch_rules import MAX_DIMENSIONS, dimensions_problem, namespace_problem
 from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
-from agent.naming import DEFAULT_NAMESPACE, PROFILES, profile, published_dimensions
+from agent.naming import DEFAULT_NAMESPACE, HOST_DIMENSION_NAMES, PROFILES, profile, published_dimensions
 from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.statsd.address import split_host_port
-from agent.statsd.collector import DEFAULT_BYTE_COUNTERS
+from agent.statsd.collector import DEFAULT_BYTE_COUNTERS, MAX_SERIES
 from agent.statsd.parser import TAG_KEY
 
 HOST_DIMENSION = "InstanceId"  # the per-host dimension on EC2 by default (`Host` off EC2)
@@ -22,7 +22,8 @@ CATALOGUE_DIMENSIONS = frozenset(
     name for metric in CATALOGUE for name in metric.dimensions + metric.optional_dimensions
 )
 # Dimensions the agent sets on a series itself: the host's identity and the self-metrics' Component.
-AGENT_DIMENSIONS = frozenset({HOST, *IDENTITY_DIMENSIONS, "Component"})
+# Set by the agent on every series; `host` is how cwagent publishes `Host` (HOST_DIMENSION_NAMES).
+AGENT_DIMENSIONS = frozenset({HOST, *IDENTITY_DIMENSIONS, "Component"}) | HOST_DIMENSION_NAMES
 
 
 def static_dimensions_problem(value: tuple[tuple[str, str], ...], reserved: frozenset[str]) -> str | None:
@@ -175,8 +176,9 @@ class StatsdConfig:
         check=_dimension_keys_problem,
     )
     max_series: int = setting(
-        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted.",
-        range=(1, 100_000),
+        1000, "Distinct name + dimensions kept; lines of further series are dropped and counted. At most "
+        "what fits the unit's MemoryHigh with every series live.",
+        range=(1, MAX_SERIES),
     )
     byte_counters: tuple[str, ...] = setting(
         DEFAULT_BYTE_COUNTERS, "Counter name globs published in Bytes and Bytes/Second instead of Count."

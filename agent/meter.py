@@ -24,12 +24,13 @@ import os
 import socket
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from agent.catalogue import METRICS
+from agent.naming import RESERVED_NAMES, published_names
 from agent.statsd.address import split_host_port
 from agent.statsd.parser import NAME, TAG_KEY, TAG_VALUE
 
@@ -66,6 +67,10 @@ class MeterClient:
         self.sent_packets = 0
         self.dropped_lines = 0  # could not be sent: no route, name resolution failed, send buffer full
         self.errors = 0  # calls that failed, such as add("three"); counted instead of raised
+        self._publishers: dict[str, str] = {}  # metric name published -> the Meter name that publishes it
+        self._kinds: dict[str, str] = {}  # Meter name -> "c" (add) or "ms" (time), whichever came first
+        self._refused: set[str] = set()  # Meter names whose other kind was refused (and warned about)
+        self._claim_lock = threading.Lock()
         self._reset()
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _call(reference, "_reset"))
@@ -80,6 +85,35 @@ class MeterClient:
         self._flusher: threading.Thread | None = None
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
+
+    def claim(self, name: str) -> None:
+        """Reserve the metric names a Meter `name` publishes; ValueError if another Meter of this process
+        publishes one of them (`Coll` publishes `CollPerSecond`): the agent would drop the second."""
+        with self._claim_lock:
+            published = published_names(name, counter=True)
+            for metric in published:
+                owner = self._publishers.get(metric, name)
+                if owner != name:
+                    raise ValueError(f"metric name {name!r} would publish {metric!r}, "
+                                     f"which Meter {owner!r} already publishes")
+            self._publishers.update(dict.fromkeys(published, name))
+
+    def use(self, name: str, kind: str) -> bool:
+        """Whether a Meter `name` may send lines of `kind` ("c" or "ms"): the first use decides, since the
+        agent keeps a name's first type and drops the other's lines. A refused use is counted in `errors`
+        and warned about once per name, in the job, instead of vanishing in the agent."""
+        with self._claim_lock:
+            first = self._kinds.setdefault(name, kind)
+            if first == kind:
+                return True
+            self.errors += 1
+            warned = name in self._refused
+            self._refused.add(name)
+        if not warned:
+            used, refused = ("add", "time") if first == "c" else ("time", "add")
+            warnings.warn(f"Meter {name!r} was first used with {used}(); the agent drops its {refused}() lines: "
+                          f"use another Meter (another name) for them", RuntimeWarning, stacklevel=4)
+        return False
 
     def add(self, key: CounterKey, amount: float) -> None:
         try:
@@ -214,8 +248,11 @@ class Meter:
         """ValueError if the agent would refuse the name or a tag; nothing is sent yet."""
         if not NAME.fullmatch(name):
             raise ValueError(f"metric name {name!r} must be 1..246 of A-Z a-z 0-9 _ . - /")
-        if name in METRICS:
-            raise ValueError(f"metric name {name!r} is one of the agent's own metrics")
+        # `add` publishes the rate too, so the name and its rate must both be free.
+        for metric in published_names(name, counter=True):
+            if metric in RESERVED_NAMES:
+                shown = "" if metric == name else f" (its rate {metric!r})"
+                raise ValueError(f"metric name {name!r}{shown} is one of the agent's own metrics")
         for key, value in (tags or {}).items():
             if not TAG_KEY.fullmatch(key) or not value or not TAG_VALUE.fullmatch(value):
                 raise ValueError(
@@ -226,9 +263,13 @@ class Meter:
         self._counter: CounterKey = (name, "|c" + tag_field)
         self._timer_suffix = "|ms" + tag_field
         self._client = client if client is not None else default_client()
+        self._client.claim(name)
+        self._kind: str | None = None  # "c" or "ms" once the client allowed it
 
     def add(self, amount: float = 1) -> None:
         """Count `amount` (samples, tokens, bytes...). Never blocks, never raises."""
+        if self._kind != "c" and not self._use("c"):
+            return
         self._client.add(self._counter, amount)
 
     def time(self, clock: Callable[[], float] = time.perf_counter) -> Timing:
@@ -237,6 +278,8 @@ class Meter:
 
     def record_milliseconds(self, milliseconds: float) -> None:
         """Record one duration measured elsewhere. Never blocks, never raises."""
+        if self._kind != "ms" and not self._use("ms"):
+            return
         try:
             if math.isfinite(milliseconds):
                 self._client.record(f"{self.name}:{milliseconds:.3f}{self._timer_suffix}")
@@ -244,6 +287,13 @@ class Meter:
                 self._client.errors += 1
         except Exception:  # metering must never break the job
             self._client.errors += 1
+
+
+    def _use(self, kind: str) -> bool:
+        allowed = self._client.use(self.name, kind)
+        if allowed:
+            self._kind = kind
+        return allowed
 
 
 class Timing:

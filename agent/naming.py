@@ -19,6 +19,15 @@ A profile is applied in two places. Its constant dimensions (`cpu=cpu-total`) jo
 fleet roll-ups are cut (`Namer.sample`), so a roll-up keeps exactly the dimensions it lists, as the
 CloudWatch agent's do; names, units, renamed dimensions and value conversions are applied where the
 aggregator turns samples into datums (`Namer.datum`).
+
+Application metrics (StatsD) keep their names and units; their host dimensions follow the profile like
+every other series' (`Host` is `host` under cwagent).
+
+A job must never write into a series the agent publishes for the host: `RESERVED_NAMES` holds every
+name the agent publishes for itself under any profile (the catalogue's names and every alias), and a
+StatsD name is refused when one of the names it would publish (`published_names`) is among them. Any
+profile, not only the active one: the job's `Meter` cannot know the agent's profile, and a name accepted
+today must not start writing into a host series when the operator switches profile.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from agent.catalogue import BYTES, COUNT, METRICS, MILLISECONDS, NONE, PERCENT, 
 from agent.samples import Dimensions, Sample
 
 MIB = 1024 * 1024
+RATE_SUFFIX = "PerSecond"  # a StatsD counter `<name>` also publishes `<name>PerSecond`
 
 
 @dataclass(frozen=True)
@@ -82,19 +92,28 @@ class Profile:
 
     def renamed(self, metric: str, dims: Mapping[str, str]) -> dict[str, str]:
         """`dims` under their published names, values written through each rename's template."""
-        renames = {rename.native: rename for rename in (*self.alias(metric).dimensions, *self.host_dimensions)}
-        published: dict[str, str] = {}
-        for name, value in dims.items():
-            rename = renames.get(name)
-            if rename is None:
-                published[name] = value
-            else:
-                published[rename.published] = rename.template.format(value)
-        return published
+        return _renamed((*self.alias(metric).dimensions, *self.host_dimensions), dims)
 
     def dimensions(self, metric: str, dims: Mapping[str, str]) -> dict[str, str]:
         """The published dimensions of one series whose catalogue and host dimensions are `dims`."""
         return {**self.renamed(metric, dims), **dict(self.alias(metric).constant_dimensions)}
+
+    def host_renamed(self, dims: Dimensions) -> Dimensions:
+        """Dimensions of a series outside the catalogue (StatsD) with this profile's names for the host
+        dimensions, so an application series carries the same host dimension as the host's own series."""
+        return tuple(sorted(_renamed(self.host_dimensions, dict(dims)).items()))
+
+
+def _renamed(renames: tuple[Rename, ...], dims: Mapping[str, str]) -> dict[str, str]:
+    by_native = {rename.native: rename for rename in renames}
+    published: dict[str, str] = {}
+    for name, value in dims.items():
+        rename = by_native.get(name)
+        if rename is None:
+            published[name] = value
+        else:
+            published[rename.published] = rename.template.format(value)
+    return published
 
 
 # The CloudWatch agent's further preset series (its other CPU shares, free inodes, I/O time, TCP states):
@@ -177,7 +196,7 @@ CWAGENT_ALIASES: dict[str, Alias] = {
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
             "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors", "PublishErrors",
             "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
+            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
         )
     },
 }
@@ -193,6 +212,23 @@ CWAGENT = Profile(
 _BY_NAME = {chosen.name: chosen for chosen in (NATIVE, CWAGENT)}
 PROFILES = tuple(_BY_NAME)
 DEFAULT_NAMESPACE = {name: chosen.namespace for name, chosen in _BY_NAME.items()}
+
+
+# The host dimension under each profile's name (`Host`, `host`): a StatsD tag must not become one.
+HOST_DIMENSION_NAMES = frozenset(
+    name
+    for chosen in _BY_NAME.values()
+    for rename in chosen.host_dimensions
+    for name in (rename.native, rename.published)
+)
+RESERVED_NAMES = frozenset(METRICS) | frozenset(
+    alias.name for chosen in _BY_NAME.values() for alias in chosen.aliases.values() if alias.name
+)
+
+
+def published_names(name: str, *, counter: bool) -> tuple[str, ...]:
+    """The metric names a StatsD series `name` publishes (a counter also its rate)."""
+    return (name, name + RATE_SUFFIX) if counter else (name,)
 
 
 def profile(name: str) -> Profile:
@@ -225,7 +261,8 @@ def published_dimensions(
 
 
 class Namer:
-    """Applies a profile to samples and datums; series outside the catalogue (StatsD) pass unchanged."""
+    """Applies a profile to samples and datums; series outside the catalogue (StatsD) keep their names and
+    units and take the profile's host dimension names."""
 
     def __init__(self, profile_name: str = "native", collect_interval: float = 10.0) -> None:
         self._profile = profile(profile_name)
@@ -239,8 +276,10 @@ class Namer:
         return sample._replace(dimensions=tuple(sorted(sample.dimensions + constant))) if constant else sample
 
     def datum(self, datum: Datum) -> Datum:
-        if self._profile is NATIVE or datum.name not in METRICS:
+        if self._profile is NATIVE:
             return datum
+        if datum.name not in METRICS:
+            return datum._replace(dimensions=self._profile.host_renamed(datum.dimensions))
         alias = self._profile.alias(datum.name)
         scale = alias.scale * (self._collect_interval if alias.per_interval else 1.0)
         dims: Dimensions = tuple(sorted(self._profile.renamed(datum.name, dict(datum.dimensions)).items()))

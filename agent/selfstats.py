@@ -30,6 +30,7 @@ class AgentStats:
         self.dropped: Counter[str] = Counter()
         self.publish_errors: Counter[str] = Counter()
         self.collector_errors: Counter[str] = Counter()
+        self.merged = 0
         self.requests = 0
         self.possible_duplicates = 0
         self._latencies_ms: list[float] = []
@@ -48,6 +49,10 @@ class AgentStats:
     def add_dropped(self, reason: str, count: int) -> None:
         with self._lock:
             self.dropped[reason] += count
+
+    def add_merged(self, count: int) -> None:
+        with self._lock:
+            self.merged += count
 
     def add_possible_duplicates(self, count: int) -> None:
         """Datapoints sent again after a request whose answer timed out, which CloudWatch may have stored."""
@@ -73,7 +78,7 @@ class AgentStats:
         with self._lock:
             scalars = self._since_last(
                 "scalars", Counter({"DatapointsCollected": self.collected, "DatapointsPublished": self.published,
-                         "PossibleDuplicates": self.possible_duplicates})
+                                    "ValuesMerged": self.merged, "PossibleDuplicates": self.possible_duplicates})
             )
             dropped = self._since_last("dropped", self.dropped)
             errors = self._since_last("errors", self.publish_errors)
@@ -82,6 +87,8 @@ class AgentStats:
         samples = [METRICS["Heartbeat"].sample(1, **component)]
         samples += [METRICS[name].sample(scalars[name], **component)
                     for name in ("DatapointsCollected", "DatapointsPublished")]
+        if scalars["ValuesMerged"]:  # only under a flood: no series while nothing is merged
+            samples.append(METRICS["ValuesMerged"].sample(scalars["ValuesMerged"], **component))
         if scalars["PossibleDuplicates"]:
             samples.append(METRICS["PossibleDuplicates"].sample(scalars["PossibleDuplicates"], **component))
         samples += [METRICS["DatapointsDropped"].sample(n, Reason=reason, **component)

@@ -35,6 +35,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("spool_overhead.py", ["--seconds", "300", "--repeats", "7"], ["--seconds", "100", "--repeats", "3"]),
     ("systemd_security.py", [], []),
     ("statsd_ingest.py", [], ["--repeats", "1"]),
+    ("statsd_memory.py", [], ["--seconds", "20"]),
     ("meter_add.py", [], ["--runs", "3"]),
     ("prometheus_scrape.py", ["--seconds", "60"], ["--seconds", "15"]),
 ]

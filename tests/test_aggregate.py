@@ -123,3 +123,33 @@ def test_a_sample_adds_its_count_so_weights_stay_exact() -> None:
                    MINUTE_START + 1)
     [datum] = aggregator.drain()
     assert (datum.values, datum.counts) == ((3.0, 7.0, 9.0), (1.0, 37.0, 1000.0))
+
+
+def test_a_minute_of_distinct_values_is_bounded_and_its_statistics_stay_exact() -> None:
+    """A job timing requests in float ms: every value distinct. The minute holds at most the per-series
+    limit, merged values are counted, and SampleCount, Sum, Minimum, Maximum are those of every value."""
+    merged: list[int] = []
+    aggregator = Aggregator(on_merge=merged.append, max_series_values=300)
+    values = [index / 8 for index in range(60_000)]  # eighths: every sum below is exact in floats
+    for second in range(60):
+        aggregator.add([Sample("Lat", value, "Milliseconds") for value in values[second * 1000:(second + 1) * 1000]],
+                       MINUTE_START + second)
+    datums = aggregator.drain()
+    assert sum(len(d.values) for d in datums) <= 300 + 2
+    assert len({d.timestamp for d in datums}) == 1
+    count = math.fsum(c for d in datums for c in d.counts)
+    total = math.fsum(v * c for d in datums for v, c in zip(d.values, d.counts, strict=True))
+    assert (count, min(datums[0].values), max(datums[-1].values)) == (60_000.0, 0.0, 59_999 / 8)
+    assert math.isclose(total, math.fsum(values), rel_tol=1e-12)
+    assert sum(merged) == 60_000 - sum(len(d.values) for d in datums)
+
+
+def test_many_series_share_one_budget() -> None:
+    aggregator = Aggregator(max_held_values=1000)
+    for second in range(60):
+        aggregator.add([Sample(f"Lat{series}", second + series / 100, "Milliseconds") for series in range(100)],
+                       MINUTE_START + second)
+    datums = aggregator.drain()
+    assert len(datums) == 100
+    assert sum(len(d.values) for d in datums) <= 1000 + 2 * 100
+    assert all(sum(d.counts) == 60.0 for d in datums)

@@ -16,7 +16,18 @@ from agent.collectors.storage import StorageCollector
 from agent.config import DEFAULT_IGNORED_FSTYPES, parse
 from agent.dryrun import PrintingClient
 from agent.filters import NameFilter
-from agent.naming import CWAGENT, CWAGENT_ALIASES, DEFAULT_NAMESPACE, KEEP, PROFILES, Namer, profile, resolve
+from agent.naming import (
+    CWAGENT,
+    CWAGENT_ALIASES,
+    DEFAULT_NAMESPACE,
+    KEEP,
+    PROFILES,
+    RESERVED_NAMES,
+    Namer,
+    profile,
+    resolve,
+)
+from agent.samples import Sample
 from tests.fakes.host import TRAINING_HOST_MOUNTS, TRAINING_HOST_STATVFS, statvfs_from
 
 # catalogue name → (CloudWatch agent name, unit). Checked against the agent's documentation and its
@@ -67,7 +78,7 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
     "PublishErrors",
     "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-    "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped",
+    "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
 }
 
 
@@ -155,8 +166,25 @@ def test_values_are_converted_where_the_cloudwatch_agent_counts_differently() ->
     cpu = datum("CPUUtilization", (("Host", "laptop"), ("cpu", "cpu-total")), "Percent", 12.5)
     assert namer.datum(cpu) == datum("cpu_usage_active", (("cpu", "cpu-total"), ("host", "laptop")), "Percent", 12.5)
     assert Namer("native").datum(cpu) is cpu
-    outside = datum("NotInTheCatalogue", (), "Count", 1.0)
-    assert namer.datum(outside) is outside
+    outside = datum("NotInTheCatalogue", (("InstanceId", "i-0abc"), ("model", "llama")), "Count", 1.0)
+    assert namer.datum(outside) == outside
+
+
+def test_statsd_series_carry_the_same_host_dimension_as_the_hosts_own_series() -> None:
+    aggregator = Aggregator(publish_as=Namer("cwagent").datum)
+    host = (("Host", "gpu-7"),)  # not on EC2
+    aggregator.add([METRICS["MemoryUtilization"].sample(50.0), Sample("Rows", 3.0, "Count", (("model", "a"),))],
+                   1_790_000_040.0, host)
+    assert {(d.name, d.dimensions) for d in aggregator.drain()} == {
+        ("mem_used_percent", (("host", "gpu-7"),)),
+        ("Rows", (("host", "gpu-7"), ("model", "a"))),
+    }
+
+
+def test_every_name_any_profile_publishes_is_reserved() -> None:
+    assert set(METRICS) <= RESERVED_NAMES
+    assert {name for name, _ in CWAGENT_NAMES.values()} <= RESERVED_NAMES
+    assert len(RESERVED_NAMES) == len(METRICS) + len({name for name, _ in CWAGENT_NAMES.values()})
 
 
 def test_storage_sets_device_and_fstype_only_when_the_profile_needs_them() -> None:

@@ -191,9 +191,9 @@ def test_a_port_in_use_is_refused_at_start_and_a_reload_keeps_the_running_endpoi
         scrape(running.port)
 
 
-def agent_with_gpus(snapshot: Snapshot, statsd: StatsdCollector) -> object:
+def agent_with_gpus(snapshot: Snapshot, statsd: StatsdCollector, enabled: bool = True) -> object:
     stats = AgentStats()
-    config = parse({})
+    config = parse({"prometheus": {"enabled": enabled}})
     collectors = [GpuCollector(Nvml(healthy_h100(8))), statsd]
     agent, _ = build_agent(config, _NoClient(), stats, collectors, DimensionPlan(identity=None, hostname="gpu-host"),
                            submit=lambda datums: None, snapshot=snapshot)
@@ -308,3 +308,12 @@ def test_the_agent_process_serves_its_readings_and_closes_the_port_on_sigterm(tm
     finally:
         if agent.poll() is None:
             agent.kill()
+
+
+def test_the_snapshot_holds_nothing_while_the_endpoint_is_off(snapshot: Snapshot) -> None:
+    """Nobody scrapes it: a copy of every series' latest reading would only cost memory (StatsD floods)."""
+    statsd = StatsdCollector()
+    statsd.receive(b"SamplesProcessed:128|c")
+    agent = agent_with_gpus(snapshot, statsd, enabled=False)
+    agent.collect()  # type: ignore[attr-defined]
+    assert snapshot.series() == []

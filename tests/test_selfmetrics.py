@@ -94,3 +94,13 @@ def test_collected_equals_published_plus_dropped_plus_spooled_and_gauges_ride_al
     gpu = next(datum for _, datum in spool.oldest(100) if datum.name == "GPUUtilization")
     assert gpu == Datum("GPUUtilization", (("GPU", "0"), *HOST), MINUTE, "Percent",
                         (0.0, 25.0, 50.0, 75.0), (3.0, 2.0, 2.0, 3.0))  # samples 11..20
+
+
+def test_values_merged_is_reported_for_the_interval_only_when_values_were_merged() -> None:
+    stats = AgentStats()
+    aggregator = Aggregator(on_merge=stats.add_merged, max_series_values=4)
+    aggregator.add([Sample("Lat", float(value), "Milliseconds") for value in range(10)], MINUTE)
+    merged = [s for s in stats.interval_samples() if s.name == "ValuesMerged"]
+    assert merged == [Sample("ValuesMerged", float(stats.merged), "Count", AGENT)]
+    assert stats.merged == 10 - len(aggregator.drain()[0].values)
+    assert [s for s in stats.interval_samples() if s.name == "ValuesMerged"] == []

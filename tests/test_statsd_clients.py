@@ -110,7 +110,7 @@ def test_pystatsd_every_type_and_a_sample_rate(
     assert published(samples) == {
         "Rows": [(14.0, 1.0, ())],
         "Depth": [(9.5, 1.0, ())],
-        "Lat": [(12.5, 2.0, ()), (3.0, 1.0, ())],
+        "Lat": [(3.0, 1.0, ()), (12.5, 2.0, ())],  # distinct values in ascending order
         "Users": [(2.0, 1.0, ())],
         "Sampled": [(100.0 + call, 4.0, ()) for call in sent],
     }
@@ -181,7 +181,7 @@ def test_what_hot_shots_sends(statsd: StatsdCollector, listener: StatsdListener,
         "api.calls": [(2.0, 1.0, PROD)],
         "api.depth": [(4.0, 1.0, ())],
         "api.users": [(2.0, 1.0, ())],
-        "api.size": [(2048.0, 1.0, ()), (1024.0, 4.0, ())],
+        "api.size": [(1024.0, 4.0, ()), (2048.0, 1.0, ())],
     }
     assert parse_errors(samples) == 0
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections import Counter
+from collections.abc import Iterable
 
 import pytest
 from hypothesis import given, settings
@@ -120,14 +122,14 @@ def test_gauge_set_deltas_and_one_sample_per_collect() -> None:
     assert app_samples(statsd.collect()) == []
 
 
-def test_timer_values_each_become_a_sample_with_their_count_once_per_window() -> None:
+def test_timer_values_each_become_a_sample_with_its_count_once_per_window() -> None:
     clock = FakeClock()
     statsd = collector(clock)
     statsd.receive(b"StepTime:120|ms\nStepTime:80.5|ms\nStepTime:120|ms")
     clock.advance(10)
     assert app_samples(statsd.collect()) == [
+        Sample("StepTime", 80.5, "Milliseconds", count=1.0),
         Sample("StepTime", 120.0, "Milliseconds", count=2.0),
-        Sample("StepTime", 80.5, "Milliseconds"),
     ]
     clock.advance(10)
     assert app_samples(statsd.collect()) == []
@@ -139,7 +141,7 @@ def test_histogram_and_distribution_are_one_unitless_series() -> None:
     statsd.receive(b"BatchTokens:512|h\nBatchTokens:256|d")
     clock.advance(10)
     assert app_samples(statsd.collect()) == [
-        Sample("BatchTokens", 512.0, "None"), Sample("BatchTokens", 256.0, "None")
+        Sample("BatchTokens", 256.0, "None"), Sample("BatchTokens", 512.0, "None")
     ]
 
 
@@ -353,6 +355,49 @@ def test_catalogue_names_are_refused_so_a_job_cannot_overwrite_host_metrics() ->
     assert logs == [{"event": "statsd_reserved_name", "metric": "Heartbeat", "log_level": "warning"}]
 
 
+@pytest.mark.parametrize("line", [b"mem_used_percent:99|g", b"cpu_usage_active:1|ms", b"diskio_reads:1|h",
+                                  b"nvidia_smi_utilization_gpu:0|g", b"net_bytes_recv:1|c", b"DiskReadBytes:1|c"])
+def test_names_any_profile_publishes_are_refused_also_for_a_counter_rate(line: bytes) -> None:
+    """Under naming = "cwagent" `mem_used_percent:99|g` would land in the host's own memory series, the one
+    Compute Optimizer reads; a counter `DiskReadBytes` would publish the catalogue's DiskReadBytesPerSecond."""
+    clock = FakeClock()
+    statsd = collector(clock)
+    statsd.receive(line)
+    clock.advance(1)
+    assert statsd.collect() == self_metrics(dropped=1)
+
+
+def test_a_counter_and_a_gauge_never_publish_the_same_metric_name() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, dimension_keys=("k",))
+    with capture_logs() as logs:
+        statsd.receive(b"Coll:2|c\nCollPerSecond:5|g\nCollPerSecond:6|ms|#k:a\nLat:1|ms\nLat:2|h|#k:b")
+    clock.advance(1)
+    assert statsd.collect() == [
+        Sample("Coll", 2.0, "Count"), Sample("CollPerSecond", 2.0, "Count/Second"),
+        Sample("Lat", 1.0, "Milliseconds"), *self_metrics(dropped=3),
+    ]
+    assert logs == [
+        {"event": "statsd_name_clash", "metric": "CollPerSecond", "type": "g", "publishes": "CollPerSecond",
+         "published_by": "Coll", "log_level": "warning"},
+        {"event": "statsd_name_clash", "metric": "Lat", "type": "h", "publishes": "Lat", "published_by": "Lat",
+         "log_level": "warning"},
+    ]
+
+
+def test_a_name_is_free_again_once_the_series_that_published_it_expired() -> None:
+    clock = FakeClock()
+    statsd = collector(clock, expire_after=10)
+    statsd.receive(b"Coll:2|c")
+    clock.advance(10)
+    statsd.collect()
+    clock.advance(10)
+    statsd.collect()  # Coll expires
+    statsd.receive(b"CollPerSecond:5|g")
+    clock.advance(1)
+    assert statsd.collect() == [Sample("CollPerSecond", 5.0, "None"), *self_metrics()]
+
+
 def test_a_series_keeps_the_type_of_its_first_line() -> None:
     clock = FakeClock()
     statsd = collector(clock)
@@ -390,33 +435,60 @@ def test_parse_errors_are_counted_exactly_and_the_first_five_logged() -> None:
     assert statsd.collect()[-2:] == self_metrics(parse_errors=0)
 
 
-def test_distinct_values_past_the_budget_are_dropped_and_counted() -> None:
+def test_timer_values_past_the_window_budget_are_merged_never_dropped() -> None:
     clock, drops = FakeClock(), RecordingDrops()
-    statsd = collector(clock, max_values=3, on_drop=drops)
-    statsd.receive(b"A:1|ms|@0.1\nA:2|ms|@0.1\nA:1|ms\nA:3|ms\nA:4|ms|@0.2\nB:x|s\nA:2|ms")
+    merged: list[int] = []
+    statsd = collector(clock, max_series_values=4, on_drop=drops, on_merge=merged.append)
+    statsd.receive(b"\n".join(b"A:%d|ms" % value for value in range(1, 9)) + b"\nA:100|ms|@0.5")
+    clock.advance(1)
+    # 1 the minimum, 100 the maximum; at 7, the middle 2..6 passed 4 values and was merged into 2 groups
+    # of about equal count, each its mean; 7 and 8 came after.
+    assert app_samples(statsd.collect()) == [
+        Sample("A", 1.0, "Milliseconds"), Sample("A", 3.0, "Milliseconds", count=3.0),
+        Sample("A", 5.5, "Milliseconds", count=2.0), Sample("A", 7.0, "Milliseconds"),
+        Sample("A", 8.0, "Milliseconds"), Sample("A", 100.0, "Milliseconds", count=2.0),
+    ]
+    assert drops.counts == {}
+    assert merged == [3]
+    statsd.receive(b"A:4|ms|@0.2")  # the budget is per window
+    clock.advance(1)
+    assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds", count=5.0)]
+
+
+def test_a_flood_of_distinct_timer_values_holds_a_bounded_window_and_keeps_every_observation() -> None:
+    clock = FakeClock()
+    statsd = collector(clock)
+    for start in range(0, 300_000, 50):
+        statsd.receive(b"\n".join(b"Lat:%d.%03d|ms" % divmod(index, 1000) for index in range(start, start + 50)))
+    clock.advance(1)
+    timers = app_samples(statsd.collect())
+    assert len(timers) <= 1500 + 2
+    assert sum(sample.count for sample in timers) == 300_000.0
+    assert (timers[0].value, timers[-1].value) == (0.0, 299.999)
+
+
+def test_set_members_past_the_budget_are_dropped_and_counted() -> None:
+    clock, drops = FakeClock(), RecordingDrops()
+    statsd = collector(clock, max_members=2, on_drop=drops)
+    statsd.receive(b"B:x|s\nB:y|s\nB:x|s\nB:z|s\nA:1|ms")
     clock.advance(1)
     samples = statsd.collect()
-    assert [(s.name, s.value, s.count) for s in app_samples(samples)] == [
-        ("A", 1.0, 11.0), ("A", 2.0, 11.0), ("A", 3.0, 1.0), ("B", 0.0, 1.0)
-    ]
-    assert drops.counts == {"statsd_value_limit": 6}  # A:4 stood for 5 observations, B:x for 1
-    statsd.receive(b"A:4|ms|@0.2\nB:x|s")  # the budget is per window
-    clock.advance(1)
-    assert app_samples(statsd.collect()) == [Sample("A", 4.0, "Milliseconds", count=5.0), Sample("B", 1.0, "Count")]
+    assert [(s.name, s.value, s.count) for s in app_samples(samples)] == [("B", 2.0, 1.0), ("A", 1.0, 1.0)]
+    assert drops.counts == {"statsd_value_limit": 1}  # z; a timer value never takes a member's room
 
 
 def test_set_members_held_for_the_rest_of_the_minute_count_toward_the_budget() -> None:
     clock, wall, drops = FakeClock(), FakeClock(1_790_000_040.0), RecordingDrops()
-    statsd = StatsdCollector(monotonic=clock, wall_clock=wall, max_values=2, on_drop=drops)
+    statsd = StatsdCollector(monotonic=clock, wall_clock=wall, max_members=2, on_drop=drops)
     statsd.receive(b"U:a|s\nU:b|s")
     clock.advance(10)
     wall.advance(10)
     statsd.collect()
-    statsd.receive(b"U:a|s\nU:c|s\nL:1|ms")  # a and b are still held: no room for c, nor for L's 1
+    statsd.receive(b"U:a|s\nU:c|s")  # a and b are still held: no room for c
     clock.advance(10)
     wall.advance(10)
     assert app_samples(statsd.collect()) == [Sample("U", 0.0, "Count")]
-    assert drops.counts == {"statsd_value_limit": 2}
+    assert drops.counts == {"statsd_value_limit": 1}
 
 
 def test_totals_beyond_what_cloudwatch_accepts_are_dropped_and_counted() -> None:
@@ -501,12 +573,19 @@ def model_of_receive(packets: list[bytes], window: float) -> list[Sample]:
     """What collect publishes, computed from parse_packet's lines alone (names never reserved nor bytes)."""
     family_of = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h", "s": "s"}
     series: dict[tuple[str, Dimensions], tuple[str, dict[str, float], dict[float, float], set[str]]] = {}
+    published_by: dict[str, tuple[str, str]] = {}  # metric name -> (family, StatsD name) of the first series
     dropped = parse_errors = 0
     for packet in packets:
         lines, rejected = parse_packet(packet)
         parse_errors += len(rejected)
         for name, kind, value, rate, tags, delta, member in lines:
             dims = tuple(sorted({key: val for key, val in reversed(tags) if key == "k" and val}.items()))
+            if (name, dims) not in series:
+                names = (name, name + "PerSecond") if kind == "c" else (name,)
+                if any(published_by.get(n, (family_of[kind], name)) != (family_of[kind], name) for n in names):
+                    dropped += 1
+                    continue
+                published_by.update(dict.fromkeys(names, (family_of[kind], name)))
             first_kind, state, values, members = series.setdefault((name, dims), (kind, {}, {}, set()))
             if family_of[kind] != family_of[first_kind]:
                 dropped += 1
@@ -529,7 +608,7 @@ def model_of_receive(packets: list[bytes], window: float) -> list[Sample]:
             samples.append(Sample(name, float(len(members)), "Count", dims))
         else:
             unit = "Milliseconds" if first_kind == "ms" else "None"
-            samples += [Sample(name, value, unit, dims, count) for value, count in values.items()]
+            samples += [Sample(name, value, unit, dims, count) for value, count in sorted(values.items())]
     return samples + self_metrics(dropped, parse_errors)
 
 
@@ -543,3 +622,37 @@ def test_receive_publishes_what_the_parser_reads_also_once_lines_take_the_inline
         statsd.receive(packet)
     clock.advance(2)
     assert statsd.collect() == model_of_receive(packets, 2.0)
+
+
+def memory_held_receiving(statsd: StatsdCollector, packets: Iterable[bytes]) -> int:
+    """Bytes Python still holds after `statsd` received `packets` (tracemalloc: every allocation counted)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for packet in packets:
+            statsd.receive(packet)
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_set_members_cost_the_same_memory_however_long_they_are() -> None:
+    """A member is any text, up to a 64 KiB datagram: held as text, 200 of them would be 12 MB."""
+    clock = FakeClock()
+    statsd = collector(clock)
+    assert memory_held_receiving(statsd, (b"Users:%d%s|s" % (index, b"x" * 60_000) for index in range(200))) < 200_000
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [Sample("Users", 200.0, "Count")]
+
+
+def test_tags_a_job_invents_per_line_are_not_remembered_however_long() -> None:
+    """Tags the agent ignores can fill a datagram; remembering each line's fields and tags (up to 4 ×
+    max_series of each) would hold 20 MB here."""
+    clock = FakeClock()
+    statsd = collector(clock)
+    packets = (b"Rows:1|c|#request:%d%s" % (index, b"x" * 5000) for index in range(2000))
+    assert memory_held_receiving(statsd, packets) < 500_000
+    clock.advance(10)
+    assert app_samples(statsd.collect()) == [
+        Sample("Rows", 2000.0, "Count"), Sample("RowsPerSecond", 200.0, "Count/Second")
+    ]

@@ -47,9 +47,15 @@ def test_valid_settings() -> None:
         ({"address": "[::1:8125"}, 'statsd.address: must be "[ipv6]:port" for an IPv6 host, got "[::1:8125"'),
         ({"dimension_keys": ["InstanceId"]},
          'statsd.dimension_keys: "InstanceId" is set by the agent, got ["InstanceId"]'),
+        # Under naming = "cwagent" the host's own series carry "host": a tag must not set it on a job's series.
+        ({"dimension_keys": ["model", "host"]},
+         'statsd.dimension_keys: "host" is set by the agent, got ["model", "host"]'),
+        ({"dimension_keys": ["Host"]}, 'statsd.dimension_keys: "Host" is set by the agent, got ["Host"]'),
         ({"dimension_keys": ["ok", "not ok"]},
          'statsd.dimension_keys: "not ok" must be 1..255 of A-Z a-z 0-9 _ . - /, got ["ok", "not ok"]'),
-        ({"max_series": 0}, "statsd.max_series: must be 1..100000, got 0"),
+        ({"max_series": 0}, "statsd.max_series: must be 1..10000, got 0"),
+        # 100,000 live series reached 384 MB RSS, past the unit's MemoryMax=256M.
+        ({"max_series": 100_000}, "statsd.max_series: must be 1..10000, got 100000"),
         ({"expire_after": 5}, "statsd.expire_after: must be 10..86400 seconds, got 5"),
         ({"byte_counters": "*Bytes"}, 'statsd.byte_counters: must be a list of strings, got "*Bytes"'),
         ({"max_seires": 10}, 'statsd.max_seires: unknown key, did you mean "max_series"?'),

@@ -68,14 +68,14 @@ def test_every_type_end_to_end_with_exact_totals_rates_and_values(
     llama = (("model", "llama"),)
     assert published(samples, "SamplesProcessed") == [(20_100.0, "Count", llama)]
     assert published(samples, "SamplesProcessedPerSecond") == [(1005.0, "Count/Second", llama)]
-    assert published(samples, "StepTime") == [
-        (100.0, "Milliseconds", ()), (120.0, "Milliseconds", ()), (80.0, "Milliseconds", ()),
+    assert published(samples, "StepTime") == [  # in ascending order of value
+        (80.0, "Milliseconds", ()), (100.0, "Milliseconds", ()), (120.0, "Milliseconds", ()),
     ]
     assert weights(samples, "StepTime") == {100.0: 1.0, 120.0: 2.0, 80.0: 1.0}
     assert published(samples, "ReadBytes") == [(2000.0, "Bytes", ())]
     assert published(samples, "ReadBytesPerSecond") == [(100.0, "Bytes/Second", ())]
     assert published(samples, "QueueDepth") == [(8.0, "None", ())]
-    assert published(samples, "BatchTokens") == [(4096.0, "None", ()), (2048.0, "None", ())]
+    assert published(samples, "BatchTokens") == [(2048.0, "None", ()), (4096.0, "None", ())]
     assert weights(samples, "BatchTokens") == {4096.0: 1.0, 2048.0: 2.0}
     assert samples[-2:] == [
         METRICS["StatsdSeriesDropped"].sample(0, Component="agent"),

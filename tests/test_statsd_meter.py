@@ -103,7 +103,7 @@ def test_timer_records_milliseconds_also_when_the_block_raises(
     deliver(client, listener)
     samples = statsd.collect()
     assert [(s.value, s.unit) for s in samples if s.name == "StepTime"] == [
-        (12.5, "Milliseconds"), (500.0, "Milliseconds"), (3.25, "Milliseconds"),
+        (3.25, "Milliseconds"), (12.5, "Milliseconds"), (500.0, "Milliseconds"),
     ]
 
 
@@ -171,8 +171,9 @@ def test_add_and_time_never_raise_into_the_job(raw_receiver: socket.socket) -> N
     try:
         meter = Meter("Rows", client=client)
         meter.add("three")  # type: ignore[arg-type]
-        meter.record_milliseconds("slow")  # type: ignore[arg-type]
-        meter.record_milliseconds(float("nan"))
+        step = Meter("Step", client=client)
+        step.record_milliseconds("slow")  # type: ignore[arg-type]
+        step.record_milliseconds(float("nan"))
         Meter("Inf", client=client).add(float("inf"))
         Meter("Vector", client=client).add(Vector())  # type: ignore[arg-type]
         meter.add(2)
@@ -234,6 +235,9 @@ def test_address_comes_from_the_environment(
         ("bad name", None, "metric name 'bad name' must be 1..246 of A-Z a-z 0-9 _ . - /"),
         ("", None, "metric name '' must be 1..246 of A-Z a-z 0-9 _ . - /"),
         ("GPUUtilization", None, "metric name 'GPUUtilization' is one of the agent's own metrics"),
+        ("mem_used_percent", None, "metric name 'mem_used_percent' is one of the agent's own metrics"),
+        ("DiskReadBytes", None,
+         "metric name 'DiskReadBytes' (its rate 'DiskReadBytesPerSecond') is one of the agent's own metrics"),
         ("Rows", {"model": ""}, "tag model: needs a key of A-Z a-z 0-9 _ . - / and a printable ASCII value"),
         ("Rows", {"a b": "x"}, "tag a b:x needs a key of A-Z a-z 0-9 _ . - / and a printable ASCII value"),
         ("Rows", {"k": "x,y"}, "tag k:x,y needs a key of A-Z a-z 0-9 _ . - / and a printable ASCII value"),
@@ -247,6 +251,22 @@ def test_names_and_tags_the_agent_would_refuse_fail_at_construction(
     assert str(error.value) == message
 
 
+def test_two_meters_that_would_publish_the_same_metric_name_fail_at_construction(client: MeterClient) -> None:
+    Meter("Coll", client=client)
+    Meter("Coll", tags={"model": "a"}, client=client)  # the same name again: the same metrics
+    with pytest.raises(ValueError) as error:
+        Meter("CollPerSecond", client=client)
+    assert str(error.value) == (
+        "metric name 'CollPerSecond' would publish 'CollPerSecond', which Meter 'Coll' already publishes"
+    )
+    Meter("RowsPerSecond", client=client)
+    with pytest.raises(ValueError) as error:
+        Meter("Rows", client=client)
+    assert str(error.value) == (
+        "metric name 'Rows' would publish 'RowsPerSecond', which Meter 'RowsPerSecond' already publishes"
+    )
+
+
 def test_malformed_address_fails_at_construction() -> None:
     with pytest.raises(ValueError, match='must be "host:port"'):
         MeterClient("localhost")
@@ -256,3 +276,19 @@ def test_importing_the_meter_stays_light() -> None:
     code = "import sys, agent.meter; print(sorted({'boto3', 'psutil', 'pynvml'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_name_first_used_as_a_counter_refuses_timings_in_the_job(
+    client: MeterClient, listener: StatsdListener, statsd: StatsdCollector
+) -> None:
+    """The agent keeps a name's first type and would drop the other's lines without a word to the job."""
+    rows = Meter("Rows", client=client)
+    rows.add(2)
+    refused = r"Meter 'Rows' was first used with add\(\); the agent drops its time\(\) lines: use another Meter"
+    with pytest.warns(RuntimeWarning, match=refused), rows.time(clock=Sequence(1.0, 1.5)):
+        pass
+    rows.record_milliseconds(3.0)  # counted again, warned once
+    Meter("Rows", tags={"model": "a"}, client=client).record_milliseconds(4.0)  # the same name: refused too
+    deliver(client, listener)
+    assert [(s.name, s.value) for s in statsd.collect() if s.name.startswith("Rows")] == [("Rows", 2.0)]
+    assert client.errors == 3

@@ -19,6 +19,15 @@ counts 1/r observations, exactly (CloudWatch's Counts are doubles), so 10 lines 
 (10/37) give a SampleCount of 37. A counter, gauge or set that stops receiving keeps publishing (0, or the
 gauge's last value) until it has been idle for `expire_after` seconds; then it is forgotten, and a later
 line starts it afresh.
+
+Memory is bounded whatever clients send: at most `max_series` series (`MAX_SERIES`, what fits the
+unit's MemoryHigh); a window's timer and histogram values are merged into group means past
+`agent.distribution`'s limits (SampleCount, Sum, Minimum and Maximum stay exact), never dropped; set
+members past `max_members` are dropped and counted (a set's distinct count cannot be merged).
+A name is refused when it is a name the agent publishes for itself under any naming profile
+(`agent.naming.RESERVED_NAMES`), or when one of the metric names it would publish is already published
+by a series of another type or name (a counter `Coll` publishes `CollPerSecond`, so a gauge
+`CollPerSecond` is refused): one metric name never gets two units.
 """
 
 from __future__ import annotations
@@ -32,10 +41,13 @@ import structlog
 
 from agent.catalogue import BYTES, BYTES_PER_SECOND, COUNT, COUNT_PER_SECOND, METRICS, MILLISECONDS, NONE
 from agent.cloudwatch_rules import MAX_ABS_VALUE, dimension_value_problem, publishable
+from agent.distribution import MAX_HELD_VALUES, MAX_SERIES_VALUES, Distribution, ValueBudget
 from agent.logs import LogOnce
+from agent.naming import RATE_SUFFIX, RESERVED_NAMES, published_names
 from agent.samples import Dimensions, Sample
 from agent.selfstats import COMPONENT
 from agent.statsd.parser import (
+    MEMO_KEY_CHARS,
     Kind,
     Line,
     LineError,
@@ -49,9 +61,12 @@ from agent.statsd.parser import (
 
 log = structlog.get_logger()
 
-RATE_SUFFIX = "PerSecond"
 DEFAULT_BYTE_COUNTERS = ("*Bytes*", "*bytes*")
-DEFAULT_MAX_VALUES = 200_000  # distinct timer/histogram values and set members held at once
+# statsd.max_series cannot be set higher: 10,000 live series, each timer flooded with distinct values, stay
+# well within the unit's MemoryHigh=192M (bench/statsd_memory.py; 100,000 reached 384 MB), and cost about
+# $3,000 a month of custom metrics per host already.
+MAX_SERIES = 10_000
+DEFAULT_MAX_MEMBERS = 100_000  # set members held at once (twice that across a minute's turn)
 LOGGED_REJECTIONS = 5  # malformed lines logged in full; the rest are only counted
 
 # h and d are the same thing to the agent; a series keeps the family of its first line.
@@ -76,9 +91,12 @@ class _Series:
         self.lines = 0  # in the current window
         self.total = 0.0  # counters, in the current window
         self.value: float | None = None  # gauges: current value
-        self.values: dict[float, float] = {}  # timers and histograms: value -> observations in the window
-        self.members: set[str] = set()  # sets: members received in the window
-        self.counted: set[str] = set()  # sets: members already published in `minute`
+        self.values: Distribution | None = None  # timers and histograms: the window's values
+        # Sets hold each member's hash, never its text: a member can be a 64 KiB datagram's worth. Python's str
+        # hash is 64-bit SipHash keyed per process, so clients cannot aim at collisions and chance ones are
+        # negligible (about 3e-10 for 100,000 members).
+        self.members: set[int] = set()  # sets: members received in the window
+        self.counted: set[int] = set()  # sets: members already published in `minute`
         self.minute = 0  # sets: the wall-clock minute `counted` belongs to
 
 
@@ -95,33 +113,46 @@ class StatsdCollector:
         max_dimensions: int = 29,
         byte_counters: tuple[str, ...] = DEFAULT_BYTE_COUNTERS,
         expire_after: float = 300.0,
-        max_values: int = DEFAULT_MAX_VALUES,
+        max_series_values: int = MAX_SERIES_VALUES,
+        max_values: int = MAX_HELD_VALUES,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+        reserved: frozenset[str] = RESERVED_NAMES,
         on_drop: Callable[[str, int], None] = lambda reason, count: None,
+        on_merge: Callable[[int], None] = lambda merged: None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """`max_dimensions`: how many tag dimensions a series may carry, leaving room for the ones the
-        agent adds (CloudWatch's 30 less InstanceId less the static dimensions). `on_drop(reason, n)`
-        counts datapoints lost to `max_values` or to CloudWatch's range, as the aggregator's does.
-        `wall_clock` tells sets which minute a collect belongs to, as the aggregator's buckets do."""
+        agent adds (CloudWatch's 30 less InstanceId less the static dimensions). `max_series_values` and
+        `max_values`: distinct timer/histogram values one series and all of them hold in a window before
+        they are merged, counted by `on_merge(n)`. `on_drop(reason, n)` counts datapoints lost to
+        `max_members` or to CloudWatch's range, as the aggregator's does. `wall_clock` tells sets which
+        minute a collect belongs to, as the aggregator's buckets do."""
         self._max_series = max_series
+        self._reserved = reserved
         self._priority = {key: index for index, key in enumerate(dimension_keys)}
         self._max_dimensions = max_dimensions
         self._byte_counters = byte_counters
         self._expire_after = expire_after
-        self._max_values = max_values
+        self._max_members = max_members
         self._on_drop = on_drop
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._series: dict[tuple[str, Dimensions], _Series] = {}
+        # published metric name -> (family, StatsD name, live series publishing it)
+        self._publishers: dict[str, tuple[str, str, int]] = {}
+        self._budget = ValueBudget(
+            lambda: (series.values for series in self._series.values() if series.values is not None),
+            per_series=max_series_values, total=max_values, on_merge=on_merge,
+        )
         # tags -> (their dimensions, how many of their dimension tags were dropped as malformed)
         self._dimensions_of: dict[Tags, tuple[Dimensions, int]] = {(): ((), 0)}
         # fields (everything after the value) -> name -> (series, its family, sample rate) of lines taken before
         self._routes: dict[str, dict[str, tuple[_Series, str, float]]] = {}
         self._route_count = 0
         self._window_start = monotonic()
-        self._pending_values = 0
+        self._pending_members = 0
         self._series_dropped = 0
         self._parse_errors = 0
         self._logged_rejections = 0
@@ -179,7 +210,7 @@ class StatsdCollector:
         for line in lines:
             series = self._add(line)
         # Its route may be known already: the line only came here for a value the inlined path does not read.
-        if series is not None and name not in self._routes.get(fields, ()):
+        if series is not None and len(fields) <= MEMO_KEY_CHARS and name not in self._routes.get(fields, ()):
             if self._route_count >= 4 * self._max_series:
                 self._forget_routes()  # bounded however many tag sets clients invent
             self._routes.setdefault(fields, {})[name] = (series, series.family, line.sample_rate)
@@ -246,6 +277,8 @@ class StatsdCollector:
             kept = sorted(chosen, key=self._priority.__getitem__)[: self._max_dimensions]
             chosen = {key: chosen[key] for key in kept}
         dims = tuple(sorted(chosen.items()))
+        if sum(len(key) + len(value) + 2 for key, value in tags) > MEMO_KEY_CHARS:
+            return dims, bad
         if len(self._dimensions_of) >= 4 * self._max_series:
             self._dimensions_of.clear()  # a memo only; bounded however many tag sets clients invent
             self._dimensions_of[()] = ((), 0)
@@ -254,14 +287,25 @@ class StatsdCollector:
 
     def _admit(self, name: str, kind: Kind, dims: Dimensions) -> _Series | None:
         family = _FAMILY[kind]
-        reserved = name in METRICS or (family == "c" and name + RATE_SUFFIX in METRICS)
-        if reserved or len(self._series) >= self._max_series:
+        published = published_names(name, counter=family == "c")
+        if any(metric in self._reserved for metric in published):
             self._series_dropped += 1
-            if reserved:
-                self._warn.warning("reserved", "statsd_reserved_name", metric=name)
-            else:
-                self._warn.warning("cap", "statsd_series_limit", metric=name, limit=self._max_series)
+            self._warn.warning("reserved", "statsd_reserved_name", metric=name)
             return None
+        clash = next((metric for metric in published if self._publishers.get(metric, (family, name))[:2]
+                      != (family, name)), None)
+        if clash is not None:
+            self._series_dropped += 1
+            self._warn.warning(("clash", name), "statsd_name_clash", metric=name, type=kind, publishes=clash,
+                               published_by=self._publishers[clash][1])
+            return None
+        if len(self._series) >= self._max_series:
+            self._series_dropped += 1
+            self._warn.warning("cap", "statsd_series_limit", metric=name, limit=self._max_series)
+            return None
+        for metric in published:
+            live = self._publishers.get(metric, (family, name, 0))[2]
+            self._publishers[metric] = (family, name, live + 1)
         if family == "c":
             unit = BYTES if any(fnmatchcase(name, glob) for glob in self._byte_counters) else COUNT
         else:
@@ -271,28 +315,26 @@ class StatsdCollector:
         return series
 
     def _add_value(self, series: _Series, value: float, sample_rate: float) -> None:
-        weight = 1.0 if sample_rate == 1.0 else 1.0 / sample_rate
-        known = series.values.get(value)
-        if known is None:
-            if not self._hold(series, round(weight) or 1):
-                return
-            known = 0.0
-        series.values[value] = known + weight
+        count = 1.0 if sample_rate == 1.0 else 1 / sample_rate
+        if series.values is None:
+            series.values = Distribution(value, count)
+        else:
+            self._budget.add(series.values, value, count)
 
-    def _add_member(self, series: _Series, member: str) -> None:
+    def _add_member(self, series: _Series, text: str) -> None:
         # A member counted earlier in the minute is held already: it costs no room (at most twice
-        # `max_values` members are held), and is kept in case the minute turns before the next collect.
+        # `max_members` members are held), and is kept in case the minute turns before the next collect.
+        member = hash(text)
         if member not in series.members and (member in series.counted or self._hold(series, 1)):
             series.members.add(member)
 
     def _hold(self, series: _Series, observations: int) -> bool:
-        """Whether one more distinct value or member fits in `max_values`; if not, its observations are
-        dropped and counted."""
-        if self._pending_values >= self._max_values:
+        """Whether one more set member fits in `max_members`; if not, its observation is dropped and counted."""
+        if self._pending_members >= self._max_members:
             self._on_drop("statsd_value_limit", observations)
-            self._warn.warning("values", "statsd_value_limit", metric=series.name, limit=self._max_values)
+            self._warn.warning("values", "statsd_value_limit", metric=series.name, limit=self._max_members)
             return False
-        self._pending_values += 1
+        self._pending_members += 1
         return True
 
     def collect(self) -> list[Sample]:
@@ -338,18 +380,25 @@ class StatsdCollector:
                 series.members = set()
                 held += len(series.counted)
                 samples.append(Sample(series.name, float(len(fresh)), series.unit, series.dimensions))
-            else:
-                samples += [
-                    Sample(series.name, value, series.unit, series.dimensions, weight)
-                    for value, weight in series.values.items()
-                ]
-                series.values = {}
-        self._pending_values = held
+            elif series.values is not None:
+                samples += [Sample(series.name, value, series.unit, series.dimensions, count)
+                            for value, count in series.values.items()]
+                series.values = None
+        self._budget.release()
+        self._pending_members = held
         if expired:
             self._forget_routes()  # they may lead to the expired series
         for key in expired:
-            del self._series[key]
+            self._release_names(self._series.pop(key))
         return samples
+
+    def _release_names(self, series: _Series) -> None:
+        for metric in published_names(series.name, counter=series.family == "c"):
+            family, name, live = self._publishers[metric]
+            if live > 1:
+                self._publishers[metric] = (family, name, live - 1)
+            else:
+                del self._publishers[metric]
 
     def _counter(self, series: _Series, window: float) -> list[Sample]:
         total, series.total = series.total, 0.0

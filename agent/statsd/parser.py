@@ -26,6 +26,9 @@ Kind = Literal["c", "g", "ms", "h", "d", "s"]
 KINDS: dict[str, Kind] = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "d", "s": "s"}
 
 MAX_NAME_LENGTH = 246  # 255, CloudWatch's limit, less the "PerSecond" a counter's rate series adds
+# Parsed fields and tag sets are remembered (here and in the collector) only for keys up to this many
+# characters: a client's tags can fill a 64 KiB datagram. Longer ones are parsed every time.
+MEMO_KEY_CHARS = 256
 MAX_TAG_VALUE_LENGTH = MAX_DIMENSION_VALUE_LENGTH
 
 NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,%d}" % MAX_NAME_LENGTH)  # noqa: UP031 - a regex, not a message
@@ -99,7 +102,8 @@ def parse_line(text: str) -> list[Line]:
             "DogStatsD service checks are not supported" if text.startswith("_sc|") else 'no ":" between name and value'
         )
     value_text, _, suffix = rest.partition("|")
-    kind, sample_rate, tags = _shape(name, suffix)
+    short = len(suffix) <= MEMO_KEY_CHARS  # 4,096 remembered 64 KiB tag fields would be 500 MB
+    kind, sample_rate, tags = _remembered_shape(name, suffix) if short else _shape(name, suffix)
     if kind == "s":  # any text is a member; DogStatsD does not split a set's value on ":" either
         return [Line(name, kind, 0.0, sample_rate, tags, member=value_text)]
     if ":" in value_text:
@@ -116,7 +120,6 @@ def _line(name: str, kind: Kind, value_text: str, sample_rate: float, tags: Tags
     return Line(name, kind, value, sample_rate, tags, kind == "g" and value_text[0] in "+-")
 
 
-@functools.lru_cache(maxsize=4096)
 def _shape(name: str, suffix: str) -> tuple[Kind, float, Tags]:
     """(type, sample rate, tags) of a line, from its name and everything after the value.
 
@@ -150,6 +153,9 @@ def _shape(name: str, suffix: str) -> tuple[Kind, float, Tags]:
         elif not field:
             raise LineError("empty field")
     return kind, sample_rate, tags
+
+
+_remembered_shape = functools.lru_cache(maxsize=4096)(_shape)
 
 
 def _number(text: str, what: str) -> float:

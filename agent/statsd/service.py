@@ -36,6 +36,7 @@ def start_statsd(
     config: AgentConfig,
     *,
     on_drop: Callable[[str, int], None] = lambda reason, count: None,
+    on_merge: Callable[[int], None] = lambda merged: None,
     on_error: Callable[[], None] = lambda: None,
 ) -> StatsdService | None:
     """Listening, or None when `statsd.enabled` is false or the address cannot be bound (said once, as a
@@ -51,6 +52,7 @@ def start_statsd(
         byte_counters=settings.byte_counters,
         expire_after=settings.expire_after,
         on_drop=on_drop,
+        on_merge=on_merge,
     )
     try:
         listener = StatsdListener(collector.receive, address=split_host_port(settings.address), on_error=on_error)
