@@ -145,9 +145,9 @@ def main(
         return REFUSED
 
     plan = Planner(desired, actual, prune=args.prune).plan()
-    for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
-        say(line)
     for line in desired.responses.lines():
+        say(line)
+    for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
         say(line)
     for line in footer(plan, desired.alarms, len(desired.dashboards), rates):
         say(line)

@@ -15,8 +15,9 @@ from provisioning.cli import main
 from tests.fakes.aws import CallRecorder
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml"
-ALARMS = 108  # 2 hosts × (7 + 5 per GPU × 8 + 1 throughput floor), 12 for the endpoint variant
-RESOURCES = ALARMS + 2 + 3 + 2 + 1  # topics, subscriptions, dashboards, rule
+# 2 hosts × (7 + 5 per GPU × 8 + 1 throughput floor + 2 status checks), 12 for the endpoint variant
+ALARMS = 112
+RESOURCES = ALARMS + 2 + 3 + 2 + 1 + 4  # topics, subscriptions, dashboards, rule; document, 2 roles, rule
 
 
 def test_the_example_spec_provisions_over_http_and_a_rerun_writes_nothing(
