@@ -197,6 +197,7 @@ class Events:
 
 OUTSIDE_GROUP_ACTIONS = ("nothing", "stop")
 GPU_HEALTH_ALARMS = ("gpu_unhealthy", "gpu_xid_errors", "gpu_ecc_errors")
+RESERVED_DOCUMENT_PREFIXES = ("aws", "amazon", "amzn")  # SSM CreateDocument refuses these, in any case
 MAX_REPLACEMENTS_PER_DAY = 50  # the Automation counts one DescribeScalingActivities page: at most 100 records
 
 
@@ -545,6 +546,11 @@ def _responses_problems(spec: Spec) -> list[str]:
         f"{path}.alarms: alarms.{key} is disabled, so it cannot start the response; enable it or drop it"
         for key in replace.alarms if not spec.alarms[key].enabled
     ]
+    if spec.stack.lower().startswith(RESERVED_DOCUMENT_PREFIXES):
+        problems.append(
+            f"stack: the response's SSM document is named after the stack, and SSM reserves names starting "
+            f"with {', '.join(RESERVED_DOCUMENT_PREFIXES)}, got {render(spec.stack)}"
+        )
     groups = replace.auto_scaling_groups or any(group.auto_scaling_group for group in spec.hosts)
     if not groups and replace.outside_group == "nothing":
         problems.append(

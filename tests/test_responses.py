@@ -204,7 +204,11 @@ def test_an_instance_type_ec2_cannot_recover_is_named(provisioner: Provisioner) 
      '"gpu_xid_errors", "gpu_ecc_errors", got ["gpu_idle"]'),
     ('[responses.replace_unhealthy_gpu_host]\nmax_replacements_per_day = 0\n',
      "responses.replace_unhealthy_gpu_host.max_replacements_per_day: must be 1..50, got 0"),
+    ('[responses.replace_unhealthy_gpu_host]\nenabled = true\nauto_scaling_groups = ["g"]\n',
+     'stack: the response\'s SSM document is named after the stack, and SSM reserves names starting with aws, '
+     'amazon, amzn, got "AWS-ml"'),
 ])
 def test_spec_problems_name_the_key(provisioner: Provisioner, extra: str, problem: str) -> None:
-    run = provisioner.run(BASE + extra, "--dry-run")
+    base = BASE.replace('stack = "ml"', 'stack = "AWS-ml"') if "AWS-ml" in problem else BASE
+    run = provisioner.run(base + extra, "--dry-run")
     assert (run.code, run.err.splitlines()) == (2, [problem])
