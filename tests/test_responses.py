@@ -212,3 +212,13 @@ def test_spec_problems_name_the_key(provisioner: Provisioner, extra: str, proble
     base = BASE.replace('stack = "ml"', 'stack = "AWS-ml"') if "AWS-ml" in problem else BASE
     run = provisioner.run(base + extra, "--dry-run")
     assert (run.code, run.err.splitlines()) == (2, [problem])
+
+
+def test_a_role_with_the_responses_name_but_not_this_stacks_tags_is_left_alone(provisioner: Provisioner) -> None:
+    trust = '{"Version":"2012-10-17","Statement":[]}'
+    provisioner.client("iam").create_role(RoleName=AUTOMATION_ROLE, AssumeRolePolicyDocument=trust)
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 1
+    assert f"! conflict role {AUTOMATION_ROLE} (exists without this stack's tags; left alone)" in run.lines
+    assert provisioner.recorder.writes["PutRolePolicy"] == 1  # the events role only
+    assert provisioner.client("iam").list_role_policies(RoleName=AUTOMATION_ROLE)["PolicyNames"] == []
