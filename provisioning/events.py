@@ -8,7 +8,6 @@ an SSM Automation target needs `events.role_arn`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,22 +25,26 @@ class Target:
     id: str
     arn: str
     role_arn: str = ""
-    input_transformer: str = ""  # canonical JSON of InputTransformer; "" passes the event as it is
+    input_paths: tuple[tuple[str, str], ...] = ()  # the input transformer; () sends the event as it is
+    input_template: str = ""
 
     def request(self) -> dict[str, Any]:
         target: dict[str, Any] = {"Id": self.id, "Arn": self.arn}
         if self.role_arn:
             target["RoleArn"] = self.role_arn
-        if self.input_transformer:
-            target["InputTransformer"] = json.loads(self.input_transformer)
+        if self.input_template:
+            target["InputTransformer"] = {
+                "InputPathsMap": dict(self.input_paths), "InputTemplate": self.input_template,
+            }
         return target
 
     @classmethod
     def from_described(cls, raw: Mapping[str, Any]) -> Target:
-        transformer = raw.get("InputTransformer")
+        transformer = raw.get("InputTransformer", {})
         return cls(
             id=raw["Id"], arn=raw["Arn"], role_arn=raw.get("RoleArn", ""),
-            input_transformer=canonical_json(transformer) if transformer else "",
+            input_paths=tuple(sorted(transformer.get("InputPathsMap", {}).items())),
+            input_template=transformer.get("InputTemplate", ""),
         )
 
 

@@ -226,23 +226,21 @@ def response_rule(
     metric = KINDS[settings.alarms[0]].metric
     instance_key = published_key(spec.naming, metric, HOST_DIMENSION, {"GPU": "0"})
     # The alarm's own dimensions carry the instance id; the limits ride along as constants of the input.
-    transformer = {
-        "InputPathsMap": {
-            "alarm": "$.detail.alarmName",
-            "instance": f"$.detail.configuration.metrics[0].metricStat.metric.dimensions.{instance_key}",
-        },
-        "InputTemplate": (
-            '{"InstanceId":["<instance>"],"AlarmName":["<alarm>"],'
-            f'"AutomationAssumeRole":["{roles[0].arn}"],"TopicArn":["{topic_arn}"],'
-            f'"MinInService":["{settings.min_in_service}"],'
-            f'"MaxReplacementsPerDay":["{settings.max_replacements_per_day}"],'
-            f'"RespectGracePeriod":["{str(settings.respect_grace_period).lower()}"],'
-            f'"OutsideGroupAction":["{settings.outside_group}"]}}'
-        ),
-    }
+    paths = (
+        ("alarm", "$.detail.alarmName"),
+        ("instance", f"$.detail.configuration.metrics[0].metricStat.metric.dimensions.{instance_key}"),
+    )
+    template = (
+        '{"InstanceId":["<instance>"],"AlarmName":["<alarm>"],'
+        f'"AutomationAssumeRole":["{roles[0].arn}"],"TopicArn":["{topic_arn}"],'
+        f'"MinInService":["{settings.min_in_service}"],'
+        f'"MaxReplacementsPerDay":["{settings.max_replacements_per_day}"],'
+        f'"RespectGracePeriod":["{str(settings.respect_grace_period).lower()}"],'
+        f'"OutsideGroupAction":["{settings.outside_group}"]}}'
+    )
     target = Target(
         REPLACE_TARGET, account.arn("ssm", f"automation-definition/{document}:$DEFAULT"), roles[1].arn,
-        input_transformer=canonical_json(transformer),
+        input_paths=paths, input_template=template,
     )
     name = response_rule_name(spec.stack)
     return RuleDefinition(
