@@ -184,6 +184,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "GPU collector",
            "One series to alarm on a whole host's GPU memory."),
     # --- The agent itself ------------------------------------------------------------------------
+    Metric("AgentVersion", COUNT, ("Component", "Version"), "1 per publish interval", "agent",
+           "The running agent's version, to follow a rollout; only with version_series (a billed metric per "
+           "host and version)."),
     Metric("Heartbeat", COUNT, ("Component",), "1 per publish interval", "agent",
            "Absent when the host or the agent is down; the availability alarm watches it."),
     Metric("DatapointsCollected", COUNT, ("Component",), "samples taken in the interval", "agent",
@@ -205,6 +208,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "Datums CloudWatch has not accepted yet, kept on disk for replay; grows during an outage."),
     Metric("SpoolOldestAgeSeconds", SECONDS, ("Component",), "now − timestamp of the oldest spooled datum",
            "agent spool (SQLite)", "How far replay is behind; absent while the spool is empty."),
+    Metric("SpoolReplayStopped", COUNT, ("Component",), "1 while rows replay delivered cannot be deleted",
+           "agent spool (SQLite)", "Replay is stopped (disk full): it sends nothing until the spool can delete "
+           "what it delivered, so nothing is sent twice; live data is still published. Absent otherwise."),
     Metric("AgentCPUUtilization", PERCENT, ("Component",), "Δ process CPU time (user + system) / Δ wall time × 100",
            "psutil.Process().cpu_times", "CPU the agent used since the previous flush, in % of one core."),
     Metric("AgentMemoryRSS", BYTES, ("Component",), "resident set size", "psutil.Process().memory_info",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -13,6 +14,7 @@ from agent.fleet import DEFAULT_ROLLUP_METRICS, HOST, IDENTITY_DIMENSIONS
 from agent.naming import DEFAULT_NAMESPACE, HOST_DIMENSION_NAMES, PROFILES, profile, published_dimensions
 from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
+from agent.sdnotify import UNIT_WATCHDOG_SEC
 from agent.statsd.address import split_host_port
 from agent.statsd.collector import DEFAULT_BYTE_COUNTERS, MAX_SERIES
 from agent.statsd.parser import TAG_KEY
@@ -288,6 +290,10 @@ class AgentConfig:
         (), "Metric names (globs, catalogue or StatsD) never published, to save their cost: each series is a "
         "billed metric, e.g. [\"GPUPCIe*\", \"GPUSMClock\"].", check=_exclusions_problem,
     )
+    version_series: bool = setting(
+        False, "Publish AgentVersion (dimension Version) every flush, to follow a fleet's rollout "
+        "(provision-alarms --fleet-status); a billed metric per host and version.",
+    )
     shutdown_timeout: float = setting(
         10.0, "Seconds the last flush may take on SIGTERM/SIGINT (keep below the unit's TimeoutStopSec).",
         range=(1, 25), unit="seconds",
@@ -374,3 +380,27 @@ def _dimension_problems(config: AgentConfig) -> list[str]:
 def load(path: Path | None) -> AgentConfig:
     """The config at `path`, or every default when no file is given."""
     return parse(load_toml(path) if path is not None else {})
+
+
+def warnings(config: AgentConfig) -> list[str]:
+    """Valid settings that are likely mistakes, one line each (`check-config` prints them; exit 0)."""
+    found = []
+    if config.collect.interval >= UNIT_WATCHDOG_SEC / 2:
+        # The watchdog is pinged once per collection and must hear from the agent every WatchdogSec/2.
+        found.append(f"collect.interval: {config.collect.interval} s is at or above half the unit's WatchdogSec "
+                     f"({UNIT_WATCHDOG_SEC} s), so systemd may kill the agent between two collections; keep it "
+                     f"below {UNIT_WATCHDOG_SEC // 2} s or raise WatchdogSec in a drop-in")
+    if config.statsd.enabled and not _is_loopback(split_host_port(config.statsd.address)[0]):
+        found.append(f'statsd.address: "{config.statsd.address}" listens beyond loopback, so other hosts can '
+                     'write metrics (each series billed) into this host\'s namespace; use "127.0.0.1:8125" unless '
+                     "they must")
+    return found
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False

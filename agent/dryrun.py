@@ -26,7 +26,7 @@ class PrintingClient:
 
     def __init__(self, stream: TextIO, output_format: str = "json") -> None:
         self._stream = stream
-        self._format = output_format
+        self.output_format = output_format
         self.requests = 0
         self.series: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
 
@@ -35,7 +35,7 @@ class PrintingClient:
         for datum in request["MetricData"]:
             dims = tuple((d["Name"], d["Value"]) for d in datum.get("Dimensions", []))
             self.series.add((request["Namespace"], datum["MetricName"], dims))
-        if self._format == "json":
+        if self.output_format == "json":
             self._stream.write(json.dumps(request, default=_jsonable, sort_keys=True) + "\n")
         else:
             self._write_table(request)

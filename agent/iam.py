@@ -19,7 +19,14 @@ def describes_tags(config: AgentConfig) -> bool:
             and needs_auto_scaling_group(config.append_dimensions, config.aggregate_dimensions))
 
 
-def policy(config: AgentConfig) -> dict[str, Any]:
+def ssm_parameter_arn(name: str) -> str:
+    """The ARN pattern of a Parameter Store name in any region and account of the partition the role is in:
+    a role's policy cannot know the account it is created in, and the name is the secret's identity."""
+    return f"arn:aws:ssm:*:*:parameter/{name.lstrip('/')}"
+
+
+def policy(config: AgentConfig, ssm_parameter: str | None = None) -> dict[str, Any]:
+    """`ssm_parameter`: the Parameter Store name the SSM rollout reads the config from (docs/rollout.md)."""
     statements: list[dict[str, Any]] = [{
         "Sid": "PublishMetricsToOneNamespace",
         "Effect": "Allow",
@@ -34,8 +41,15 @@ def policy(config: AgentConfig) -> dict[str, Any]:
             "Action": "ec2:DescribeTags",
             "Resource": "*",
         })
+    if ssm_parameter:
+        statements.append({
+            "Sid": "ReadAgentConfigParameter",
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": ssm_parameter_arn(ssm_parameter),
+        })
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def render(config: AgentConfig) -> str:
-    return json.dumps(policy(config), indent=2) + "\n"
+def render(config: AgentConfig, ssm_parameter: str | None = None) -> str:
+    return json.dumps(policy(config, ssm_parameter), indent=2) + "\n"

@@ -189,8 +189,11 @@ class Agent:
         flush_phase: float,
         monotonic: Callable[[], float] = time.monotonic,
         on_cycle: Callable[[], None] = lambda: None,
+        on_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Loop until `stop` is set. `flush_phase` (0..publish_interval) spreads a fleet's requests."""
+        """Loop until `stop` is set and `on_stop()` does not return True (to carry on: a reload that was
+        refused); then collect once more and flush. `flush_phase` (0..publish_interval) spreads a fleet's
+        requests."""
         now = monotonic()
         next_collect = now
         next_flush = now + (flush_phase - self._wall_clock()) % publish_interval
@@ -205,6 +208,9 @@ class Agent:
             if now >= next_flush:
                 self.flush()
                 next_flush = next_tick(next_flush, publish_interval, monotonic())
-            if stop.wait(max(0.0, min(next_collect, next_flush) - monotonic())):
+            if stop.wait(max(0.0, min(next_collect, next_flush) - monotonic())) and not on_stop():
                 break
+        # What came in since the last collection (StatsD lines, counter increases: GPU energy, ECC and Xid
+        # errors) exists nowhere else: without this it would be lost on every stop and reload.
+        self.collect()
         self.flush()

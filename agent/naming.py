@@ -94,6 +94,13 @@ class Profile:
         """`dims` under their published names, values written through each rename's template."""
         return _renamed((*self.alias(metric).dimensions, *self.host_dimensions), dims)
 
+    def series_dimensions(self, metric: str, optional: Iterable[str] = ()) -> tuple[str, ...]:
+        """The catalogue names of the dimensions every series of `metric` carries under this profile: its own,
+        then the optional ones that are configured (`optional`) or that the profile always needs."""
+        entry = METRICS[metric]
+        wanted = set(optional) | self.device_dimensions
+        return (*entry.dimensions, *(name for name in entry.optional_dimensions if name in wanted))
+
     def dimensions(self, metric: str, dims: Mapping[str, str]) -> dict[str, str]:
         """The published dimensions of one series whose catalogue and host dimensions are `dims`."""
         return {**self.renamed(metric, dims), **dict(self.alias(metric).constant_dimensions)}
@@ -195,8 +202,9 @@ CWAGENT_ALIASES: dict[str, Alias] = {
         for name in (
             "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat", "DatapointsCollected",
             "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors", "PublishErrors",
-            "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
-            "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
+            "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "SpoolReplayStopped", "AgentCPUUtilization",
+            "AgentMemoryRSS", "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
+            "AgentVersion",
         )
     },
 }
@@ -254,9 +262,7 @@ def published_dimensions(
     fleet roll-up publishes exactly the names its `aggregate_dimensions` set lists, renamed likewise.
     """
     chosen = profile(profile_name)
-    entry = METRICS[metric]
-    wanted = set(optional) | chosen.device_dimensions
-    own = [*entry.dimensions, *(name for name in entry.optional_dimensions if name in wanted)]
+    own = chosen.series_dimensions(metric, optional)
     return tuple(sorted(chosen.dimensions(metric, dict.fromkeys([*host, *own], ""))))
 
 

@@ -133,14 +133,19 @@ class Snapshot:
     """The latest reading of every series the agent collected, and running totals of its counters.
 
     A gauge not updated for `stale_after` seconds (a GPU that fell off the bus, an expired StatsD series)
-    is no longer served; counters and summaries are, as Prometheus expects of them.
+    is no longer served; counters and summaries are, as Prometheus expects of them, until `forget_after`
+    seconds without an update, when every kind is forgotten, so series that come and go (StatsD tags) do not
+    pile up.
     """
 
-    def __init__(self, *, stale_after: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, stale_after: float, forget_after: float = 3600.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._stale_after = stale_after
+        self._forget_after = max(forget_after, stale_after)
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        self._next_forget = monotonic() + self._forget_after
 
     def update(self, samples: Iterable[Sample]) -> None:
         now = self._monotonic()
@@ -164,6 +169,10 @@ class Snapshot:
                     entry.total += value * weight
                 entry.updated = now
                 series[key] = entry
+            if now >= self._next_forget:  # a sweep at most every forget_after: updates stay O(batch)
+                cutoff = now - self._forget_after
+                series = {key: entry for key, entry in series.items() if entry.updated >= cutoff}
+                self._next_forget = now + self._forget_after
             self._series = series
 
     def series(self) -> list[_Series]:

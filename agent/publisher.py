@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import botocore.exceptions
 import botocore.session
 import structlog
+from botocore.awsrequest import AWSRequest
 from botocore.serialize import create_serializer
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
@@ -62,7 +63,10 @@ class RequestSizer:
         request = self._serializer.serialize_to_request(
             {"Namespace": namespace, "MetricData": metric_data}, self._operation
         )
-        body = request["body"]
+        # botocore's own preparation: the query protocol (CloudWatch's before botocore 1.35) serializes to
+        # a dict of form fields that only this encodes; JSON and CBOR bodies come out as they are.
+        body = AWSRequest(method=request["method"], url="https://cloudwatch.invalid/", data=request["body"],
+                          headers=request["headers"]).prepare().body
         return body.encode() if isinstance(body, str) else bytes(body)
 
     def body_bytes(self, namespace: str, metric_data: list[dict[str, Any]]) -> int:
@@ -174,8 +178,8 @@ class Publisher:
         """Full jitter (AWS's "Exponential Backoff and Jitter"): uniform over 0..min(cap, base × 2^(n-1))."""
         return self._uniform(0.0, min(self._backoff_max, self._backoff_base * 2 ** (state.attempt_number - 1)))
 
-    def measure(self, metric_data: list[dict[str, Any]]) -> int:
-        return self._sizer.body_bytes(self._namespace, metric_data)
+    def measure(self, metric_data: list[dict[str, Any]], namespace: str | None = None) -> int:
+        return self._sizer.body_bytes(namespace or self._namespace, metric_data)
 
     def publish(self, datums: Sequence[Datum]) -> int:
         """Send every datum; returns how many requests succeeded."""
@@ -184,16 +188,19 @@ class Publisher:
             delivered += self.send(batch)
         return delivered
 
-    def pack(self, datums: Sequence[Datum]) -> list[list[Datum]]:
-        return pack(datums, self.measure)
+    def pack(self, datums: Sequence[Datum], namespace: str | None = None) -> list[list[Datum]]:
+        """Batches for the publisher's namespace, or for `namespace` (replay sends rows to the one they
+        were spooled for)."""
+        return pack(datums, lambda metric_data: self.measure(metric_data, namespace))
 
     def send(
-        self, batch: list[Datum], *, on_undeliverable: Undeliverable | None = None, retry_deadline: float | None = None
+        self, batch: list[Datum], *, on_undeliverable: Undeliverable | None = None, retry_deadline: float | None = None,
+        namespace: str | None = None,
     ) -> int:
         """Send one packed batch with retries; returns how many requests succeeded.
 
-        `on_undeliverable` and `retry_deadline` override the publisher's for this batch (replay makes one
-        attempt and keeps what fails in the spool)."""
+        `on_undeliverable`, `retry_deadline` and `namespace` override the publisher's for this batch (replay
+        makes one attempt, keeps what fails in the spool, and sends to the namespace rows were spooled for)."""
         give_up = on_undeliverable or self.on_undeliverable
         deadline = self._retry_deadline if retry_deadline is None else retry_deadline
         started = self._monotonic()
@@ -220,7 +227,8 @@ class Publisher:
             before_sleep=count_error,
             reraise=True,
         )
-        request = {"Namespace": self._namespace, "MetricData": [datum.to_api() for datum in batch]}
+        target = namespace or self._namespace
+        request = {"Namespace": target, "MetricData": [datum.to_api() for datum in batch]}
         try:
             for attempt in retrying:
                 with attempt:
@@ -232,7 +240,7 @@ class Publisher:
             if is_rejection(error):
                 if isinstance(error, botocore.exceptions.ClientError):
                     self.reachable = True  # CloudWatch answered; botocore's own refusals never left the host
-                return self._reject(batch, error, give_up, deadline)
+                return self._reject(batch, error, give_up, deadline, target)
             log.warning("publish_failed", error=error_code(error), detail=str(error), datums=len(batch))
             self.reachable = False
             # Kept for replay (there is a spool, which every override also hands to): it will be sent again.
@@ -246,7 +254,9 @@ class Publisher:
         self._stats.add_published(sum(datum.datapoints for datum in batch), latency_ms)
         return 1
 
-    def _reject(self, batch: list[Datum], error: Exception, give_up: Undeliverable, deadline: float) -> int:
+    def _reject(
+        self, batch: list[Datum], error: Exception, give_up: Undeliverable, deadline: float, namespace: str
+    ) -> int:
         """Remove what was refused, and only that, then send the rest again.
 
         The datums the error names go; without a name the batch is halved until each refused datum is alone.
@@ -257,14 +267,15 @@ class Publisher:
         if not named and len(batch) > 1 and not whole:
             log.warning("request_split", error=code, datums=len(batch))
             half = len(batch) // 2
-            return (self.send(batch[:half], on_undeliverable=give_up, retry_deadline=deadline)
-                    + self.send(batch[half:], on_undeliverable=give_up, retry_deadline=deadline))
+            return (self.send(batch[:half], on_undeliverable=give_up, retry_deadline=deadline, namespace=namespace)
+                    + self.send(batch[half:], on_undeliverable=give_up, retry_deadline=deadline, namespace=namespace))
         refused = [batch[index] for index in named] or batch
         log.error("publish_rejected", error=code, detail=str(error), datums=len(batch),
                   offending=[_describe(index, batch[index]) for index in named or [0]])
         self._stats.add_dropped("rejected", sum(datum.datapoints for datum in refused))
         rest = [datum for index, datum in enumerate(batch) if index not in named] if named else []
-        return self.send(rest, on_undeliverable=give_up, retry_deadline=deadline) if rest else 0
+        return (self.send(rest, on_undeliverable=give_up, retry_deadline=deadline, namespace=namespace)
+                if rest else 0)
 
     @staticmethod
     def _named(batch: list[Datum], message: str) -> list[int]:

@@ -2,7 +2,7 @@
 
 An invalid file, or one whose collectors cannot be built (`gpu.enabled = true` without NVML), is logged one
 line per problem (the lines `check-config` prints) and the running agent carries on with the same
-collectors and publisher.
+collectors and publisher; so does any other failure while reloading, logged with its traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ class ConfigReloader:
             for problem in error.problems:
                 log.error("config_reload_rejected", path=str(self._path), problem=problem)
             log.warning("config_unchanged", path=str(self._path), problems=len(error.problems))
+            return None
+        except Exception as error:  # in the running agent nothing is fatal: a reload that breaks changes nothing
+            log.error("config_reload_failed", path=str(self._path), error=repr(error), exc_info=True)
+            log.warning("config_unchanged", path=str(self._path), problems=1)
             return None
         log.info("config_reload_accepted", path=str(self._path))
         return config, prepared

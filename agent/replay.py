@@ -5,19 +5,31 @@ live request gets through again, so an outage costs no replay traffic at all. A 
 at once, since the endpoint may well be back. A replay request gets one attempt, no retries: what fails
 stays in the spool for later, so a replay never holds the publish thread, and the live data behind it,
 for a retry deadline. Rows are deleted only after the request that carried them succeeded, or after
-CloudWatch rejected them as invalid (retrying those can never succeed).
+CloudWatch rejected them as invalid (retrying those can never succeed). Each request carries rows of one
+namespace, the one they were spooled for.
+
+A delivered row is never sent again. If the spool cannot delete what a request delivered (disk full),
+replay stops: it says so once (`replay_stopped`, and the spool's `SpoolReplayStopped` self-metric),
+sends nothing, and tries the deletion again every SETTLE_RETRY_SECONDS; live publishing goes on.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+import structlog
+
 from agent.aggregate import Datum
 from agent.cloudwatch_rules import MAX_DATUMS_PER_REQUEST
 from agent.publisher import Publisher
-from agent.spool import Spool
+from agent.spool import Spool, Spooled
+
+log = structlog.get_logger()
+
+SETTLE_RETRY_SECONDS = 60.0  # a full disk rarely frees up within seconds; one DELETE a minute costs nothing
 
 
 class Replayer:
@@ -34,47 +46,74 @@ class Replayer:
         self._spacing = 1.0 / requests_per_second
         self._monotonic = monotonic
         self._next_at = monotonic()
+        self._stopped = False
 
     def due_in(self) -> float | None:
-        """Seconds until the next replay request may go; None while there is nothing to replay or the
-        endpoint is failing (the next live request tells)."""
+        """Seconds until the next replay request (or, while stopped, deletion attempt) may go; None while
+        there is nothing to replay or the endpoint is failing (the next live request tells)."""
         if self._spool.datums == 0 or self._publisher.reachable is False:
             return None
         return max(0.0, self._next_at - self._monotonic())
 
     def replay_one(self) -> bool:
-        """Send the oldest spooled datums in one request; False if it failed and they stay spooled."""
+        """Send the oldest spooled datums of one namespace in one request; False if it failed and they
+        stay spooled, or if replay is stopped because delivered rows could not be deleted."""
+        if not self._settled():
+            return False
         rows = self._spool.oldest(MAX_DATUMS_PER_REQUEST)
+        self._next_at = self._monotonic() + self._spacing
         if not rows:
             return True
-        batch = self._publisher.pack([datum for _, datum in rows])[0]
+        namespace = rows[0].namespace
+        same = list(itertools.takewhile(lambda row: row.namespace == namespace, rows))
+        batch = self._publisher.pack([row.datum for row in same], namespace)[0]
         kept: list[Datum] = []
-        self._publisher.send(batch, on_undeliverable=lambda datums, reason: kept.extend(datums), retry_deadline=0.0)
-        self._spool.delete(settled(carried(rows, batch), kept))
-        self._next_at = self._monotonic() + self._spacing
+        self._publisher.send(batch, on_undeliverable=lambda datums, reason: kept.extend(datums), retry_deadline=0.0,
+                             namespace=namespace)
+        if not self._spool.delete(settled(carried(same, batch), kept)):
+            self._stop()
+            return False
         return not kept
 
+    def _settled(self) -> bool:
+        """True when no delivered row waits for deletion; while some do, retry the deletion at its pace."""
+        if not self._stopped:
+            return True
+        if self._spool.settle():
+            self._stopped = False
+            log.info("replay_resumed")
+            return True
+        self._next_at = self._monotonic() + SETTLE_RETRY_SECONDS
+        return False
 
-def carried(rows: Sequence[tuple[int, Datum]], batch: Sequence[Datum]) -> list[tuple[int, Datum]]:
+    def _stop(self) -> None:
+        self._stopped = True
+        self._next_at = self._monotonic() + SETTLE_RETRY_SECONDS
+        log.warning("replay_stopped", reason="the spool cannot delete rows a request delivered",
+                    undeleted=self._spool.undeleted, retry_in_s=SETTLE_RETRY_SECONDS,
+                    consequence="nothing is replayed until they are deleted; live data is still published")
+
+
+def carried(rows: Sequence[Spooled], batch: Sequence[Datum]) -> list[Spooled]:
     """The rows whose datums `batch` holds: packing keeps at most 150 values of one metric per request, so
     the first batch need not be a prefix of the rows."""
     remaining = Counter(batch)
-    chosen: list[tuple[int, Datum]] = []
-    for row_id, datum in rows:
-        if remaining[datum] > 0:
-            remaining[datum] -= 1
-            chosen.append((row_id, datum))
+    chosen: list[Spooled] = []
+    for row in rows:
+        if remaining[row.datum] > 0:
+            remaining[row.datum] -= 1
+            chosen.append(row)
     return chosen
 
 
-def settled(rows: Sequence[tuple[int, Datum]], kept: Sequence[Datum]) -> list[int]:
-    """Row ids of the datums that are not in `kept`. Equal datums are interchangeable (two flushes in one
+def settled(rows: Sequence[Spooled], kept: Sequence[Datum]) -> list[Spooled]:
+    """The rows whose datums are not in `kept`. Equal datums are interchangeable (two flushes in one
     minute can spool identical Heartbeats), so `kept` is matched as a multiset."""
     remaining = Counter(kept)
-    ids: list[int] = []
-    for row_id, datum in rows:
-        if remaining[datum] > 0:
-            remaining[datum] -= 1
+    done: list[Spooled] = []
+    for row in rows:
+        if remaining[row.datum] > 0:
+            remaining[row.datum] -= 1
         else:
-            ids.append(row_id)
-    return ids
+            done.append(row)
+    return done

@@ -7,11 +7,14 @@ mean") before anything runs. Both the agent's config and the provisioner's spec 
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import json
 import math
+import os
 import re
+import stat
 import sys
 import types
 import typing
@@ -58,14 +61,46 @@ def section(cls: type[T], doc: str) -> Any:
     return dataclasses.field(default_factory=cls, metadata={"doc": doc, "section": True})
 
 
-def load_toml(path: Path) -> dict[str, Any]:
+MAX_FILE_BYTES = 1024 * 1024  # a config or spec is written by hand: far below this, and bounded so a
+# mistaken path (a log, /dev/zero) cannot exhaust memory
+
+
+def load_toml(path: Path, limit: int = MAX_FILE_BYTES) -> dict[str, Any]:
+    """The TOML document in the regular file `path`, read up to `limit` bytes; raises ConfigError with one
+    line naming the file and what is wrong with it. A UTF-8 byte order mark is accepted (Windows editors
+    write one)."""
+    data = _read_bounded(path, limit)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except OSError as error:
-        raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
+        text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ConfigError([f"{path}: not UTF-8 text (TOML files are UTF-8): byte 0x{data[error.start]:02X} at "
+                           f"line {line}, column {column}"]) from error
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: invalid TOML: {error}"]) from error
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    try:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, forever.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise ConfigError([f"{path}: cannot read: {kind}, not a regular file"])
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise ConfigError([f"{path}: cannot read: {error.strerror or error}"]) from error
+    if len(data) > limit:
+        raise ConfigError([f"{path}: cannot read: larger than {limit} bytes"])
+    return data
 
 
 def render(value: Any) -> str:

@@ -17,6 +17,8 @@ from agent.logs import LogOnce
 
 log = structlog.get_logger()
 
+UNIT_WATCHDOG_SEC = 120  # WatchdogSec in systemd/infrawatch-agent.service (tests/test_systemd.py holds them equal)
+
 
 class Notifier:
     def __init__(

@@ -43,14 +43,16 @@ LEAN_EXCLUDE = (
 
 
 def run_agent(config: Path | None) -> tuple[list[str], int, int, float]:
-    """The agent's dry-run output, and the series, requests/hour and $/month of its last line."""
+    """The agent's dry-run requests, and the series, requests/hour and $/month of its cost line (the last
+    line on stderr: stdout holds only the JSON requests)."""
     command = [sys.executable, "-m", "agent", "--dry-run", "--once", "--fake-gpus", str(GPUS)]
-    output = subprocess.run([*command, *(["--config", str(config)] if config else [])],
-                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()
-    match = re.fullmatch(r"(\d+) series, (\d+) requests/hour, about \$([\d.]+)/month at list prices", output[-1])
+    result = subprocess.run([*command, *(["--config", str(config)] if config else [])],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    cost = result.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"(\d+) series, (\d+) requests/hour, about \$([\d.]+)/month at list prices", cost)
     if match is None:
-        raise SystemExit(f"unexpected last line: {output[-1]!r}")
-    return output, int(match[1]), int(match[2]), float(match[3])
+        raise SystemExit(f"unexpected cost line: {cost!r}")
+    return result.stdout.strip().splitlines(), int(match[1]), int(match[2]), float(match[3])
 
 
 def main() -> int:
@@ -59,7 +61,7 @@ def main() -> int:
         lean = Path(tmp) / "lean.toml"
         lean.write_text("exclude_metrics = [" + ", ".join(f'"{name}"' for name in LEAN_EXCLUDE) + "]\n")
         _, lean_series, lean_requests, lean_dollars = run_agent(lean)
-    requests_made = [json.loads(line) for line in output[:-1] if line.startswith('{"MetricData"')]
+    requests_made = [json.loads(line) for line in output]
     dimension_values = [(d["Name"], d["Value"]) for request in requests_made for datum in request["MetricData"]
                         for d in datum["Dimensions"]]
     mounts = len({value for name, value in dimension_values if name == "MountPath"})

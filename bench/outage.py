@@ -88,7 +88,7 @@ def one_run(moto_url: str, minutes: int, spool_dir: Path) -> dict[str, float]:
     start = float((int(time.time()) // 60 - 2 * minutes - 5) * 60)
     wall, monotonic = Clock(start), Clock(0.0)
     stats = AgentStats()
-    spool = Spool(spool_dir / "spool.db", stats=stats, wall_clock=wall)
+    spool = Spool(spool_dir / "spool.db", namespace=NAMESPACE, stats=stats, wall_clock=wall)
     flushed: list[Datum] = []
     with FaultProxy(moto_url, clock=wall) as proxy:
         publisher = Publisher(client_for(proxy.url), NAMESPACE, stats=stats,

@@ -52,7 +52,7 @@ def one_repeat(seconds: int, spool_dir: Path | None) -> float:
     """CPU seconds per second of agent time."""
     config = load(None)
     stats = AgentStats()
-    spool = Spool(spool_dir / "spool.db", stats=stats) if spool_dir is not None else None
+    spool = Spool(spool_dir / "spool.db", namespace=config.namespace, stats=stats) if spool_dir is not None else None
     publisher = Publisher(Accepting(), config.namespace, stats=stats,
                           on_undeliverable=spool.put if spool is not None else None)
     replayer = Replayer(spool, publisher) if spool is not None else None

@@ -85,7 +85,7 @@ VARIANT_KINDS: tuple[AlarmKind, ...] = (
               "fraction", 60, 3, 5, "warning", "notBreaching", namespace=SAGEMAKER_NAMESPACE),
     AlarmKind("endpoint_model_error_rate", "Model error rate", VARIANT, "InvocationModelErrors", "Average",
               ABOVE, 0.01, "fraction", 60, 3, 5, "critical", "notBreaching", namespace=SAGEMAKER_NAMESPACE),
-    AlarmKind("endpoint_error_rate", "Error rate (4XX + 5XX) / Invocations", VARIANT, "", "Sum", ABOVE, 0.05,
+    AlarmKind("endpoint_error_rate", "Error rate (5XX + model errors) / Invocations", VARIANT, "", "Sum", ABOVE, 0.05,
               "fraction", 60, 3, 5, "critical", "notBreaching", namespace=SAGEMAKER_NAMESPACE,
               note="metric math over Sums, 0 when there are no invocations"),
     AlarmKind("endpoint_latency_p99", "ModelLatency p99", VARIANT, "ModelLatency", "p99", ABOVE, 1000, "ms",

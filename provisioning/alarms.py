@@ -1,8 +1,8 @@
 """The desired metric alarms: one per alarm kind and target, from the spec, the inventory and the catalogues.
 
-Host alarms take their metric's dimensions from the agent's metric catalogue (`METRICS[name].sample`)
-and their published name and dimensions from the agent's naming profile (`agent.naming.resolve`), so an
-alarm watches exactly the series the agent publishes. `AlarmDefinition` is also the normalized form an
+Host alarms name their series through `provisioning.series` (the agent's metric catalogue and naming
+profile, with the device dimensions discovery read from the host), so an alarm watches exactly the series
+the agent publishes. `AlarmDefinition` is also the normalized form an
 existing alarm is read back into, so desired and actual compare field by field.
 """
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.catalogue import METRICS
-from agent.naming import resolve
 from provisioning.alarm_catalogue import (
     ABOVE,
     GPU,
@@ -23,15 +22,20 @@ from provisioning.alarm_catalogue import (
     SAGEMAKER_HOST_NAMESPACE,
     SAGEMAKER_NAMESPACE,
     THROUGHPUT_KEY,
+    VARIANT,
     VARIANT_KINDS,
     AlarmKind,
 )
 from provisioning.discovery import AGENT_COMPONENT, Host, Inventory, Variant
+from provisioning.series import published
 from provisioning.spec import AlarmSettings, Spec, ThroughputFloor
 
 Dimensions = tuple[tuple[str, str], ...]
 
-ERROR_RATE_EXPRESSION = "IF(invocations > 0, (errors4xx + errors5xx) / invocations, 0)"
+HOST_NAME_PART = "host"  # host alarms are named `<stack>/host/<host id>/<key>[@<series>]`
+# The critical error rate counts what the service and the model did wrong; a client's bad requests (4XX)
+# are the separate warning `endpoint_4xx_rate`, so a client's 4XX burst never pages.
+ERROR_RATE_EXPRESSION = "IF(invocations > 0, (errors5xx + modelerrors) / invocations, 0)"
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ class AlarmBuilder:
             for suffix, series in self._series(kind, host):
                 namespace, name, dims = self._published(host, kind.metric, series)
                 alarms.append(self._alarm(
-                    kind, settings, f"host/{host.instance_id}/{kind.key}{suffix}",
+                    kind, settings, f"{HOST_NAME_PART}/{host.instance_id}/{kind.key}{suffix}",
                     f"{host.instance_id}{_describe_series(series)}",
                     namespace=namespace, metric_name=name, dimensions=dims, statistic=kind.statistic,
                     period=settings.period,
@@ -211,11 +215,7 @@ class AlarmBuilder:
         return [("", dict(AGENT_COMPONENT) if METRICS[kind.metric].dimensions == ("Component",) else {})]
 
     def _published(self, host: Host, metric: str, series: dict[str, str]) -> tuple[str, str, Dimensions]:
-        # The catalogue checks the per-series dimensions; the naming profile names the published series.
-        sample = METRICS[metric].sample(0.0, **series)
-        dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
-        name, published = resolve(self._spec.naming, metric, dims)
-        return self._spec.metric_namespace, name, tuple(sorted(published.items()))
+        return published(self._spec.naming, self._spec.metric_namespace, host, metric, series)
 
     def _throughput_alarm(self, host: Host, floor: ThroughputFloor) -> AlarmDefinition:
         dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(floor.dimensions)}
@@ -230,7 +230,7 @@ class AlarmBuilder:
             datapoints=floor.datapoints, evaluation_periods=floor.evaluation_periods,
         )
         return self._alarm(
-            kind, settings, f"host/{host.instance_id}/{THROUGHPUT_KEY}@{name}", host.instance_id,
+            kind, settings, f"{HOST_NAME_PART}/{host.instance_id}/{THROUGHPUT_KEY}@{name}", host.instance_id,
             namespace=self._spec.metric_namespace, metric_name=floor.metric,
             dimensions=tuple(sorted(dims.items())), statistic=floor.statistic, period=floor.period,
         )
@@ -302,6 +302,33 @@ class AlarmBuilder:
         return text
 
 
+def host_of(stack: str, alarm_name: str) -> str:
+    """The host id (instance id or hostname) in a host alarm's name; "" for any other alarm."""
+    prefix = f"{stack}/{HOST_NAME_PART}/"
+    return alarm_name.removeprefix(prefix).split("/", 1)[0] if alarm_name.startswith(prefix) else ""
+
+
+def name_patterns(spec: Spec, severity: str) -> list[str]:
+    """EventBridge `wildcard` filters matching the names of every alarm of `severity` this spec creates,
+    for any host or variant: the names are built above as `host/<id>/<key>[@<series>]` and
+    `sagemaker/<endpoint>/<variant>/<key>`, and ids, endpoint and variant names never contain `/`."""
+    patterns = set()
+    for kind in (*HOST_KINDS, *VARIANT_KINDS):
+        settings = spec.alarms[kind.key]
+        if not settings.enabled or settings.severity != severity:
+            continue
+        if kind.target == VARIANT:
+            patterns.add(f"{spec.stack}/sagemaker/*/{kind.key}")
+        else:
+            per_series = "@*" if kind.target in (GPU, MOUNT) else ""
+            patterns.add(f"{spec.stack}/{HOST_NAME_PART}/*/{kind.key}{per_series}")
+    for group in spec.hosts:
+        for floor in group.throughput_floors:
+            if floor.severity == severity:
+                patterns.add(f"{spec.stack}/{HOST_NAME_PART}/*/{THROUGHPUT_KEY}@{floor.name or floor.metric}")
+    return sorted(patterns)
+
+
 def _describe_series(series: dict[str, str]) -> str:
     if "GPU" in series:
         return f" GPU {series['GPU']}"
@@ -319,8 +346,8 @@ def _error_rate_queries(dims: Dimensions, settings: AlarmSettings) -> tuple[Metr
 
     return (
         summed("invocations", "Invocations"),
-        summed("errors4xx", "Invocation4XXErrors"),
         summed("errors5xx", "Invocation5XXErrors"),
+        summed("modelerrors", "InvocationModelErrors"),
         MetricQuery(id="rate", expression=ERROR_RATE_EXPRESSION, label="Error rate"),
     )
 

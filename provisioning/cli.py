@@ -1,25 +1,29 @@
 """`provision-alarms`: read the spec, plan against what exists, print the plan, apply it.
 
 Exit codes: 0 success or nothing to do; 1 AWS refused something (what was applied is listed), or a
-resource with one of this stack's names is not this stack's; 2 the spec is invalid, or names something
+resource with one of this stack's names is not this stack's, or the plan deletes suspiciously many alarms
+without `--allow-mass-delete` (nothing written, the plan says why); 2 the spec is invalid, or names something
 that does not exist, or fails CloudWatch's limits (every problem listed; nothing written).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import datetime as dt
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
+from agent.commandline import CommandParser
 from agent.host import region_source
 from agent.logs import LEVELS, configure
-from agent.schema import ConfigError
+from agent.schema import ConfigError, convert
 from provisioning import validate
 from provisioning.apply import Applier
 from provisioning.aws import (
@@ -32,11 +36,12 @@ from provisioning.aws import (
     RateLimiter,
     error_code,
 )
-from provisioning.discovery import Discovery
+from provisioning.discovery import Discovery, instance_states
+from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
-from provisioning.plan import CONFLICT, Planner
+from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts
 from provisioning.responses import policy_problems, recovery_problems
-from provisioning.spec import load
+from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
 from provisioning.summary import detailed_lines, footer
@@ -53,16 +58,39 @@ def _ask(question: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
-def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+EPILOG = """\
+examples:
+  provision-alarms --config alarms.toml --dry-run   print the plan; change nothing
+  provision-alarms --config alarms.toml             print the plan, ask, then apply it
+  provision-alarms --config alarms.toml --yes       apply without asking (CI, scripts)
+  provision-alarms --config alarms.toml --test-notification
+
+exit codes:
+  0  done, or nothing to do
+  1  AWS refused something (what was applied is listed), or a resource with one of this stack's names
+     is not this stack's
+  2  the spec is invalid, names something that does not exist, or breaks CloudWatch's limits (every
+     problem listed; nothing written); or the command line is wrong"""
+
+
+def parser() -> CommandParser:
+    parser = CommandParser(
         prog="provision-alarms",
-        description="Create and keep CloudWatch alarms, dashboards, SNS topics and an EventBridge rule "
-        "for infrawatch hosts and SageMaker endpoints, from a declarative spec.",
+        description="Create and keep up to date the CloudWatch alarms, dashboards, SNS topics and EventBridge "
+        "rule that watch\ninfrawatch hosts and SageMaker endpoints, from one declarative spec (TOML). Every run "
+        "compares the spec\nwith what exists and changes only the difference.",
+        epilog=EPILOG,
+        example="provision-alarms --config provisioning/examples/alarms.toml --dry-run",
     )
-    parser.add_argument("--config", required=True, type=Path, help="the spec (TOML)")
+    parser.add_argument("--config", required=True, type=Path, metavar="PATH", help="the spec file (TOML)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; make no write call")
     parser.add_argument(
         "--prune", action="store_true", help="delete this stack's resources the spec no longer wants"
+    )
+    parser.add_argument(
+        "--allow-mass-delete", action="store_true",
+        help=f"let --prune delete more than {MAX_PRUNE_SHARE * 100:g} %% of the stack's alarms, or a whole host "
+        "group's alarms when it found no hosts",
     )
     parser.add_argument("--yes", action="store_true", help="apply without asking")
     parser.add_argument(
@@ -78,10 +106,15 @@ def parser() -> argparse.ArgumentParser:
         help="publish a test message to each topic; change nothing",
     )
     parser.add_argument(
+        "--fleet-status", action="store_true",
+        help="list the spec's hosts by infrawatch version and those without a heartbeat for 15 minutes (exit 1 if "
+        "any); change nothing",
+    )
+    parser.add_argument(
         "--alarm-writes-per-second", type=float, metavar="RATE",
         help="override apply.alarm_writes_per_second (PutMetricAlarm and DeleteAlarms calls per second)",
     )
-    parser.add_argument("--log-level", default="warning", choices=tuple(LEVELS))
+    parser.add_argument("--log-level", default="warning", choices=tuple(LEVELS), help="lowest log level written")
     return parser
 
 
@@ -90,6 +123,7 @@ def main(
     *,
     clients: Clients | None = None,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     confirm: Confirm | None = None,
     out: TextIO | None = None,
@@ -107,16 +141,27 @@ def main(
         spec = load(args.config)
     except ConfigError as error:
         return _invalid(error, err)
-    rate = args.alarm_writes_per_second or spec.apply.alarm_writes_per_second
-    if rate <= 0:
-        print(f"--alarm-writes-per-second: must be above 0, got {rate}", file=err)
-        return INVALID
+    rate = spec.apply.alarm_writes_per_second
+    if args.alarm_writes_per_second is not None:
+        # The flag overrides the spec key, so it is checked by the spec key's own declaration.
+        declared = next(field for field in dataclasses.fields(Apply) if field.name == "alarm_writes_per_second")
+        rate, problem = convert(
+            "--alarm-writes-per-second", args.alarm_writes_per_second, float, declared.metadata
+        )
+        if problem:
+            print(problem, file=err)
+            return INVALID
     rates = {**DEFAULT_RATES, **dict.fromkeys(ALARM_WRITES, rate)}
     limiter = RateLimiter(rates, clock=clock, sleep=sleep)
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:
         account = Account.lookup(caller)
         inventory = Discovery(spec, caller).inventory()
+        if args.fleet_status:
+            lines, healthy = fleet_status(spec, inventory.hosts, caller, dt.datetime.now(dt.timezone.utc))
+            for line in lines:
+                say(line)
+            return OK if healthy else REFUSED
         desired = desired_stack(spec, account, inventory)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
@@ -128,7 +173,11 @@ def main(
             for line in send_test_notifications(spec, desired.topics, caller):
                 say(line)
             return OK
+        now = datetime.fromtimestamp(wall_clock(), tz=timezone.utc)
+        for warning in [*inventory.warnings, *validate.series_without_data(desired.alarms, caller, now)]:
+            print(f"warning: {warning}", file=err)
         actual = StateReader(spec.stack, account, caller).read()
+        states = instance_states(caller, pruned_hosts(desired, actual)) if args.prune else {}
     except ConfigError as error:
         return _invalid(error, err)
     except (NoRegionError, NoCredentialsError) as error:
@@ -144,13 +193,18 @@ def main(
         print(f"AWS refused a call: {error_code(error)}: {error}", file=err)
         return REFUSED
 
-    plan = Planner(desired, actual, prune=args.prune).plan()
+    plan = Planner(desired, actual, prune=args.prune, instance_states=states).plan()
     for line in desired.responses.lines():
         say(line)
     for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
         say(line)
     for line in footer(plan, desired.alarms, len(desired.dashboards), rates):
         say(line)
+    suspicious = [] if args.allow_mass_delete else mass_deletion(plan, actual, spec.stack, inventory.empty_groups)
+    if suspicious:
+        for reason in suspicious:
+            say(f"Refused: {reason}; pass --allow-mass-delete if that is intended.")
+        return REFUSED
     conflicts = plan.count(CONFLICT)
     if args.dry_run or not plan.writes:
         return REFUSED if conflicts else OK

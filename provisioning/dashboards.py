@@ -3,7 +3,8 @@
 Same spec, same bytes: bodies are canonical JSON with widgets in inventory order. A fleet too large for
 one dashboard (500 widgets, 2,500 metrics) continues on `<stack>-fleet-2`, `-3`, …; alarm status widgets
 take at most 100 alarms each. Dashboards cannot carry tags, so the first widget of every dashboard is a
-text widget whose marker (`managed-by=infrawatch` and the stack) is what ownership and `--prune` check.
+text widget whose marker (`managed-by=infrawatch`, the stack and the region) is what ownership and `--prune`
+check. Dashboards are global to the account, so their names and marker carry the region.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.catalogue import METRICS
 from agent.naming import profile, resolve
 from provisioning.alarm_catalogue import SAGEMAKER_HOST_NAMESPACE, SAGEMAKER_NAMESPACE
 from provisioning.alarms import AlarmDefinition
 from provisioning.aws import Account
 from provisioning.discovery import AGENT_COMPONENT, Host, Inventory, Variant
 from provisioning.notifications import canonical_json
+from provisioning.series import published
 from provisioning.spec import Spec
 
 MAX_WIDGETS = 500  # per dashboard
@@ -39,27 +40,34 @@ class DashboardDefinition:
     body: str  # canonical JSON
 
 
-def marker(stack: str) -> str:
-    return f"`managed-by=infrawatch` `infrawatch:stack={stack}`"
+def marker(stack: str, region: str) -> str:
+    return f"`managed-by=infrawatch` `infrawatch:stack={stack}` `infrawatch:region={region}`"
 
 
-def is_owned(body: str, stack: str) -> bool:
-    """Whether a dashboard body carries this stack's marker in its first widget."""
+def is_owned(body: str, stack: str, region: str) -> bool:
+    """Whether a dashboard body carries this stack's marker, for this region, in its first widget."""
     try:
         widgets = json.loads(body).get("widgets", [])
     except (ValueError, AttributeError):
         return False
     if not widgets or widgets[0].get("type") != "text":
         return False
-    return marker(stack) in str(widgets[0].get("properties", {}).get("markdown", ""))
+    return marker(stack, region) in str(widgets[0].get("properties", {}).get("markdown", ""))
 
 
-def fleet_name(stack: str, index: int) -> str:
-    return f"{stack}-fleet" if index == 0 else f"{stack}-fleet-{index + 1}"
+def name_prefix(stack: str, region: str) -> str:
+    """Dashboards are global to the account, alarms are not: the same stack applied in two regions keeps a
+    set of dashboards per region, each plotting its own region's series."""
+    return f"{stack}-{region}-"
 
 
-def endpoint_name(stack: str, endpoint: str) -> str:
-    return f"{stack}-endpoint-{endpoint}"
+def fleet_name(stack: str, region: str, index: int) -> str:
+    base = f"{name_prefix(stack, region)}fleet"
+    return base if index == 0 else f"{base}-{index + 1}"
+
+
+def endpoint_name(stack: str, region: str, endpoint: str) -> str:
+    return f"{name_prefix(stack, region)}endpoint-{endpoint}"
 
 
 def metric_count(widget: Mapping[str, Any]) -> int:
@@ -95,7 +103,10 @@ class DashboardBuilder:
             widgets += len(row)
             metrics += row_metrics
         return [
-            self._dashboard(fleet_name(self._spec.stack, index), f"Fleet ({index + 1} of {len(pages)})", rows)
+            self._dashboard(
+                fleet_name(self._spec.stack, self._account.region, index), f"Fleet ({index + 1} of {len(pages)})",
+                rows,
+            )
             for index, rows in enumerate(pages)
         ]
 
@@ -143,10 +154,8 @@ class DashboardBuilder:
     def _host_metric(
         self, host: Host, metric: str, series: Mapping[str, str], stat: str = "Average"
     ) -> list[Any]:
-        sample = METRICS[metric].sample(0.0, **series)
-        dims = {host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(sample.dimensions)}
-        name, published = resolve(self._spec.naming, metric, dims)
-        return [self._spec.metric_namespace, name, *_flat(sorted(published.items())), {"stat": stat}]
+        namespace, name, dims = published(self._spec.naming, self._spec.metric_namespace, host, metric, series)
+        return [namespace, name, *_flat(dims), {"stat": stat}]
 
     def _floor_dimensions(self, host: Host, extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         return sorted({host.id_dimension: host.instance_id, **dict(host.dimensions), **dict(extra)}.items())
@@ -160,9 +169,9 @@ class DashboardBuilder:
         the period whatever the collection interval, and divided by the period.
         """
         sample = {host.id_dimension: host.instance_id, **dict(host.dimensions), dimension: "*"}
-        name, published = resolve(self._spec.naming, metric, sample)
-        schema = ",".join([self._spec.metric_namespace, *sorted(published)])
-        filters = " ".join(f'{key}="{value}"' for key, value in sorted(published.items()) if value != "*")
+        name, names = resolve(self._spec.naming, metric, sample)
+        schema = ",".join([self._spec.metric_namespace, *sorted(names)])
+        filters = " ".join(f'{key}="{value}"' for key, value in sorted(names.items()) if value != "*")
 
         def search(statistic: str) -> str:
             return f"SEARCH('{{{schema}}} MetricName=\"{name}\" {filters}', '{statistic}', {PERIOD})"
@@ -178,7 +187,7 @@ class DashboardBuilder:
 
     def endpoint(self, endpoint: str, variants: Sequence[Variant]) -> DashboardDefinition:
         rows = [self._variant_row(variant) for variant in variants]
-        name = endpoint_name(self._spec.stack, endpoint)
+        name = endpoint_name(self._spec.stack, self._account.region, endpoint)
         return self._dashboard(name, f"SageMaker endpoint {endpoint}", rows)
 
     def _variant_row(self, variant: Variant) -> list[dict[str, Any]]:
@@ -256,8 +265,9 @@ class DashboardBuilder:
         header = {
             "type": "text", "x": 0, "y": 0, "width": GRID_COLUMNS, "height": HEADER_HEIGHT,
             "properties": {"markdown": (
-                f"## infrawatch {self._spec.stack}: {title}\n"
-                f"{marker(self._spec.stack)}. Written by provision-alarms; edits here are overwritten."
+                f"## infrawatch {self._spec.stack} ({self._account.region}): {title}\n"
+                f"{marker(self._spec.stack, self._account.region)}. Written by provision-alarms; edits here are "
+                "overwritten."
             )},
         }
         widgets = [header]

@@ -8,8 +8,8 @@ Something the spec names that does not exist is a spec problem (exit 2), found b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 from botocore.exceptions import ClientError
@@ -19,6 +19,7 @@ from agent.fleet import HOST as HOSTNAME_DIMENSION
 from agent.naming import resolve
 from agent.schema import ConfigError, render
 from provisioning.aws import Caller
+from provisioning.series import device_keys
 from provisioning.spec import Endpoint, HostGroup, Spec, ThroughputFloor
 
 log = structlog.get_logger()
@@ -27,6 +28,9 @@ Dimensions = tuple[tuple[str, str], ...]
 
 RECENTLY_ACTIVE = "PT3H"  # the only window ListMetrics offers: series with data in the last 3 hours
 AGENT_COMPONENT = {"Component": "agent"}
+# The series a host's GPU indexes and mount paths (and their device dimensions) are read from.
+GPU_SERIES = ("GPUHealthy", "GPU")
+STORAGE_SERIES = ("StorageUtilization", "MountPath")
 _SENTINEL = "\x00"
 INVALID_INSTANCE_TYPE = ("InvalidInstanceType", "InvalidParameterValue")
 
@@ -41,6 +45,9 @@ class Host:
     # `InstanceId` on EC2; an agent that found no instance metadata publishes its hostname as `Host`.
     id_dimension: str = HOST_DIMENSION
     auto_scaling_group: str = ""  # the spec's group this host was found in; "" when listed otherwise
+    # The device dimensions the naming profile adds (`series.device_keys`), read from the host's own series:
+    # {("GPU", "0"): (("GPUName", "NVIDIA H100 80GB HBM3"),), ("MountPath", "/"): (("Device", ...), ...)}.
+    devices: Mapping[tuple[str, str], Dimensions] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,8 @@ class Variant:
 class Inventory:
     hosts: tuple[Host, ...]
     variants: tuple[Variant, ...]
+    empty_groups: tuple[str, ...] = ()  # host groups that resolved to no host, e.g. "hosts[0] (discover = true)"
+    warnings: tuple[str, ...] = ()  # what the alarms leave out, and why
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -73,14 +82,30 @@ class Discovery:
         self._spec = spec
         self._call = caller
         self._problems: list[str] = []
+        self._warnings: list[str] = []
         self._instance_types: dict[str, tuple[int, int]] = {}
+        self._device_series: dict[tuple[str, str, Dimensions, str], dict[str, dict[str, Dimensions]]] = {}
 
     def inventory(self) -> Inventory:
         """Raises ConfigError when the spec names something AWS does not have."""
         hosts: dict[str, Host] = {}
+        found_in: dict[str, str] = {}
+        empty: list[str] = []
         for index, group in enumerate(self._spec.hosts):
-            for host in self._hosts(group, f"hosts[{index}]"):
-                hosts.setdefault(host.instance_id, host)  # the first group that lists an instance wins
+            path = f"hosts[{index}]"
+            group_hosts = self._hosts(group, path)
+            if not group_hosts:
+                empty.append(f"{path} ({_source(group)})")
+            for host in group_hosts:
+                if host.instance_id in found_in:
+                    # Two groups would give one host two alarm sets with different dimensions or floors.
+                    self._problems.append(
+                        f"{path}: host {render(host.instance_id)} ({_source(group)}) is also in "
+                        f"{found_in[host.instance_id]}"
+                    )
+                    continue
+                hosts[host.instance_id] = host
+                found_in[host.instance_id] = f"{path} ({_source(group)})"
         variants = [
             variant for index, entry in enumerate(self._spec.endpoints)
             for variant in self._variants(entry, f"endpoints[{index}]")
@@ -88,7 +113,9 @@ class Discovery:
         unique = tuple({(variant.endpoint, variant.name): variant for variant in variants}.values())
         if self._problems:
             raise ConfigError(self._problems)
-        return Inventory(hosts=tuple(hosts.values()), variants=unique)
+        return Inventory(
+            hosts=tuple(hosts.values()), variants=unique, empty_groups=tuple(empty), warnings=tuple(self._warnings)
+        )
 
     # --- hosts ------------------------------------------------------------------------------------
 
@@ -106,28 +133,42 @@ class Discovery:
                                                    AGENT_COMPONENT)
             }
         log.info("hosts_resolved", group=path, hosts=len(instance_ids))
-        gpus: dict[str, set[str]] = {}
-        mounts: dict[str, set[str]] = {}
-        if group.discover_devices:
-            for id_dimension in sorted(set(instance_ids.values())):
-                gpus.update(self._per_instance("GPUHealthy", "GPU", group, id_dimension))
-                mounts.update(self._per_instance("StorageUtilization", "MountPath", group, id_dimension))
-        else:
-            every = tuple(str(index) for index in range(group.gpus))
-            gpus = {instance_id: set(every) for instance_id in instance_ids}
-            mounts = {instance_id: set(group.mounts) for instance_id in instance_ids}
-        return [
-            Host(
+        declared = {
+            GPU_SERIES: tuple(str(index) for index in range(group.gpus)), STORAGE_SERIES: group.mounts,
+        }
+        hosts = []
+        for instance_id, id_dimension in instance_ids.items():
+            devices: dict[tuple[str, str], Dimensions] = {}
+            values: dict[tuple[str, str], tuple[str, ...]] = {}
+            for metric, dimension in (GPU_SERIES, STORAGE_SERIES):
+                # The series are read only when needed: to find the devices, or their profile's dimensions.
+                if not group.discover_devices and not device_keys(self._spec.naming, metric):
+                    values[metric, dimension] = declared[metric, dimension]
+                    continue
+                read = self._devices(metric, dimension, group, id_dimension).get(instance_id, {})
+                wanted = tuple(read) if group.discover_devices else declared[metric, dimension]
+                missing = [value for value in wanted if value not in read]
+                if missing:
+                    self._warnings.append(
+                        f"{path}: {instance_id} published no {metric} series for {dimension} "
+                        f"{', '.join(missing)} in the last 3 hours, so their alarms, which need the "
+                        f"{'/'.join(device_keys(self._spec.naming, metric))} it publishes, are left out"
+                    )
+                values[metric, dimension] = tuple(value for value in wanted if value in read)
+                devices.update(
+                    {(dimension, value): read[value] for value in values[metric, dimension] if read[value]}
+                )
+            hosts.append(Host(
                 instance_id=instance_id,
                 dimensions=group.dimensions,
-                gpus=tuple(sorted(gpus.get(instance_id, ()), key=int)),
-                mounts=tuple(sorted(mounts.get(instance_id, ()))),
+                gpus=tuple(sorted(values[GPU_SERIES], key=int)),
+                mounts=tuple(sorted(values[STORAGE_SERIES])),
                 throughput_floors=group.throughput_floors,
                 id_dimension=id_dimension,
+                devices=devices,
                 auto_scaling_group=group.auto_scaling_group,
-            )
-            for instance_id, id_dimension in instance_ids.items()
-        ]
+            ))
+        return hosts
 
     def _group_instances(self, name: str, path: str) -> list[str]:
         groups = self._call("autoscaling", "DescribeAutoScalingGroups", AutoScalingGroupNames=[name])
@@ -139,32 +180,42 @@ class Discovery:
         instances = groups["AutoScalingGroups"][0].get("Instances", [])
         return sorted(item["InstanceId"] for item in instances if item.get("LifecycleState") == "InService")
 
-    def _per_instance(
+    def _devices(
         self, metric: str, dimension: str, group: HostGroup, id_dimension: str
-    ) -> dict[str, set[str]]:
-        """{instance id: values of `dimension`} of the series of `metric` the group's hosts publish."""
-        found: dict[str, set[str]] = {}
-        for instance_id, value in self._series(metric, dimension, dict(group.dimensions), {}, id_dimension):
-            found.setdefault(instance_id, set()).add(value)
-        return found
+    ) -> dict[str, dict[str, Dimensions]]:
+        """{host id: {value of `dimension`: its device dimensions}} of the series of `metric` the group's
+        hosts publish; read once per group and run."""
+        key = (metric, dimension, group.dimensions, id_dimension)
+        if key not in self._device_series:
+            found: dict[str, dict[str, Dimensions]] = {}
+            for host_id, value, extra in self._series(
+                metric, dimension, dict(group.dimensions), {}, id_dimension
+            ):
+                found.setdefault(host_id, {})[value] = extra
+            self._device_series[key] = found
+        return self._device_series[key]
 
     def _series_values(
         self, metric: str, id_dimension: str, static: dict[str, str], fixed: dict[str, str]
     ) -> list[str]:
         """Host ids of the recently active series of `metric` identified by `id_dimension`."""
-        return sorted({host_id for host_id, _ in self._series(metric, id_dimension, static, fixed, id_dimension)})
+        return sorted({host_id for host_id, _, _ in self._series(metric, id_dimension, static, fixed, id_dimension)})
 
     def _series(
         self, metric: str, dimension: str, static: dict[str, str], fixed: dict[str, str], id_dimension: str
-    ) -> Iterable[tuple[str, str]]:
-        """(host id, value of `dimension`) of every recently active series of `metric` whose dimension set
-        is exactly what the alarms will use: a series with other dimensions would not match them."""
+    ) -> Iterable[tuple[str, str, Dimensions]]:
+        """(host id, value of `dimension`, device dimensions) of every recently active series of `metric`
+        whose dimension set is exactly what the alarms will use: a series with other dimensions would not
+        match them. The device dimensions are the ones the profile adds (`series.device_keys`)."""
         profile = self._spec.naming
-        sample = {id_dimension: "i-0", **static, **fixed, dimension: "0"}
+        devices = device_keys(profile, metric)
+        sample = {id_dimension: "i-0", **static, **fixed, dimension: "0", **dict.fromkeys(devices, "0")}
         name, published = resolve(profile, metric, sample)
         host_key = published_key(profile, metric, id_dimension, sample)
         value_key = published_key(profile, metric, dimension, sample)
-        wanted = {key: value for key, value in published.items() if key not in (host_key, value_key)}
+        device_names = {key: published_key(profile, metric, key, sample) for key in devices}
+        varying = {host_key, value_key, *device_names.values()}
+        wanted = {key: value for key, value in published.items() if key not in varying}
         pages = self._call.pages(
             "cloudwatch", "ListMetrics", Namespace=self._spec.metric_namespace, MetricName=name,
             Dimensions=[{"Name": key, "Value": value} for key, value in sorted(wanted.items())],
@@ -174,7 +225,8 @@ class Discovery:
             for series in page.get("Metrics", []):
                 dims = {item["Name"]: item["Value"] for item in series.get("Dimensions", [])}
                 if set(dims) == set(published) and host_key in dims:
-                    yield dims[host_key], dims[value_key]
+                    extra = tuple(sorted((key, dims[name]) for key, name in device_names.items()))
+                    yield dims[host_key], dims[value_key], extra
 
     # --- SageMaker endpoints ----------------------------------------------------------------------
 
@@ -257,3 +309,31 @@ class Discovery:
         info = found[0]
         gpus = sum(gpu.get("Count", 0) for gpu in info.get("GpuInfo", {}).get("Gpus", []))
         return int(info["VCpuInfo"]["DefaultVCpus"]), int(gpus)
+
+
+MAX_FILTER_VALUES = 200  # DescribeInstances takes at most 200 values per filter
+
+
+def instance_states(caller: Caller, instance_ids: Iterable[str]) -> dict[str, str]:
+    """{instance id: EC2 state name} of the instances EC2 still knows; an id it has forgotten is absent.
+    A filter, not InstanceIds: one unknown id would fail the whole call (InvalidInstanceID.NotFound)."""
+    ids = sorted(set(instance_ids))
+    states: dict[str, str] = {}
+    for start in range(0, len(ids), MAX_FILTER_VALUES):
+        chunk = ids[start:start + MAX_FILTER_VALUES]
+        for page in caller.pages(
+            "ec2", "DescribeInstances", Filters=[{"Name": "instance-id", "Values": chunk}]
+        ):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    states[instance["InstanceId"]] = instance["State"]["Name"]
+    return states
+
+
+def _source(group: HostGroup) -> str:
+    """Where a group's hosts come from, to name it in a problem."""
+    if group.instance_ids:
+        return "instance_ids"
+    if group.auto_scaling_group:
+        return f"auto_scaling_group {render(group.auto_scaling_group)}"
+    return "discover = true"

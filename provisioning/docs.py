@@ -46,7 +46,7 @@ def spec_table() -> str:
 
 def _metric(kind: AlarmKind) -> str:
     if not kind.metric:
-        return "(4XX + 5XX) / Invocations"
+        return "(5XX + model errors) / Invocations"
     namespace = kind.namespace or "agent namespace"
     per_core = f" ÷ {kind.per_core}" if kind.per_core else ""
     return f"`{kind.metric}`{per_core} ({namespace})"

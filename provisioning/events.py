@@ -1,23 +1,45 @@
 """EventBridge: a rule on this stack's alarm state changes, to the critical topic and an automated response.
 
-CloudWatch emits `CloudWatch Alarm State Change` events for every alarm; the rule matches this stack's
-alarms by their name prefix (`<stack>/`, which no other stack's names can start with since a stack name
-has no `/`). A Lambda target's resource policy must let events.amazonaws.com invoke it from the rule's ARN;
-an SSM Automation target needs `events.role_arn`.
+CloudWatch emits `CloudWatch Alarm State Change` events for every alarm. When the rule notifies the critical
+topic it matches only this stack's critical alarms, by name (`wildcard` filters from `alarms.name_patterns`),
+and delivers a readable message (an input transformer), while those alarms' own actions leave that state out,
+so every subscriber hears of each alarm once. Otherwise it matches every alarm of the stack by the name
+prefix `<stack>/` (no other stack's names start with it: a stack name has no `/`). A Lambda target's resource
+policy must let events.amazonaws.com invoke it from the rule's ARN; an SSM Automation target needs
+`events.role_arn`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from provisioning.alarms import name_patterns
 from provisioning.aws import Account
 from provisioning.notifications import canonical_json, rule_notifies
 from provisioning.spec import Spec
 
 CRITICAL_TOPIC_TARGET = "critical-topic"
 AUTOMATION_TARGET = "automated-response"
+
+
+# What a subscriber reads instead of the raw event JSON: EventBridge fills each <name> from the event's
+# `detail` by the paths below; a template that is a JSON string delivers plain text (input transformer docs).
+MESSAGE_PATHS = (
+    ("alarm", "$.detail.alarmName"),
+    ("description", "$.detail.configuration.description"),
+    ("previous", "$.detail.previousState.value"),
+    ("reason", "$.detail.state.reason"),
+    ("region", "$.region"),
+    ("state", "$.detail.state.value"),
+    ("time", "$.time"),
+)
+MESSAGE_TEMPLATE = json.dumps(
+    "<alarm> is <state> (was <previous>) in <region> since <time>. <description> Why: <reason>",
+    ensure_ascii=False,
+)
 
 
 @dataclass(frozen=True)
@@ -82,19 +104,26 @@ def alarm_name_prefix(stack: str) -> str:
 def desired_rule(spec: Spec, account: Account, critical_topic_arn: str) -> RuleDefinition | None:
     if not spec.events.enabled:
         return None
+    notifies = rule_notifies(spec)
+    # Notifying the critical topic, the rule matches what should page and nothing else: warnings reach
+    # only the warning topic, through their alarms' own actions.
+    names: list[Any] = (
+        [{"wildcard": pattern} for pattern in name_patterns(spec, "critical")] if notifies
+        else [{"prefix": alarm_name_prefix(spec.stack)}]
+    )
     pattern = {
         "source": ["aws.cloudwatch"],
         "detail-type": ["CloudWatch Alarm State Change"],
-        "detail": {
-            "alarmName": [{"prefix": alarm_name_prefix(spec.stack)}],
-            "state": {"value": sorted(spec.events.states)},
-        },
+        "detail": {"alarmName": names, "state": {"value": sorted(spec.events.states)}},
     }
     targets = []
-    if rule_notifies(spec):
-        targets.append(Target(CRITICAL_TOPIC_TARGET, critical_topic_arn))
+    if notifies:
+        targets.append(Target(CRITICAL_TOPIC_TARGET, critical_topic_arn, input_paths=MESSAGE_PATHS,
+                              input_template=MESSAGE_TEMPLATE))
     if spec.events.target_arn:
         targets.append(Target(AUTOMATION_TARGET, spec.events.target_arn, spec.events.role_arn))
+    if not targets:
+        return None  # nothing to deliver to (an existing critical topic keeps the alarms' own actions)
     return RuleDefinition(
         name=rule_name(spec.stack),
         arn=rule_arn(account, spec.stack),

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from agent.schema import render
 from provisioning.alarm_catalogue import SEVERITIES
-from provisioning.alarms import Actions
+from provisioning.alarms import Actions, name_patterns
 from provisioning.aws import Account, Caller
 from provisioning.spec import Spec, Topic
 
@@ -73,8 +73,13 @@ def desired_topics(spec: Spec, account: Account, rule_arn: str) -> dict[str, Top
 
 
 def rule_notifies(spec: Spec) -> bool:
-    """Whether the stack's EventBridge rule publishes to the critical topic."""
-    return spec.events.enabled and spec.events.notify_critical_topic
+    """Whether the stack's EventBridge rule publishes to the critical topic (its critical alarms' only path
+    there for the states it matches; see `actions`). Only a topic this stack creates: an existing topic is
+    used as it is, so its policy may not let EventBridge publish, and the alarms' own actions stay its path."""
+    return (
+        spec.events.enabled and spec.events.notify_critical_topic and not spec.notifications.critical.topic_arn
+        and bool(name_patterns(spec, "critical"))
+    )
 
 
 def topic_policy(topic_arn: str, account: Account, stack: str, rule_arn: str) -> str:
@@ -105,13 +110,18 @@ def topic_policy(topic_arn: str, account: Account, stack: str, rule_arn: str) ->
 
 
 def actions(spec: Spec, topics: Mapping[str, TopicDefinition]) -> dict[str, Actions]:
-    return {
-        severity: Actions(
-            alarm=(topic.arn,),
-            ok=(topic.arn,) if getattr(spec.notifications, severity).ok_notifications else (),
+    """Each severity's alarms notify their own topic, once: where the rule already delivers a state to the
+    critical topic (with a readable message), the critical alarms' own action for that state is left out."""
+    by_rule = set(spec.events.states) if rule_notifies(spec) else set()
+    found = {}
+    for severity, topic in topics.items():
+        routed = by_rule if severity == "critical" else set()
+        ok = getattr(spec.notifications, severity).ok_notifications
+        found[severity] = Actions(
+            alarm=() if "ALARM" in routed else (topic.arn,),
+            ok=(topic.arn,) if ok and "OK" not in routed else (),
         )
-        for severity, topic in topics.items()
-    }
+    return found
 
 
 def preflight_problems(spec: Spec, topics: Mapping[str, TopicDefinition], caller: Caller) -> list[str]:

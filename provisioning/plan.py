@@ -12,13 +12,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provisioning.alarms import AlarmDefinition
+from provisioning.alarms import AlarmDefinition, host_of
 from provisioning.dashboards import DashboardDefinition
 from provisioning.events import RuleDefinition
 from provisioning.notifications import TopicDefinition
 from provisioning.responses import ActualDocument, ActualRole, DocumentDefinition, RoleDefinition
 from provisioning.stack import DesiredStack
-from provisioning.state import ActualRule, ActualStack, ActualTopic, owned
+from provisioning.state import ActualAlarm, ActualRule, ActualStack, ActualTopic, owned
 
 CREATE, UPDATE, DELETE, UNCHANGED = "create", "update", "delete", "unchanged"
 CONFLICT, KEEP = "conflict", "keep"
@@ -64,8 +64,7 @@ class Plan:
             f"Plan: {self.count(CREATE)} to create, {self.count(UPDATE)} to update, "
             f"{self.count(DELETE)} to delete, {self.count(UNCHANGED)} unchanged"
         )
-        extra = [f"{self.count(action)} {label}" for action, label in ((CONFLICT, "in conflict"),
-                                                                       (KEEP, "kept without --prune"))
+        extra = [f"{self.count(action)} {label}" for action, label in ((CONFLICT, "in conflict"), (KEEP, "kept"))
                  if self.count(action)]
         return [change.line() for change in self.changes] + [", ".join([summary, *extra]) + "."]
 
@@ -91,33 +90,65 @@ def _changed(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]
     return details
 
 
+def _missing_tags(desired: Mapping[str, str], actual: Mapping[str, str]) -> dict[str, str]:
+    """The desired tags the resource lacks or carries with another value. Tags with other keys belong to
+    whoever set them (AWS Config, tag policies, cost tooling) and are never removed or rewritten."""
+    return {key: value for key, value in desired.items() if actual.get(key) != value}
+
+
 def _tag_writes(
     service: str, arn_key: str, arn: str, desired: Mapping[str, str], actual: Mapping[str, str],
-    *, operations: tuple[str, str] = ("TagResource", "UntagResource"), **resource: str,
+    *, operation: str = "TagResource", **resource: str,
 ) -> list[Write]:
-    """Tag / untag (TagResource / UntagResource unless named) so the resource carries exactly the desired
-    tags; `resource` adds identifying parameters beside `arn_key` (SSM's ResourceType)."""
-    writes = []
-    missing = {key: value for key, value in desired.items() if actual.get(key) != value}
-    if missing:
-        params = {arn_key: arn, **resource, "Tags": _tag_list(missing)}
-        writes.append(Write(service, operations[0], params))
-    extra = sorted(set(actual) - set(desired))
-    if extra:
-        writes.append(Write(service, operations[1], {arn_key: arn, **resource, "TagKeys": extra}))
-    return writes
+    """`operation` (TagResource unless named) for this stack's own tag keys that are missing or changed;
+    nothing else. `resource` adds identifying parameters beside `arn_key` (SSM's ResourceType)."""
+    missing = _missing_tags(desired, actual)
+    return [Write(service, operation, {arn_key: arn, **resource, "Tags": _tag_list(missing)})] if missing else []
 
 
 def _tag_details(desired: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
-    return ["Tags"] if dict(desired) != dict(actual) else []
+    return ["Tags"] if _missing_tags(desired, actual) else []
+
+
+MAX_PRUNE_SHARE = 0.2  # more than this share of the stack's alarms deleted in one plan needs confirming
+
+
+def mass_deletion(plan: Plan, actual: ActualStack, stack: str, empty_groups: Iterable[str]) -> list[str]:
+    """Why the plan deletes suspiciously much: discovery that finds nothing (a namespace typo, every host
+    down for hours) must not silently take a group's alarms with it. Empty: nothing suspicious."""
+    deleted = [change.name for change in plan.changes if change.action == DELETE and change.kind == "alarm"]
+    if not deleted:
+        return []
+    reasons = []
+    total = sum(1 for alarm in actual.alarms.values() if owned(alarm.tags, stack))
+    if len(deleted) > MAX_PRUNE_SHARE * total:
+        reasons.append(
+            f"the plan deletes {len(deleted)} of this stack's {total} alarms, more than "
+            f"{MAX_PRUNE_SHARE * 100:g} %"
+        )
+    if any(host_of(stack, name) for name in deleted):
+        reasons += [f"{group} found no hosts, so the plan deletes every alarm of that group" for group in empty_groups]
+    return reasons
+
+
+def pruned_hosts(desired: DesiredStack, actual: ActualStack) -> set[str]:
+    """EC2 instance ids of the hosts whose alarms the spec no longer wants: `--prune` asks EC2 about them."""
+    wanted = {alarm.name for alarm in desired.alarms}
+    hosts = {host_of(desired.stack, name) for name in actual.alarms if name not in wanted}
+    return {host for host in hosts if host.startswith("i-")}
 
 
 class Planner:
-    def __init__(self, desired: DesiredStack, actual: ActualStack, *, prune: bool) -> None:
+    def __init__(
+        self, desired: DesiredStack, actual: ActualStack, *, prune: bool,
+        instance_states: Mapping[str, str] | None = None,
+    ) -> None:
         self._desired = desired
         self._actual = actual
         self._prune = prune
         self._tags = desired.tags
+        # {instance id: EC2 state} of `pruned_hosts`; an id EC2 no longer knows is absent (long terminated).
+        self._instance_states = instance_states or {}
 
     def plan(self) -> Plan:
         changes = [
@@ -131,10 +162,12 @@ class Planner:
         ordered += self._deletions_in_order([change for change in changes if change.action == DELETE])
         return Plan(tuple(ordered))
 
-    def _removed(self, kind: str, name: str, writes: Iterable[Write], why: str = "") -> Change:
-        if self._prune:
-            return Change(DELETE, kind, name, writes=tuple(writes))
-        return Change(KEEP, kind, name, (why or "no longer in the spec; --prune deletes it",))
+    def _removed(self, kind: str, name: str, writes: Iterable[Write], protected: tuple[str, ...] = ()) -> Change:
+        if not self._prune:
+            return Change(KEEP, kind, name, ("no longer in the spec; --prune deletes it",))
+        if protected:
+            return Change(KEEP, kind, name, protected)
+        return Change(DELETE, kind, name, writes=tuple(writes))
 
     @staticmethod
     def _deletions_in_order(deletions: list[Change]) -> list[Change]:
@@ -210,8 +243,20 @@ class Planner:
         for name, actual in self._actual.alarms.items():
             if name not in wanted and owned(actual.tags, self._desired.stack):
                 deletion = Write("cloudwatch", "DeleteAlarms", {"AlarmNames": [name]})
-                changes.append(self._removed("alarm", name, [deletion]))
+                changes.append(self._removed("alarm", name, [deletion], self._protected(name, actual)))
         return changes
+
+    def _protected(self, name: str, actual: ActualAlarm) -> tuple[str, ...]:
+        """Why `--prune` must keep an alarm the spec no longer wants: a host that discovery missed (down for
+        hours, a namespace typo) is exactly when its firing heartbeat alarm matters."""
+        reasons = []
+        if actual.state == "ALARM":
+            reasons.append("in ALARM: --prune never deletes a firing alarm")
+        host = host_of(self._desired.stack, name)
+        state = self._instance_states.get(host, "terminated")
+        if state != "terminated":
+            reasons.append(f"host {host} is {state} in EC2, not terminated: --prune keeps its alarms")
+        return tuple(reasons)
 
     def _alarm(self, alarm: AlarmDefinition) -> Change:
         actual = self._actual.alarms.get(alarm.name)
@@ -328,7 +373,7 @@ class Planner:
             details.append("Content")
         writes += _tag_writes(
             "ssm", "ResourceId", desired.name, self._tags, actual.tags,
-            operations=("AddTagsToResource", "RemoveTagsFromResource"), ResourceType="Document",
+            operation="AddTagsToResource", ResourceType="Document",
         )
         details += _tag_details(self._tags, actual.tags)
         return Change(UPDATE if writes else UNCHANGED, "document", desired.name, tuple(details), tuple(writes))
@@ -368,7 +413,7 @@ class Planner:
         writes += [Write("iam", "DeleteRolePolicy", {"RoleName": desired.name, "PolicyName": policy})
                    for policy in actual.policies if policy != desired.policy_name]
         writes += _tag_writes("iam", "RoleName", desired.name, self._tags, actual.tags,
-                              operations=("TagRole", "UntagRole"))
+                              operation="TagRole")
         details += _tag_details(self._tags, actual.tags)
         return Change(UPDATE if writes else UNCHANGED, "role", desired.name, tuple(details), tuple(writes))
 

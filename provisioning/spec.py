@@ -21,6 +21,7 @@ from agent.cloudwatch_rules import MAX_DIMENSIONS, dimension_value_problem, metr
 from agent.config import AGENT_DIMENSIONS, HOST_DIMENSION, static_dimensions_problem
 from agent.naming import DEFAULT_NAMESPACE, PROFILES, resolve
 from agent.schema import ConfigError, build, join, load_toml, render, section, setting, unknown_key
+from provisioning import rollout as rollout_patterns
 from provisioning.alarm_catalogue import KINDS, SEVERITIES, VARIANT, AlarmKind
 
 T = TypeVar("T")
@@ -117,6 +118,9 @@ def _mounts_problem(value: tuple[str, ...]) -> str | None:
         problem = dimension_value_problem(item)
         if problem:
             return f"mount path {item!r} {problem}"
+    for index, item in enumerate(value):
+        if item in value[:index]:
+            return f"mounts[{index}] repeats mounts[{value.index(item)}] ({render(item)})"
     return None
 
 
@@ -185,7 +189,10 @@ class Events:
         True, "Create the EventBridge rule `<stack>-alarm-state` on this stack's alarm state changes."
     )
     states: tuple[str, ...] = setting(("ALARM",), "Alarm states the rule matches.", check=_states_problem)
-    notify_critical_topic: bool = setting(True, "Route matched events to the critical topic.")
+    notify_critical_topic: bool = setting(
+        True, "Notify the critical topic of critical alarms through this rule, as a readable message, instead "
+        "of through the alarms' own actions; the rule then matches critical alarms only.",
+    )
     target_arn: str = setting(
         "", "Automated response: a Lambda function ARN or an SSM Automation document ARN; empty: none.",
         check=_event_target_problem,
@@ -371,6 +378,48 @@ def _defaults(kind: AlarmKind) -> AlarmSettings:
     )
 
 
+_ROLLOUT_VERSION = re.compile(rollout_patterns.VERSION_PATTERN)
+_ROLLOUT_SOURCE = re.compile(rollout_patterns.SOURCE_PATTERN)
+_SHA256 = re.compile(rollout_patterns.SHA256_PATTERN)
+_PARAMETER_NAME = re.compile(rollout_patterns.PARAMETER_NAME_PATTERN)
+_TAG_KEY = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,128}$")
+
+
+def _pattern_problem(pattern: re.Pattern[str], allowed: str) -> Any:
+    return lambda value: None if pattern.match(value) else f"must be {allowed}"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    enabled: bool = setting(False, "Roll the agent out with SSM: a Command document and a State Manager "
+                            "association in the CloudFormation export (see docs/rollout.md).")
+    version: str = setting("", "The infrawatch version to install, e.g. 0.2.0.",
+                           check=_pattern_problem(_ROLLOUT_VERSION, "a version such as 0.2.0"))
+    source: str = setting(
+        "index", "Where the wheel comes from: an S3 object (s3://bucket/infrawatch-0.2.0-py3-none-any.whl), an S3 "
+        "prefix ending in / holding a wheelhouse, an https URL, or index (the package index).",
+        check=_pattern_problem(_ROLLOUT_SOURCE, "index, an s3:// URI or an https:// URL"),
+    )
+    sha256: str = setting("", "SHA-256 of the infrawatch wheel; the document refuses any other.",
+                          check=_pattern_problem(_SHA256, "64 lower-case hex digits"))
+    config_parameter: str = setting(
+        "", "SSM Parameter Store name holding the agent's TOML; empty: the installed config is kept.",
+        check=_pattern_problem(_PARAMETER_NAME, "a Parameter Store name such as /infrawatch/agent.toml"),
+    )
+    tag_key: str = setting("infrawatch:fleet", "Instances are targeted by this tag ...",
+                           check=_pattern_problem(_TAG_KEY, "1..128 tag key characters"))
+    tag_value: str = setting("", "... having this value (required when enabled).",
+                             check=_pattern_problem(re.compile(r"^[A-Za-z0-9 _.:/=+@-]{0,128}$"),
+                                                    "up to 128 tag value characters"))
+    schedule: str = setting("rate(1 day)", "When the association runs again, besides at launch.",
+                            check=_pattern_problem(re.compile(r"^(rate\(\d+ (minutes?|hours?|days?)\)|cron\(.+\))$"),
+                                                   "rate(N unit) or cron(...)"))
+    max_concurrency: str = setting("10%", "Instances updated at once (a count or a percentage).",
+                                   check=_pattern_problem(re.compile(r"^([1-9]\d{0,6}|[1-9]\d?%|100%)$"), "N or N%"))
+    max_errors: str = setting("5%", "Errors after which the rollout stops (a count or a percentage).",
+                              check=_pattern_problem(re.compile(r"^(\d{1,7}|\d{1,2}%|100%)$"), "N or N%"))
+
+
 @dataclass(frozen=True)
 class Spec:
     stack: str = setting(
@@ -390,6 +439,7 @@ class Spec:
     dashboards: Dashboards = section(Dashboards, "CloudWatch dashboards.")
     responses: Responses = section(Responses, "Automated responses, carried out by AWS (docs/responses.md).")
     apply: Apply = section(Apply, "How changes are written.")
+    rollout: Rollout = section(Rollout, "Agent rollout through SSM State Manager (CloudFormation export only).")
     hosts: tuple[HostGroup, ...] = tables(HostGroup, "Host groups: EC2 instances running the agent.")
     endpoints: tuple[Endpoint, ...] = tables(Endpoint, "SageMaker real-time endpoints.")
     alarms: Mapping[str, AlarmSettings] = dataclasses.field(
@@ -562,8 +612,14 @@ def _responses_problems(spec: Spec) -> list[str]:
 
 def _host_problems(spec: Spec, earlier: list[str]) -> list[str]:
     problems = []
+    listed: dict[str, str] = {}  # instance id: where the spec lists it first
     for index, group in enumerate(spec.hosts):
         path = f"hosts[{index}]"
+        for item_index, instance_id in enumerate(group.instance_ids):
+            here = f"{path}.instance_ids[{item_index}]"
+            if instance_id in listed:
+                problems.append(f"{here}: {render(instance_id)} is also in {listed[instance_id]}")
+            listed.setdefault(instance_id, here)
         sources = [bool(group.instance_ids), bool(group.auto_scaling_group), group.discover]
         source_rejected = any(line.startswith(f"{path}.instance_ids:") for line in earlier)
         if sources.count(True) != 1 and not source_rejected:
@@ -621,9 +677,22 @@ def parse(data: Mapping[str, Any]) -> Spec:
     problems += _responses_problems(spec)
     problems += _host_problems(spec, problems)
     problems += _endpoint_entry_problems(spec)
+    problems += _rollout_problems(spec.rollout)
     if problems:
         raise ConfigError(problems)
     return spec
+
+
+def _rollout_problems(rollout: Rollout) -> list[str]:
+    """An enabled rollout must say what to install, with its checksum, and on which instances."""
+    if not rollout.enabled:
+        return []
+    problems = [f'rollout.{key}: must be set when rollout.enabled = true, got ""'
+                for key in ("version", "sha256", "tag_value") if not getattr(rollout, key)]
+    if rollout.source.endswith(".whl") and rollout.version and f"-{rollout.version}-" not in rollout.source:
+        problems.append(f"rollout.source: names a wheel that is not version {rollout.version}, "
+                        f"got {render(rollout.source)}")
+    return problems
 
 
 def load(path: Path) -> Spec:

@@ -1,8 +1,8 @@
 """The actual state of one stack, read from AWS and normalized into the same shapes as the desired state.
 
 Only names this stack can own are read: alarms under `<stack>/`, the topics `<stack>-critical` and
-`<stack>-warning`, dashboards under `<stack>-`, the rules `<stack>-alarm-state` and `<stack>-replace-gpu-host`,
-and the responses' document and roles. Whether each is
+`<stack>-warning`, dashboards under `<stack>-<region>-`, the rules `<stack>-alarm-state` and
+`<stack>-replace-gpu-host`, and the responses' document and roles. Whether each is
 actually this stack's is decided by its tags (or, for dashboards, which cannot be tagged, its marker).
 """
 
@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from provisioning.alarm_catalogue import SEVERITIES
 from provisioning.alarms import AlarmDefinition
 from provisioning.aws import Account, Caller
-from provisioning.dashboards import is_owned
+from provisioning.dashboards import is_owned, name_prefix
 from provisioning.events import RuleDefinition, Target, alarm_name_prefix, rule_name
 from provisioning.notifications import NOT_FOUND, canonical_json, topic_name
 from provisioning.responses import ActualResponses, read_responses, response_rule_name
@@ -35,6 +35,7 @@ class ActualAlarm:
     definition: AlarmDefinition
     arn: str
     tags: Tags
+    state: str = "OK"  # StateValue: ALARM, OK or INSUFFICIENT_DATA
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ class StateReader:
             for raw in page.get("MetricAlarms", []):
                 arn = raw["AlarmArn"]
                 tags = self._call("cloudwatch", "ListTagsForResource", ResourceARN=arn)["Tags"]
-                alarms[raw["AlarmName"]] = ActualAlarm(AlarmDefinition.from_described(raw), arn, _tags(tags))
+                alarms[raw["AlarmName"]] = ActualAlarm(
+                    AlarmDefinition.from_described(raw), arn, _tags(tags), raw.get("StateValue", "")
+                )
         return alarms
 
     def topics(self) -> dict[str, ActualTopic]:
@@ -139,11 +142,12 @@ class StateReader:
 
     def dashboards(self) -> dict[str, ActualDashboard]:
         dashboards = {}
-        for page in self._call.pages("cloudwatch", "ListDashboards", DashboardNamePrefix=f"{self._stack}-"):
+        prefix = name_prefix(self._stack, self._account.region)
+        for page in self._call.pages("cloudwatch", "ListDashboards", DashboardNamePrefix=prefix):
             for entry in page.get("DashboardEntries", []):
                 name = entry["DashboardName"]
                 body = self._call("cloudwatch", "GetDashboard", DashboardName=name)["DashboardBody"]
-                mine = is_owned(body, self._stack)
+                mine = is_owned(body, self._stack, self._account.region)
                 dashboards[name] = ActualDashboard(name, canonical_json(body) if mine else body, mine)
         return dashboards
 

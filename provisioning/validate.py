@@ -10,10 +10,12 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent.cloudwatch_rules import MAX_DIMENSIONS
-from provisioning.alarms import AlarmDefinition, MetricQuery
+from provisioning.alarms import AlarmDefinition, Dimensions, MetricQuery
+from provisioning.aws import Caller
 from provisioning.dashboards import (
     MAX_METRICS,
     MAX_STATUS_ALARMS,
@@ -31,6 +33,9 @@ HIGH_RESOLUTION_PERIODS = (10, 30)
 AWS_NAMESPACE_MIN_PERIOD = 60  # AWS/ namespaces publish at most once a minute
 MAX_EVALUATION_SECONDS = 86_400  # Period * EvaluationPeriods
 MAX_DASHBOARD_NAME_LENGTH = 255
+MAX_DATA_QUERIES = 500  # GetMetricData: at most 500 queries per request
+RECENT_DATA = timedelta(hours=1)
+DATA_PERIOD = timedelta(minutes=1)
 QUERY_ID = re.compile(r"^[a-z][A-Za-z0-9_]*$")
 DASHBOARD_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -163,3 +168,48 @@ def problems(alarms: Iterable[AlarmDefinition], dashboards: Iterable[DashboardDe
     for dashboard in dashboards:
         found += dashboard_problems(dashboard)
     return found
+
+
+Series = tuple[str, str, Dimensions]  # namespace, metric name, dimensions
+
+
+def _watched(alarm: AlarmDefinition) -> list[Series]:
+    if not alarm.queries:
+        return [(alarm.namespace, alarm.metric_name, alarm.dimensions)]
+    return [(query.namespace, query.metric_name, query.dimensions) for query in alarm.queries if query.metric_name]
+
+
+def series_without_data(alarms: Iterable[AlarmDefinition], caller: Caller, now: datetime) -> list[str]:
+    """One warning per alarm watching a series with no datapoint in the last hour: a misspelt dimension, a
+    host that is down, or an agent with another naming profile all look like this, and such an alarm never
+    fires (or, breaching on missing data, always does)."""
+    alarms = list(alarms)
+    # Whole minutes, up to the end of the current one: the agent stamps a minute's datapoint with the minute's
+    # start, and EndTime is exclusive, so a window ending at `now` would miss a datapoint stamped this minute.
+    end = now.replace(second=0, microsecond=0) + DATA_PERIOD
+    series = sorted({watched for alarm in alarms for watched in _watched(alarm)})
+    ids = {watched: f"s{index}" for index, watched in enumerate(series)}
+    with_data: set[str] = set()
+    for start in range(0, len(series), MAX_DATA_QUERIES):
+        queries = [
+            {"Id": ids[watched], "ReturnData": True, "MetricStat": {
+                "Metric": {"Namespace": watched[0], "MetricName": watched[1],
+                           "Dimensions": [{"Name": name, "Value": value} for name, value in watched[2]]},
+                "Period": int(DATA_PERIOD.total_seconds()), "Stat": "SampleCount",
+            }}
+            for watched in series[start:start + MAX_DATA_QUERIES]
+        ]
+        for page in caller.pages(
+            "cloudwatch", "GetMetricData", MetricDataQueries=queries, StartTime=end - RECENT_DATA, EndTime=end
+        ):
+            with_data.update(result["Id"] for result in page.get("MetricDataResults", []) if result.get("Values"))
+    warnings = []
+    for alarm in alarms:
+        missing = [watched for watched in _watched(alarm) if ids[watched] not in with_data]
+        if missing:
+            shown = "; ".join(
+                f"{namespace} {name} {{{', '.join(f'{key}={value}' for key, value in dims)}}}"
+                for namespace, name, dims in missing
+            )
+            warnings.append(f'alarm "{alarm.name}": no datapoints in the last hour for {shown}')
+    return warnings

@@ -7,9 +7,13 @@ import shutil
 import socket
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+
+REPO = Path(__file__).resolve().parent.parent
 
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -46,6 +50,14 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
+@pytest.fixture(autouse=True)
+def default_logging() -> Iterator[None]:
+    """The CLIs configure structlog for the whole process (level filter, stream): put its defaults back
+    after each test, so what a test's capture_logs() sees never depends on which test ran before it."""
+    yield
+    structlog.reset_defaults()
+
+
 def tool(name: str) -> str:
     """The path of a real tool a test drives (promtool, prometheus, systemd-analyze). `make test` installs
     them from Debian's packages when it runs as root; in CI a missing one fails the test, never skips it."""
@@ -56,6 +68,19 @@ def tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The release wheel, built once per session by the real build backend (`make dist` builds the same)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = out.glob("infrawatch-*.whl")
+    return wheel
 
 
 def free_port() -> int:
@@ -95,3 +120,11 @@ def listener(statsd: Any) -> Iterator[Any]:
     listening.start()
     yield listening
     listening.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The order seed on the last lines, where `-q` still shows it (pytest-randomly's own line is in the
+    header, which `-q` hides): a failure that depends on order can then be rerun as it happened."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"test order: random, seed {seed} (rerun it: pytest --randomly-seed={seed})")

@@ -181,6 +181,14 @@ class FaultProxy:
             def do_GET(self) -> None:
                 self._forward(b"")  # moto's own API (state resets, inspection) passes straight through
 
+            def do_PUT(self) -> None:  # S3 uploads and the like: other services pass straight through
+                self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            do_DELETE = do_PUT
+
+            def do_HEAD(self) -> None:
+                self._forward(b"", head=True)
+
             def _refuse(self, status: int, message: str) -> None:
                 """CloudWatch's answer, in the request's protocol: the code botocore reports comes from the
                 query-compatible `x-amzn-query-error` header, as the real service sends it."""
@@ -193,7 +201,7 @@ class FaultProxy:
                     payload, kind = json.dumps(error).encode(), {"Content-Type": "application/x-amz-json-1.0"}
                 self._answer(status, payload, {**kind, "x-amzn-query-error": f"{code};Sender"})
 
-            def _forward(self, body: bytes, *, answer: bool = True) -> None:
+            def _forward(self, body: bytes, *, answer: bool = True, head: bool = False) -> None:
                 upstream = http.client.HTTPConnection(*proxy._upstream, timeout=30)
                 try:
                     headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
@@ -201,8 +209,13 @@ class FaultProxy:
                     response = upstream.getresponse()
                     payload = response.read()
                     kept = {name: value for name, value in response.getheaders()
-                            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"}
-                    if answer:
+                            if name.lower() not in HOP_BY_HOP and (head or name.lower() != "content-length")}
+                    if head:  # the length of what a GET would return, and no body
+                        self.send_response(response.status)
+                        for name, value in kept.items():
+                            self.send_header(name, value)
+                        self.end_headers()
+                    elif answer:
                         self._answer(response.status, payload, kept)
                 finally:
                     upstream.close()

@@ -109,11 +109,36 @@ def test_run_loop_collects_flushes_and_stops_with_a_last_flush() -> None:
         if len(cycles) == 3:
             stop.set()
 
-    agent = Agent(collectors=[Scripted("cpu", "CPUUtilization", [1.0, 2.0, 3.0])], aggregator=Aggregator(),
+    agent = Agent(collectors=[Scripted("cpu", "CPUUtilization", [1.0, 2.0, 3.0, 4.0])], aggregator=Aggregator(),
                   stats=stats, submit=lambda d: submitted.append(list(d)), host_dimensions=HOST)
     agent.run(stop, collect_interval=0.01, publish_interval=60, flush_phase=0, on_cycle=on_cycle)
     values = sorted(v for batch in submitted for d in batch if d.name == "CPUUtilization" for v in d.values)
-    assert values == [1.0, 2.0, 3.0]
+    # Three collections in the loop, one more on the way out (what came in since the last one), one flush.
+    assert (values, len(submitted), stats.collector_errors) == ([1.0, 2.0, 3.0, 4.0], 1, {})
+
+
+def test_a_stop_that_on_stop_declines_keeps_the_loop_running_without_a_flush() -> None:
+    submitted: list[list[Datum]] = []
+    stop = threading.Event()
+    decisions = [True, False]  # carry on (a refused reload), then stop
+    cycles = []
+
+    def on_cycle() -> None:
+        cycles.append(1)
+        stop.set()
+
+    def on_stop() -> bool:
+        stop.clear()
+        submitted.append([])  # a marker: no flush may come between the two stops
+        return decisions.pop(0)
+
+    agent = Agent(collectors=[Scripted("cpu", "CPUUtilization", [1.0, 2.0, 3.0])], aggregator=Aggregator(),
+                  stats=AgentStats(), submit=lambda d: submitted.append(list(d)), host_dimensions=HOST)
+    agent.run(stop, collect_interval=0.01, publish_interval=60, flush_phase=0, on_cycle=on_cycle, on_stop=on_stop)
+    assert [sorted(v for d in batch if d.name == "CPUUtilization" for v in d.values) for batch in submitted] == [
+        [], [], [1.0, 2.0, 3.0],
+    ]
+    assert len(cycles) == 2
 
 
 def test_round_trip_through_moto_gives_exact_statistics() -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import codecs
+import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from agent.cli import main
 from agent.config import AgentConfig, load
+from agent.schema import MAX_FILE_BYTES
+from provisioning.cli import main as provision_main
 
 BAD_FILES = [
     ("[collect]\ninterval = 0\n", ["collect.interval: must be 1..300 seconds, got 0"]),
@@ -91,3 +98,48 @@ def test_a_valid_file_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out == f"{path}: valid\n"
     config = load(path)
     assert (config.namespace, config.collect.interval, config.dimensions) == ("ML/Training", 1, (("Team", "vision"),))
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    """check-config in a process of its own, so a reader that blocks fails the test instead of hanging it."""
+    return subprocess.run([sys.executable, "-m", "agent", "check-config", str(path)], capture_output=True,
+                          text=True, timeout=20, check=False, cwd=Path(__file__).parent.parent)
+
+
+def test_a_fifo_is_refused_at_once_instead_of_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "agent.toml"
+    os.mkfifo(fifo)
+    result = check(fifo)
+    assert (result.returncode, result.stderr) == (2, f"{fifo}: cannot read: a FIFO, not a regular file\n")
+
+
+def test_a_device_is_refused_without_reading_it() -> None:
+    result = check(Path("/dev/zero"))
+    assert (result.returncode, result.stderr) == (2, "/dev/zero: cannot read: a device or socket, not a regular file\n")
+
+
+def test_a_file_past_the_size_bound_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == f"{path}: cannot read: larger than {MAX_FILE_BYTES} bytes\n"
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(codecs.BOM_UTF8 + b'namespace = "ML/Training"\n')
+    assert load(path).namespace == "ML/Training"
+
+
+@pytest.mark.parametrize("command", ["agent", "spec"])
+def test_a_file_that_is_not_utf8_is_one_config_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          command: str) -> None:
+    path = tmp_path / "file.toml"
+    path.write_bytes(b'# \xe9quipe\n')  # Latin-1
+    err = io.StringIO()  # the provisioner logs to the stream it is given: not to capsys's, closed after the test
+    # provision-alarms configures logging at its own level: conftest's default_logging puts it back.
+    code = main(["check-config", str(path)]) if command == "agent" else provision_main(["--config", str(path)],
+                                                                                       err=err)
+    assert code == 2
+    assert capsys.readouterr().err + err.getvalue() == (
+        f"{path}: not UTF-8 text (TOML files are UTF-8): byte 0xE9 at line 1, column 3\n")

@@ -135,6 +135,18 @@ def test_mem_used_percent_is_the_agents_formula_where_shared_memory_counts_as_no
                                 METRICS["MemoryAvailable"].sample(12 * GIB)]  # no swap: absent, not zero
 
 
+def test_an_iowait_going_backwards_counts_zero_and_no_share_is_negative() -> None:
+    before = "cpu  1234500 310 456700 98765400 23400 0 12300 4500 0 0\n"
+    after = "cpu  1235700 310 457100 98767600 23000 0 12400 4600 0 0\n"  # iowait 23400 -> 23000
+    collector = CwagentCpuCollector(read_stat=Sequence(before, after))
+    collector.collect()
+    # Deltas: user 1200, system 400, idle 2200, iowait 0 (not -400), softirq 100, steal 100: total 4000.
+    assert values(collector.collect()) == {
+        ("CPUUtilization", ()): 1800 / 4000 * 100, ("CPUIdle", ()): 2200 / 4000 * 100, ("CPUIOWait", ()): 0.0,
+        ("CPUUser", ()): 1200 / 4000 * 100, ("CPUSystem", ()): 400 / 4000 * 100, ("CPUSteal", ()): 100 / 4000 * 100,
+    }
+
+
 def test_cpu_usage_is_telegrafs_with_iowait_active_and_cores_named_by_the_kernel() -> None:
     collector = CwagentCpuCollector(per_core=True, read_stat=Sequence(STAT_BEFORE, STAT_AFTER))
     assert collector.collect() == []  # the first reading only primes

@@ -28,7 +28,7 @@ def test_the_demo_publishes_provisions_and_receives_the_test_notification() -> N
             "SamplesProcessedPerSecond", "StepTime", "Heartbeat"} <= series
     assert any(line.startswith("demo/host/") and "GPUHealthy Minimum LessThanThreshold 1.0" in line for line in lines)
     assert any(line.startswith("demo/sagemaker/demo-endpoint/AllTraffic/endpoint_latency_p99") for line in lines)
-    assert "demo-fleet" in output
+    assert "demo-us-east-1-fleet" in output
     assert "infrawatch test notification (demo, critical)" in output
     endpoint = next(index for index, line in enumerate(lines) if "the agent's Prometheus endpoint" in line)
     shown = lines[endpoint + 1:endpoint + 4]

@@ -65,7 +65,7 @@ class Simulation:
         self.wall = FakeClock(START)
         self.monotonic = FakeClock(0.0)
         self.stats = AgentStats()
-        self.spool = Spool(spool_path, stats=self.stats, max_bytes=max_bytes, wall_clock=self.wall)
+        self.spool = Spool(spool_path, namespace=NAMESPACE, stats=self.stats, max_bytes=max_bytes, wall_clock=self.wall)
         self.publisher = Publisher(client_for(endpoint), NAMESPACE, stats=self.stats, retry_deadline=5.0,
                                    sleep=self.monotonic.sleep, monotonic=self.monotonic,
                                    on_undeliverable=self.spool.put)
@@ -152,7 +152,7 @@ def test_ten_minute_outage_then_every_series_matches_exactly(moto_server: str, t
         assert sim.balanced()
         peak_age = sim.spool.samples()[1].value
         per_metric = Counter[Series]()
-        for _, datum in sim.spool.oldest(1000):
+        for _, _, datum in sim.spool.oldest(1000):
             per_metric[(datum.name, datum.dimensions)] += len(datum.values)
         sim.run(120)
         sim.agent.flush()
@@ -244,7 +244,7 @@ def garbage(path: Path) -> None:
 
 
 def truncated(path: Path) -> None:
-    spool = Spool(path, stats=AgentStats())
+    spool = Spool(path, namespace=NAMESPACE, stats=AgentStats())
     spool.put([Datum("Heartbeat", HOST, START - 60 * minute, "Count", (1.0,), (1.0,)) for minute in range(3000)],
               "503")
     spool.close()

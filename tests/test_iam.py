@@ -67,3 +67,14 @@ def test_print_iam_policy_follows_the_config_file(tmp_path: Path, capsys: pytest
     ]
     assert main(["print-iam-policy"]) == 0
     assert capsys.readouterr().out == (REPO / "systemd" / "iam-policy.json").read_text()
+
+
+def test_with_ssm_the_instance_may_read_exactly_its_config_parameter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["print-iam-policy", "--with-ssm", "/infrawatch/agent.toml"]) == 0
+    policy = capsys.readouterr().out
+    assert json.loads(policy)["Statement"] == [PUBLISH, {
+        "Sid": "ReadAgentConfigParameter", "Effect": "Allow", "Action": "ssm:GetParameter",
+        "Resource": "arn:aws:ssm:*:*:parameter/infrawatch/agent.toml",
+    }]
+    findings = parliament.analyze_policy_string(policy).findings
+    assert [(finding.issue, finding.detail) for finding in findings] == []

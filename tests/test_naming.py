@@ -77,7 +77,8 @@ CWAGENT_KEEPS_NATIVE_NAME = {
     "GPULastXid", "GPUHealthy", "GPUCount", "HostGPUUtilization", "HostGPUMemoryUtilization", "Heartbeat",
     "DatapointsCollected", "DatapointsPublished", "DatapointsDropped", "PossibleDuplicates", "CollectorErrors",
     "PublishErrors",
-    "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "AgentCPUUtilization", "AgentMemoryRSS",
+    "PublishLatency", "SpoolDatums", "SpoolOldestAgeSeconds", "SpoolReplayStopped", "AgentCPUUtilization",
+    "AgentMemoryRSS", "AgentVersion",
     "StatsdSeriesDropped", "StatsdParseErrors", "StorageMountsSkipped", "ValuesMerged",
 }
 

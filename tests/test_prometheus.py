@@ -101,6 +101,17 @@ def test_snapshot_semantics() -> None:
         "infrawatch_gpu_xid_errors", "infrawatch_job_step_time_seconds"]
 
 
+def test_series_not_updated_for_an_hour_are_forgotten_whatever_their_kind() -> None:
+    clock = FakeClock()
+    snapshot = Snapshot(stale_after=30.0, forget_after=3600.0, monotonic=clock)
+    snapshot.update([Sample("Requests", 5.0, COUNT, dimensions(route="/a")), Sample("StepTime", 1.0, MILLISECONDS)])
+    clock.advance(3000)
+    snapshot.update([Sample("StepTime", 2.0, MILLISECONDS)])
+    clock.advance(601)  # the counter was last updated 3,601 s ago, the summary 601 s ago
+    snapshot.update([Sample("StepTime", 3.0, MILLISECONDS)])
+    assert [(s.exposed.name, s.count) for s in snapshot.series()] == [("infrawatch_job_step_time_seconds", 3.0)]
+
+
 def test_text_format_and_openmetrics_by_content_negotiation(snapshot: Snapshot, endpoint: Endpoint) -> None:
     snapshot.update([METRICS["GPUUtilization"].sample(70, GPU="0"), METRICS["GPUXidErrors"].sample(2, GPU="0"),
                      Sample("StepTime", 500.0, MILLISECONDS, dimensions(model="bert"))])
@@ -191,10 +202,17 @@ def test_a_port_in_use_is_refused_at_start_and_a_reload_keeps_the_running_endpoi
         scrape(running.port)
 
 
-def agent_with_gpus(snapshot: Snapshot, statsd: StatsdCollector, enabled: bool = True) -> object:
+@pytest.fixture
+def gpus() -> Iterator[GpuCollector]:
+    collector = GpuCollector(Nvml(healthy_h100(8)))
+    yield collector
+    collector.close()  # else its Xid thread outlives the test (test_gpu checks that none is left)
+
+
+def agent_with_gpus(snapshot: Snapshot, statsd: StatsdCollector, gpus: GpuCollector, enabled: bool = True) -> object:
     stats = AgentStats()
     config = parse({"prometheus": {"enabled": enabled}})
-    collectors = [GpuCollector(Nvml(healthy_h100(8))), statsd]
+    collectors = [gpus, statsd]
     agent, _ = build_agent(config, _NoClient(), stats, collectors, DimensionPlan(identity=None, hostname="gpu-host"),
                            submit=lambda datums: None, snapshot=snapshot)
     return agent
@@ -205,11 +223,12 @@ class _NoClient:
         raise AssertionError("nothing is published in these tests")
 
 
-def test_promtool_accepts_a_scrape_with_gpus_and_statsd(snapshot: Snapshot, endpoint: Endpoint) -> None:
+def test_promtool_accepts_a_scrape_with_gpus_and_statsd(snapshot: Snapshot, endpoint: Endpoint,
+                                                        gpus: GpuCollector) -> None:
     promtool = tool("promtool")
     statsd = StatsdCollector(dimension_keys=("model",))
     statsd.receive(b"SamplesProcessed:128|c|#model:bert\nStepTime:412.5|ms\nQueueDepth:7|g")
-    agent = agent_with_gpus(snapshot, statsd)
+    agent = agent_with_gpus(snapshot, statsd, gpus)
     agent.collect()  # type: ignore[attr-defined]
     agent.collect()  # type: ignore[attr-defined]
     agent.stats.add_collector_error("gpu")  # type: ignore[attr-defined]
@@ -222,9 +241,10 @@ def test_promtool_accepts_a_scrape_with_gpus_and_statsd(snapshot: Snapshot, endp
     assert 'infrawatch_job_samples_processed_total{model="bert"} 128.0' in text.splitlines()
 
 
-def test_a_real_prometheus_server_scrapes_the_agent(tmp_path: Path, snapshot: Snapshot, endpoint: Endpoint) -> None:
+def test_a_real_prometheus_server_scrapes_the_agent(tmp_path: Path, snapshot: Snapshot, endpoint: Endpoint,
+                                                    gpus: GpuCollector) -> None:
     prometheus = tool("prometheus")
-    agent = agent_with_gpus(snapshot, StatsdCollector())
+    agent = agent_with_gpus(snapshot, StatsdCollector(), gpus)
     agent.collect()  # type: ignore[attr-defined]
     port = free_port()
     config = tmp_path / "prometheus.yml"
@@ -278,8 +298,8 @@ def test_startup_with_the_port_in_use_exits_2_naming_the_key(tmp_path: Path, cap
         try:
             assert main(["--dry-run", "--config", str(config)]) == 2
         finally:
-            structlog.reset_defaults()  # main() pointed the loggers at this test's captured stdout
-    assert capsys.readouterr().err == f'prometheus.address: {busy} is in use, got "{busy}"\n'
+            structlog.reset_defaults()  # main() pointed the loggers at this test's captured stderr (--dry-run)
+    assert capsys.readouterr().err.splitlines()[-1] == f'prometheus.address: {busy} is in use, got "{busy}"'
 
 
 def test_the_agent_process_serves_its_readings_and_closes_the_port_on_sigterm(tmp_path: Path) -> None:
@@ -310,10 +330,10 @@ def test_the_agent_process_serves_its_readings_and_closes_the_port_on_sigterm(tm
             agent.kill()
 
 
-def test_the_snapshot_holds_nothing_while_the_endpoint_is_off(snapshot: Snapshot) -> None:
+def test_the_snapshot_holds_nothing_while_the_endpoint_is_off(snapshot: Snapshot, gpus: GpuCollector) -> None:
     """Nobody scrapes it: a copy of every series' latest reading would only cost memory (StatsD floods)."""
     statsd = StatsdCollector()
     statsd.receive(b"SamplesProcessed:128|c")
-    agent = agent_with_gpus(snapshot, statsd, enabled=False)
+    agent = agent_with_gpus(snapshot, statsd, gpus, enabled=False)
     agent.collect()  # type: ignore[attr-defined]
     assert snapshot.series() == []

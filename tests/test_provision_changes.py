@@ -76,7 +76,11 @@ def tags(provisioner: Provisioner, name: str) -> dict[str, str]:
 
 def test_dry_run_prints_the_plan_and_makes_no_write_call(provisioner: Provisioner) -> None:
     run = provisioner.run(SPEC + SCORER_ENTRY, "--dry-run")
-    assert (run.code, run.err) == (0, "")
+    assert (run.code, run.errors) == (0, [])
+    # No agent or endpoint has published yet: every alarm's series is without data, one warning per alarm.
+    assert len(run.warnings) == HOST_ALARMS + RANKER_ALARMS + SCORER_ALARMS
+    assert run.warnings[0] == (f'warning: alarm "ml/host/{HOST}/cpu_high": no datapoints in the last hour for '
+                               f"InfraWatch CPUUtilization {{InstanceId={HOST}}}")
     assert provisioner.recorder.writes == Counter()
     assert run.lines[:3] == ["+ create topic ml-critical", "+ create subscription ml-critical email:oncall@example.com",
                              "+ create topic ml-warning"]
@@ -97,7 +101,8 @@ def test_without_yes_the_plan_is_applied_only_when_confirmed(provisioner: Provis
     assert (declined.code, declined.lines[-1], questions) == (0, "Nothing applied.", ["Apply 32 writes?"])
     assert provisioner.recorder.writes == Counter()
     not_a_terminal = provisioner.run(SPEC)  # pytest's stdin is not a terminal
-    assert (not_a_terminal.code, not_a_terminal.err) == (2, "stdin is not a terminal: pass --yes to apply the plan\n")
+    assert (not_a_terminal.code, not_a_terminal.errors) == (
+        2, ["stdin is not a terminal: pass --yes to apply the plan"])
     assert provisioner.recorder.writes == Counter()
     accepted = provisioner.run(SPEC, confirm=lambda question: True)
     assert (accepted.code, accepted.lines[-1]) == (0, "Applied 29 changes; 0 failed.")
@@ -140,16 +145,28 @@ def test_prune_deletes_the_removed_endpoints_alarms_and_dashboard_only(provision
     assert provisioner.recorder.writes == Counter()
     assert f"! keep alarm {SCORER}endpoint_cpu_high (no longer in the spec; --prune deletes it)" in kept.lines
 
-    pruned = provisioner.run(SPEC, "--yes", "--prune")
+    refused = provisioner.run(SPEC, "--yes", "--prune")  # the scorer's 10 of the stack's 33 alarms: 30 %
+    assert (refused.code, provisioner.recorder.writes) == (1, Counter())
+    assert refused.lines[-4:] == [
+        "Plan: 0 to create, 0 to update, 11 to delete, 29 unchanged.",
+        "Apply: 11 writes, about 3 s at 3 alarm writes per second.",
+        "Cost of the stack: 23 alarms over 25 metrics and 2 dashboards, about $8.50/month (us-east-1 list prices, "
+        "2026-12; an account's first 3 dashboards and 10 alarm metrics are free).",
+        "Refused: the plan deletes 10 of this stack's 33 alarms, more than 20 %; pass --allow-mass-delete if that "
+        "is intended.",
+    ]
+    pruned = provisioner.run(SPEC, "--yes", "--prune", "--allow-mass-delete")
     assert pruned.code == 0
     assert provisioner.recorder.writes == Counter({"DeleteAlarms": 1, "DeleteDashboards": 1})
     assert f"- delete alarm {SCORER}endpoint_5xx_rate" in pruned.lines
-    assert "- delete dashboard ml-endpoint-scorer" in pruned.lines
+    assert "- delete dashboard ml-us-east-1-endpoint-scorer" in pruned.lines
     remaining = alarm_names(provisioner)
     assert {name for name in remaining if name.startswith(SCORER)} == {SCORER + "by-hand"}
     assert len(remaining) == HOST_ALARMS + RANKER_ALARMS + 1
     dashboards = provisioner.client("cloudwatch").list_dashboards()["DashboardEntries"]
-    assert sorted(entry["DashboardName"] for entry in dashboards) == ["ml-endpoint-ranker", "ml-fleet"]
+    assert sorted(entry["DashboardName"] for entry in dashboards) == [
+        "ml-us-east-1-endpoint-ranker", "ml-us-east-1-fleet",
+    ]
 
 
 def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm(provisioner: Provisioner) -> None:
@@ -158,7 +175,8 @@ def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm
     cpu = f"ml/host/{HOST}/cpu_high"
     arn = alarm(provisioner, cpu)["AlarmArn"]
     cloudwatch.untag_resource(ResourceARN=arn, TagKeys=["team"])
-    cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "temporary", "Value": "yes"}])
+    # A tag someone else set (AWS Config, a tag policy, cost tooling) is theirs: it survives every rerun.
+    cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "cost-center", "Value": "4711"}])
     memory = alarm(provisioner, f"ml/host/{HOST}/memory_high")
     cloudwatch.put_metric_alarm(
         AlarmName=memory["AlarmName"], Namespace="InfraWatch", MetricName="MemoryUtilization", Statistic="Average",
@@ -168,10 +186,15 @@ def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm
     )
     run = provisioner.run(SPEC, "--yes")
     assert run.code == 0
-    assert provisioner.recorder.writes == Counter({"TagResource": 1, "UntagResource": 1, "PutMetricAlarm": 1})
+    assert provisioner.recorder.writes == Counter({"TagResource": 1, "PutMetricAlarm": 1})
     assert f"~ update alarm {cpu} (Tags)" in run.lines
     assert f"~ update alarm ml/host/{HOST}/memory_high (Threshold 99.0 -> 90.0)" in run.lines
-    assert tags(provisioner, cpu) == {"managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform"}
+    assert tags(provisioner, cpu) == {
+        "managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform", "cost-center": "4711",
+    }
+    rerun = provisioner.run(SPEC, "--yes")
+    assert (rerun.code, provisioner.recorder.writes) == (0, Counter())
+    assert tags(provisioner, cpu)["cost-center"] == "4711"
 
 
 def test_a_resource_with_this_stacks_name_but_not_its_tags_is_left_alone(provisioner: Provisioner) -> None:
@@ -214,7 +237,7 @@ def test_a_refused_write_exits_1_and_reports_what_was_applied(provisioner: Provi
     assert failures == [
         f"failed + create dashboard {name}: InvalidParameterInput: An error occurred (InvalidParameterInput) when "
         "calling the PutDashboard operation: InvalidParameterInput from the test"
-        for name in ("ml-fleet", "ml-endpoint-ranker")
+        for name in ("ml-us-east-1-fleet", "ml-us-east-1-endpoint-ranker")
     ]
     assert f"applied + create alarm ml/host/{HOST}/cpu_high" in run.lines
     assert run.lines[-1] == "Applied 27 changes; 2 failed."
@@ -227,7 +250,7 @@ def test_throttling_is_retried_with_backoff_until_it_passes(provisioner: Provisi
     assert run.code == 0
     assert provisioner.recorder.calls.count("PutMetricAlarm") == HOST_ALARMS + RANKER_ALARMS + 3
     assert len(alarm_names(provisioner)) == HOST_ALARMS + RANKER_ALARMS
-    logged = [json.loads(line) for line in run.err.splitlines()]
+    logged = [json.loads(line) for line in run.errors]
     assert [(entry["event"], entry["operation"], entry["error_code"]) for entry in logged] == [
         ("aws_call_retried", "PutMetricAlarm", "Throttling"),  # logged once, not once per retry
     ]

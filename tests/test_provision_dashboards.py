@@ -39,25 +39,26 @@ def test_the_same_inventory_gives_the_same_bytes() -> None:
     inventory = Inventory(tuple(hosts(3, 8)), (Variant("ranker", "AllTraffic", "ml.g5.12xlarge", 48, 4),))
     first, second = build(inventory), build(inventory)
     assert first == second
-    assert [dashboard.name for dashboard in first] == ["ml-fleet", "ml-endpoint-ranker"]
-    assert all(is_owned(dashboard.body, "ml") and not is_owned(dashboard.body, "m") for dashboard in first)
+    assert [dashboard.name for dashboard in first] == ["ml-us-east-1-fleet", "ml-us-east-1-endpoint-ranker"]
+    assert all(is_owned(dashboard.body, "ml", "us-east-1") and not is_owned(dashboard.body, "m", "us-east-1")
+               and not is_owned(dashboard.body, "ml", "eu-west-1") for dashboard in first)
 
 
 def test_the_widget_limit_splits_the_fleet() -> None:
     # Each 8-GPU host takes a row of 7 widgets under the 1 header: 71 hosts fill 498 of 500 widgets.
     at_limit = build(Inventory(tuple(hosts(71, 8)), ()))
-    assert [(d.name, widget_count(d)) for d in at_limit] == [("ml-fleet", 498)]
+    assert [(d.name, widget_count(d)) for d in at_limit] == [("ml-us-east-1-fleet", 498)]
     past = build(Inventory(tuple(hosts(72, 8)), ()))
-    assert [(d.name, widget_count(d)) for d in past] == [("ml-fleet", 498), ("ml-fleet-2", 8)]
+    assert [(d.name, widget_count(d)) for d in past] == [("ml-us-east-1-fleet", 498), ("ml-us-east-1-fleet-2", 8)]
     assert [dashboard_problems(d) for d in past] == [[], []]
 
 
 def test_the_metric_limit_splits_the_fleet() -> None:
     # A 64-GPU host's row has 139 metrics: 17 hosts fit 2,500 (2,363), 18 would not (2,502).
     at_limit = build(Inventory(tuple(hosts(17, 64)), ()))
-    assert [(d.name, metric_count(d)) for d in at_limit] == [("ml-fleet", 2363)]
+    assert [(d.name, metric_count(d)) for d in at_limit] == [("ml-us-east-1-fleet", 2363)]
     past = build(Inventory(tuple(hosts(18, 64)), ()))
-    assert [(d.name, metric_count(d)) for d in past] == [("ml-fleet", 2363), ("ml-fleet-2", 139)]
+    assert [(d.name, metric_count(d)) for d in past] == [("ml-us-east-1-fleet", 2363), ("ml-us-east-1-fleet-2", 139)]
 
 
 def test_alarm_status_widgets_hold_at_most_100_alarms() -> None:

@@ -28,8 +28,8 @@ def inventory(provisioner: Provisioner, spec: dict[str, object]) -> Inventory:
     return Discovery(parse(spec), caller).inventory()
 
 
-def publish(provisioner: Provisioner, metric: str, **dims: str) -> None:
-    provisioner.client("cloudwatch").put_metric_data(Namespace="InfraWatch", MetricData=[{
+def publish(provisioner: Provisioner, metric: str, namespace: str = "InfraWatch", **dims: str) -> None:
+    provisioner.client("cloudwatch").put_metric_data(Namespace=namespace, MetricData=[{
         "MetricName": metric, "Value": 1.0,
         "Dimensions": [{"Name": name, "Value": value} for name, value in sorted(dims.items())],
     }])
@@ -120,3 +120,31 @@ def test_an_agent_off_ec2_is_found_by_its_host_dimension_with_its_devices(provis
         Host(A, (), (), ()),
         Host("gpu-box-1", (), ("0",), ("/data",), id_dimension="Host"),
     )
+
+
+def test_under_cwagent_declared_devices_take_their_published_device_dimensions(provisioner: Provisioner) -> None:
+    # The CloudWatch agent's GPU series carry the GPU's name, its disk series the device and filesystem type:
+    # values only the host knows, read from its series. A declared GPU that publishes nothing is left out.
+    publish(provisioner, "GPUHealthy", "CWAgent", InstanceId=A, index="0", name="NVIDIA H100 80GB HBM3", arch="Hopper")
+    publish(provisioner, "GPUHealthy", "CWAgent", InstanceId=A, index="1", name="NVIDIA H100 80GB HBM3")  # no arch
+    publish(provisioner, "disk_used_percent", "CWAgent", InstanceId=A, path="/", device="nvme0n1p1", fstype="ext4")
+    found = inventory(provisioner, {"naming": "cwagent", "hosts": [{"instance_ids": [A], "gpus": 2}]})
+    assert found.hosts == (Host(A, (), ("0",), ("/",), devices={
+        ("GPU", "0"): (("GPUArch", "Hopper"), ("GPUName", "NVIDIA H100 80GB HBM3")),
+        ("MountPath", "/"): (("Device", "nvme0n1p1"), ("FSType", "ext4")),
+    }),)
+    assert found.warnings == (
+        f"hosts[0]: {A} published no GPUHealthy series for GPU 1 in the last 3 hours, so their alarms, which "
+        "need the GPUName/GPUArch it publishes, are left out",
+    )
+
+
+def test_under_cwagent_discover_devices_finds_the_devices_with_their_dimensions(provisioner: Provisioner) -> None:
+    publish(provisioner, "GPUHealthy", "CWAgent", InstanceId=A, index="7", name="NVIDIA A10G", arch="Ampere")
+    publish(provisioner, "disk_used_percent", "CWAgent", InstanceId=A, path="/data", device="nvme1n1", fstype="xfs")
+    found = inventory(provisioner, {"naming": "cwagent", "hosts": [{"instance_ids": [A], "discover_devices": True}]})
+    assert found.hosts == (Host(A, (), ("7",), ("/data",), devices={
+        ("GPU", "7"): (("GPUArch", "Ampere"), ("GPUName", "NVIDIA A10G")),
+        ("MountPath", "/data"): (("Device", "nvme1n1"), ("FSType", "xfs")),
+    }),)
+    assert found.warnings == ()

@@ -71,8 +71,8 @@ def test_an_existing_topic_is_notified_but_never_modified(provisioner: Provision
     heartbeat = provisioner.client("cloudwatch").describe_alarms(
         AlarmNames=["ml/host/i-0000000000000000a/heartbeat_missing"])["MetricAlarms"][0]
     assert heartbeat["AlarmActions"] == [pager]
-    targets = provisioner.client("events").list_targets_by_rule(Rule="ml-alarm-state")["Targets"]
-    assert targets == [{"Id": "critical-topic", "Arn": pager}]
+    # Its policy may not let EventBridge publish, so the alarms' own actions stay its path and no rule is made.
+    assert provisioner.client("events").list_rules()["Rules"] == []
 
 
 def test_a_topic_the_stack_no_longer_uses_is_deleted_only_with_prune(provisioner: Provisioner) -> None:

@@ -106,6 +106,11 @@ INVALID_SPECS = [
     ('[events]\ntarget_arn = "arn:aws:sqs:us-east-1:123456789012:q"',
      ["events.target_arn: must be a Lambda function ARN or an SSM Automation document ARN (automation-definition/...), "
       'got "arn:aws:sqs:us-east-1:123456789012:q"']),
+    (f'[[hosts]]\n{HOST}\n[[hosts]]\ninstance_ids = ["i-0000000000000000b", "i-0000000000000000a"]',
+     ['hosts[1].instance_ids[1]: "i-0000000000000000a" is also in hosts[0].instance_ids[0]']),
+    (f'[[hosts]]\n{HOST}\nmounts = ["/", "/data", "/data"]',
+     ['hosts[0].mounts: mounts[2] repeats mounts[1] ("/data"), got ["/", "/data", "/data"]']),
+    ("[apply]\nalarm_writes_per_second = 0", ["apply.alarm_writes_per_second: must be 0.1..1000 per second, got 0"]),
     ('stack = "-ml"\n[alarms.cpu_high]\nthreshold = 120.0\n'
      '[[hosts]]\ngpus = -1\ninstance_ids = ["i-0000000000000000a"]',
      ['stack: must be 1..32 letters, digits, - or _, starting with a letter or digit, got "-ml"',
@@ -174,4 +179,29 @@ def test_what_the_spec_names_must_exist_and_fit_cloudwatch_before_anything_is_wr
 ) -> None:
     run = provisioner.run(spec, "--yes")
     assert (run.code, run.err.splitlines(), run.out) == (2, problems, "")
+    assert provisioner.recorder.writes == Counter()
+
+
+@pytest.mark.parametrize(("rate", "problem"), [
+    ("0", "must be 0.1..1000 per second, got 0.0"),
+    ("1e-9", "must be 0.1..1000 per second, got 1e-09"),
+    ("1001", "must be 0.1..1000 per second, got 1001.0"),
+    ("nan", "must be a number, got nan"),
+    ("inf", "must be a number, got inf"),
+])
+def test_the_alarm_writes_flag_has_the_spec_keys_range_and_error(untouched: Provisioner, rate: str,
+                                                                 problem: str) -> None:
+    run = untouched.run(f"[[hosts]]\n{HOST}", "--yes", "--alarm-writes-per-second", rate)
+    assert (run.code, run.err, run.out) == (2, f"--alarm-writes-per-second: {problem}\n", "")
+    assert untouched.recorder.calls == []
+
+
+def test_a_host_in_two_groups_found_in_aws_names_both_groups(provisioner: Provisioner) -> None:
+    publish = provisioner.client("cloudwatch").put_metric_data
+    publish(Namespace="InfraWatch", MetricData=[{"MetricName": "Heartbeat", "Value": 1.0, "Dimensions": [
+        {"Name": "Component", "Value": "agent"}, {"Name": "InstanceId", "Value": "i-0000000000000000a"}]}])
+    run = provisioner.run(f"[[hosts]]\n{HOST}\n[[hosts]]\ndiscover = true", "--yes")
+    assert (run.code, run.err.splitlines(), run.out) == (2, [
+        'hosts[1]: host "i-0000000000000000a" (discover = true) is also in hosts[0] (instance_ids)',
+    ], "")
     assert provisioner.recorder.writes == Counter()

@@ -130,7 +130,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
         provisioner = Provisioner(tmp_path_factory.mktemp("stack"))
         create_embedder(provisioner)
         first = provisioner.run(FULL_SPEC, "--yes")
-        assert (first.code, first.err) == (0, "")
+        assert (first.code, first.errors) == (0, [])
         second = provisioner.run(FULL_SPEC, "--yes")
         yield Provisioned(provisioner, second, provisioner.recorder.writes)
 
@@ -183,7 +183,7 @@ def test_host_alarms_watch_the_agents_series(provisioned: Provisioned) -> None:
         "Namespace": "InfraWatch", "MetricName": "GPUHealthy", "Statistic": "Minimum",
         "Dimensions": dims(GPU="3", InstanceId=HOST_B), "Period": 60, "EvaluationPeriods": 1,
         "DatapointsToAlarm": 1, "Threshold": 1.0, "ComparisonOperator": "LessThanThreshold",
-        "TreatMissingData": "notBreaching", "AlarmActions": [CRITICAL], "OKActions": [CRITICAL],
+        "TreatMissingData": "notBreaching", "OKActions": [CRITICAL],  # ALARM: by the rule
         "AlarmDescription": f"GPU health (0: fell off the bus) of {HOST_B} GPU 3 below 1 in 1 of 1 periods of 60 s "
                             f"(critical). Managed by infrawatch stack ml. Runbook: {RUNBOOK}",
     }
@@ -212,7 +212,7 @@ def test_sagemaker_alarms_use_endpoint_and_variant_and_microseconds(provisioned:
         "Namespace": "AWS/SageMaker", "MetricName": "ModelLatency", "ExtendedStatistic": "p99",
         "Dimensions": variant, "Period": 60, "EvaluationPeriods": 5, "DatapointsToAlarm": 3,
         "Threshold": 1_000_000.0, "ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "notBreaching",
-        "EvaluateLowSampleCountPercentile": "ignore", "AlarmActions": [CRITICAL], "OKActions": [CRITICAL],
+        "EvaluateLowSampleCountPercentile": "ignore", "OKActions": [CRITICAL],
         "AlarmDescription": "ModelLatency p99 of embedder/primary above 1000 ms (1e+06 µs) in 3 of 5 periods of "
                             f"60 s (critical). Managed by infrawatch stack ml. Runbook: {RUNBOOK}",
     }
@@ -227,10 +227,10 @@ def test_sagemaker_alarms_use_endpoint_and_variant_and_microseconds(provisioned:
     error_rate = config(found["ml/sagemaker/embedder/primary/endpoint_error_rate"])
     assert error_rate["Metrics"] == [
         summed("invocations", "Invocations"),
-        summed("errors4xx", "Invocation4XXErrors"),
         summed("errors5xx", "Invocation5XXErrors"),
+        summed("modelerrors", "InvocationModelErrors"),
         {"Id": "rate", "Label": "Error rate", "ReturnData": True,
-         "Expression": "IF(invocations > 0, (errors4xx + errors5xx) / invocations, 0)"},
+         "Expression": "IF(invocations > 0, (errors5xx + modelerrors) / invocations, 0)"},
     ]
     assert (error_rate["Threshold"], "Namespace" in error_rate, "Period" in error_rate) == (0.05, False, False)
 
@@ -258,7 +258,7 @@ def test_every_alarm_is_tagged_and_notifies_its_severitys_topic(provisioned: Pro
     }
     assert all(tag_set == TAGS for tag_set in tags.values())
     actions = {(tuple(a["AlarmActions"]), tuple(a["OKActions"])) for a in found.values()}
-    assert actions == {((CRITICAL,), (CRITICAL,)), ((WARNING,), ())}
+    assert actions == {((), (CRITICAL,)), ((WARNING,), ())}
 
 
 def test_topics_policy_and_subscriptions(provisioned: Provisioned) -> None:
@@ -297,9 +297,9 @@ def widgets(provisioner: Provisioned, name: str) -> list[dict[str, Any]]:
 def test_dashboards_and_their_widgets(provisioned: Provisioned) -> None:
     entries = provisioned.client("cloudwatch").list_dashboards()["DashboardEntries"]
     assert sorted(entry["DashboardName"] for entry in entries) == [
-        "ml-endpoint-embedder", "ml-endpoint-ranker", "ml-fleet",
+        "ml-us-east-1-endpoint-embedder", "ml-us-east-1-endpoint-ranker", "ml-us-east-1-fleet",
     ]
-    fleet = widgets(provisioned, "ml-fleet")
+    fleet = widgets(provisioned, "ml-us-east-1-fleet")
     assert [widget.get("properties", {}).get("title") for widget in fleet] == [
         None,
         f"{HOST_A}: CPU and memory (%)", f"{HOST_A}: GPU utilization (%)", f"{HOST_A}: GPU memory utilization (%)",
@@ -309,7 +309,8 @@ def test_dashboards_and_their_widgets(provisioned: Provisioned) -> None:
         f"{HOST_B}: storage utilization (%)", f"{HOST_B}: disk and network throughput (bytes/s)",
         f"{HOST_B}: application throughput", f"{HOST_B}: agent health", f"{HOST_B}: alarms",
     ]
-    assert "`managed-by=infrawatch` `infrawatch:stack=ml`" in fleet[0]["properties"]["markdown"]
+    marker = "`managed-by=infrawatch` `infrawatch:stack=ml` `infrawatch:region=us-east-1`"
+    assert marker in fleet[0]["properties"]["markdown"]
     gpu = fleet[2]["properties"]["metrics"]
     assert gpu[0] == ["InfraWatch", "HostGPUUtilization", "InstanceId", HOST_A, {"stat": "Average"}]
     assert gpu[4] == ["InfraWatch", "GPUUtilization", "GPU", "3", "InstanceId", HOST_A, {"stat": "Average"}]
@@ -318,7 +319,7 @@ def test_dashboards_and_their_widgets(provisioned: Provisioned) -> None:
     assert len(status) == 46
     assert f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}:alarm:ml/host/{HOST_A}/heartbeat_missing" in status
 
-    endpoint = widgets(provisioned, "ml-endpoint-embedder")
+    endpoint = widgets(provisioned, "ml-us-east-1-endpoint-embedder")
     latency = endpoint[3]["properties"]["metrics"]
     assert [line[-1] for line in latency] == [
         {"stat": "p50", "label": "ModelLatency p50"}, {"stat": "p90", "label": "ModelLatency p90"},
@@ -333,12 +334,25 @@ def test_eventbridge_rule_pattern_and_targets(provisioned: Provisioned) -> None:
     assert json.loads(rule["EventPattern"]) == {
         "source": ["aws.cloudwatch"],
         "detail-type": ["CloudWatch Alarm State Change"],
-        "detail": {"alarmName": [{"prefix": "ml/"}], "state": {"value": ["ALARM"]}},
+        # What pages and nothing else: every critical kind, for any host, GPU, mount or variant.
+        "detail": {"alarmName": [{"wildcard": pattern} for pattern in (
+            "ml/host/*/gpu_ecc_errors@*", "ml/host/*/gpu_unhealthy@*", "ml/host/*/gpu_xid_errors@*",
+            "ml/host/*/heartbeat_missing", "ml/sagemaker/*/endpoint_5xx_rate", "ml/sagemaker/*/endpoint_error_rate",
+            "ml/sagemaker/*/endpoint_latency_p99", "ml/sagemaker/*/endpoint_model_error_rate",
+        )], "state": {"value": ["ALARM"]}},
     }
     assert rule["State"] == "ENABLED"
     assert events.list_targets_by_rule(Rule="ml-alarm-state")["Targets"] == [
         {"Id": "automated-response", "Arn": AUTOMATION, "RoleArn": AUTOMATION_ROLE},
-        {"Id": "critical-topic", "Arn": CRITICAL},
+        {"Id": "critical-topic", "Arn": CRITICAL, "InputTransformer": {
+            "InputPathsMap": {
+                "alarm": "$.detail.alarmName", "description": "$.detail.configuration.description",
+                "previous": "$.detail.previousState.value", "reason": "$.detail.state.reason",
+                "region": "$.region", "state": "$.detail.state.value", "time": "$.time",
+            },
+            "InputTemplate": '"<alarm> is <state> (was <previous>) in <region> since <time>. <description> '
+                             'Why: <reason>"',
+        }},
     ]
     tags = events.list_tags_for_resource(ResourceARN=RULE)["Tags"]
     assert {tag["Key"]: tag["Value"] for tag in tags} == TAGS

@@ -31,7 +31,7 @@ def provisioner(tmp_path: Path) -> Iterator[Provisioner]:
 
 def test_detail_shows_what_each_alarm_watches_and_the_plan_ends_with_time_and_cost(provisioner: Provisioner) -> None:
     run = provisioner.run(HOST, "--dry-run", "--detail")
-    assert (run.code, run.err) == (0, "")
+    assert (run.code, run.errors) == (0, [])
     assert run.lines == [
         "+ create topic ml-critical",
         "+ create topic ml-warning",
@@ -45,7 +45,7 @@ def test_detail_shows_what_each_alarm_watches_and_the_plan_ends_with_time_and_co
         f"+ create alarm ml/host/{HOST_ID}/heartbeat_missing",
         f"    InfraWatch Heartbeat {{Component=agent, InstanceId={HOST_ID}}} Sum < 1 for 3 of 3 × 60 s "
         "(missing: breaching)",
-        "+ create dashboard ml-fleet",
+        "+ create dashboard ml-us-east-1-fleet",
         "+ create rule ml-alarm-state",
         "Plan: 8 to create, 0 to update, 0 to delete, 0 unchanged.",
         # 4 PutMetricAlarm 1/3 s apart; the other 7 writes are not paced
@@ -95,8 +95,8 @@ def test_a_large_plan_without_a_terminal_needs_large_plan_ok(provisioner: Provis
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", open("/dev/null"))  # noqa: SIM115 — not a terminal, as in CI or cron
     run = provisioner.run(large_spec(25), "--yes")
-    assert (run.code, run.err) == (2, "stdin is not a terminal: the plan has 1,132 writes, more than 1,000: "
-                                      "pass --large-plan-ok with --yes to apply it\n")
+    assert (run.code, run.errors) == (2, ["stdin is not a terminal: the plan has 1,132 writes, more than 1,000: "
+                                          "pass --large-plan-ok with --yes to apply it"])
     assert provisioner.recorder.writes == Counter()
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+from moto import mock_aws
 
 from provisioning.alarms import AlarmDefinition, MetricQuery
+from provisioning.aws import Caller, RateLimiter
 from provisioning.dashboards import DashboardDefinition
-from provisioning.validate import alarm_problems, dashboard_problems, problems
+from provisioning.validate import alarm_problems, dashboard_problems, problems, series_without_data
+from tests.fakes.aws import Provisioner
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ml-critical"
 NAME = "ml/host/i-0000000000000000a/cpu_high"
@@ -168,3 +173,25 @@ def test_alarm_status_widget_limit() -> None:
     assert dashboard_problems(dashboard([status(101)])) == [
         'dashboard "ml-fleet": widget "alarms" must have 1..100 alarms, got 101'
     ]
+
+
+def test_series_without_data_in_the_last_hour_are_named_per_alarm(tmp_path: Path) -> None:
+    minute = datetime(2026, 12, 6, 17, 53, tzinfo=timezone.utc)
+    with mock_aws():
+        provisioner = Provisioner(tmp_path)
+        provisioner.client("cloudwatch").put_metric_data(Namespace="InfraWatch", MetricData=[{
+            "MetricName": "CPUUtilization", "Value": 12.0, "Timestamp": minute,  # the agent stamps a minute's start
+            "Dimensions": [{"Name": "InstanceId", "Value": "i-0000000000000000a"}],
+        }])
+        caller = Caller(provisioner.clients, RateLimiter({}))
+        silent = dataclasses.replace(SINGLE, name="ml/host/i-0000000000000000b/cpu_high",
+                                     dimensions=(("InstanceId", "i-0000000000000000b"),))
+        alarms = [SINGLE, silent, MATH]
+        # Right at the minute the datapoint is stamped with, and 59 minutes later: it is in the last hour.
+        for now in (minute, minute + timedelta(minutes=59, seconds=59)):
+            assert series_without_data(alarms, caller, now) == [
+                'alarm "ml/host/i-0000000000000000b/cpu_high": no datapoints in the last hour for InfraWatch '
+                "CPUUtilization {InstanceId=i-0000000000000000b}",
+                f'alarm "{NAME}": no datapoints in the last hour for AWS/SageMaker Invocations {{}}',
+            ]
+        assert len(series_without_data(alarms, caller, minute + timedelta(hours=1))) == 3  # an hour on: gone

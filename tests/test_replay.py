@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
+import pytest
+from structlog.testing import capture_logs
 
 from agent.aggregate import Datum
+from agent.cli import build_agent
+from agent.config import load
+from agent.fleet import DimensionPlan
 from agent.loop import PublishWorker
 from agent.publisher import Publisher, RequestSizer
 from agent.replay import Replayer, settled
 from agent.selfstats import AgentStats
-from agent.spool import Spool
+from agent.spool import Spool, Spooled
 from tests.fakes.cloudwatch import RecordingClient, client_error
 from tests.fakes.host import FakeClock
+from tests.fakes.sqlite import Disk
 
 NOW = 1_790_000_040.0
 HOST = (("InstanceId", "i-0abc"),)
@@ -31,10 +38,12 @@ def datum(minute: int, name: str = "GPUUtilization") -> Datum:
 class Rig:
     """A publisher, a spool on disk and a replayer sharing one fake monotonic clock."""
 
-    def __init__(self, tmp_path: Path, client: Any, rate: float = 5.0) -> None:
+    def __init__(self, tmp_path: Path, client: Any, rate: float = 5.0, disk: Disk | None = None) -> None:
         self.clock = FakeClock(0.0)
         self.stats = AgentStats()
-        self.spool = Spool(tmp_path / "spool.db", stats=self.stats, wall_clock=lambda: NOW + 3600)
+        self.disk = disk or Disk()
+        self.spool = Spool(tmp_path / "spool.db", namespace="InfraWatch", stats=self.stats,
+                           wall_clock=lambda: NOW + 3600, connection_factory=self.disk.connection_factory())
         self.publisher = Publisher(client, "InfraWatch", stats=self.stats, sizer=SIZER, sleep=self.clock.sleep,
                                    monotonic=self.clock, on_undeliverable=self.spool.put, retry_deadline=5.0)
         self.replayer = Replayer(self.spool, self.publisher, requests_per_second=rate, monotonic=self.clock)
@@ -105,9 +114,10 @@ def test_a_replay_botocore_refuses_to_build_is_dropped_not_kept_forever(tmp_path
 
 def test_settled_rows_match_kept_datums_as_a_multiset() -> None:
     heartbeat = datum(0, "Heartbeat")  # two flushes in one minute spool two identical Heartbeats
-    rows = [(1, heartbeat), (2, datum(1)), (3, heartbeat)]
-    assert settled(rows, [heartbeat]) == [2, 3]
-    assert settled(rows, []) == [1, 2, 3]
+    rows = [Spooled(1, "InfraWatch", heartbeat), Spooled(2, "InfraWatch", datum(1)),
+            Spooled(3, "InfraWatch", heartbeat)]
+    assert [row.id for row in settled(rows, [heartbeat])] == [2, 3]
+    assert [row.id for row in settled(rows, [])] == [1, 2, 3]
     assert settled(rows, [heartbeat, datum(1), heartbeat]) == []
 
 
@@ -129,7 +139,7 @@ class GatedClient(RecordingClient):
 def test_live_batches_go_before_the_rest_of_the_replay(tmp_path: Path) -> None:
     client = GatedClient()
     stats = AgentStats()
-    spool = Spool(tmp_path / "spool.db", stats=stats, wall_clock=lambda: NOW + 3600)
+    spool = Spool(tmp_path / "spool.db", namespace="InfraWatch", stats=stats, wall_clock=lambda: NOW + 3600)
     publisher = Publisher(client, "InfraWatch", stats=stats, sizer=SIZER, on_undeliverable=spool.put)
     spool.put([datum(minute) for minute in range(1, 3001)], "503")  # three replay requests' worth
     worker = PublishWorker(publisher, Replayer(spool, publisher, requests_per_second=100.0))
@@ -144,3 +154,82 @@ def test_live_batches_go_before_the_rest_of_the_replay(tmp_path: Path) -> None:
     order = [request["MetricData"][0]["MetricName"] for request in client.accepted]
     assert order == ["GPUUtilization", "Heartbeat", "CPUUtilization", "GPUUtilization", "GPUUtilization"]
     assert stats.published == 3000 * 6 + 2 * 6
+
+
+def test_each_replay_request_carries_rows_of_one_namespace_to_that_namespace(tmp_path: Path) -> None:
+    client = RecordingClient()
+    rig = Rig(tmp_path, client)
+    rig.spool.put([datum(1), datum(2)], "503")  # the spool's namespace: InfraWatch
+    rig.spool.put([datum(3), datum(5)], "503", namespace="CWAgent")
+    rig.spool.put([datum(4)], "503", namespace="InfraWatch")
+    while rig.replayer.due_in() is not None:
+        rig.clock.advance(rig.replayer.due_in() or 0.0)
+        assert rig.replayer.replay_one() is True
+    assert [(request["Namespace"], [d["Timestamp"].timestamp() for d in request["MetricData"]])
+            for request in client.accepted] == [
+        ("InfraWatch", [NOW + 60, NOW + 120]), ("CWAgent", [NOW + 180]), ("InfraWatch", [NOW + 240]),
+        ("CWAgent", [NOW + 300])]
+    assert (rig.spool.datums, rig.stats.published) == (0, 5 * 6)
+
+
+def test_a_reload_to_another_namespace_never_backfills_spooled_datums_under_it(tmp_path: Path) -> None:
+    """Wired as run_forever wires it: each config's publisher spools under its own namespace."""
+    down = [True]
+    client = RecordingClient(fail=lambda n, request: botocore.exceptions.NoCredentialsError() if down[0] else None)
+    stats = AgentStats()
+    spool = Spool(tmp_path / "spool.db", namespace="InfraWatch", stats=stats, wall_clock=lambda: NOW + 3600)
+    before = load(None)
+    after = dataclasses.replace(before, namespace="Team/Vision")
+    plan = DimensionPlan(identity=None, hostname="gpu-7", append=())
+    _, publisher_before = build_agent(before, client, stats, [], plan, spool=spool)
+    publisher_before.publish([datum(1)])
+    _, publisher_after = build_agent(after, client, stats, [], plan, spool=spool)
+    publisher_after.publish([datum(2)])
+    down[0] = False
+    replayer = Replayer(spool, publisher_after, monotonic=FakeClock(0.0))
+    assert replayer.replay_one() is True
+    assert replayer.replay_one() is True
+    assert [(request["Namespace"], request["MetricData"][0]["Timestamp"].timestamp())
+            for request in client.accepted] == [("InfraWatch", NOW + 60), ("Team/Vision", NOW + 120)]
+
+
+def test_a_full_disk_stops_replay_instead_of_resending_what_was_delivered(tmp_path: Path) -> None:
+    """Old code: the DELETE after a delivered replay request failed and the same rows went again every
+    0.2 s, about 100 requests in these 20 s. Now: one request, then replay stops until the disk allows."""
+    client = RecordingClient()
+    rig = Rig(tmp_path, client, rate=5.0)
+    rig.spool.put([datum(minute) for minute in range(1, 2501)], "503")
+    rig.disk.full = True
+    with capture_logs() as logs:
+        for _ in range(100):  # 20 s in 0.2 s steps, replaying whenever one is due, as the publish worker does
+            if rig.replayer.due_in() == 0.0:
+                rig.replayer.replay_one()
+            rig.clock.advance(0.2)
+        rig.publisher.publish([datum(9000, "Heartbeat")])  # live data still goes
+    assert [len(request["MetricData"]) for request in client.accepted] == [1000, 1]
+    assert [(entry["event"], entry.get("undeleted")) for entry in logs if entry["log_level"] != "debug"] == [
+        ("spool_error", None), ("replay_stopped", 1000)]
+    assert rig.spool.samples()[2].name == "SpoolReplayStopped"
+    assert rig.replayer.due_in() == pytest.approx(40.0)  # the deletion is tried again once a minute
+    rig.disk.full = False
+    rig.clock.advance(rig.replayer.due_in() or 0.0)
+    with capture_logs() as logs:
+        assert rig.replayer.replay_one() is True  # deletes the delivered rows, then sends the next ones
+    assert [entry["event"] for entry in logs] == ["replay_resumed"]
+    while (due := rig.replayer.due_in()) is not None:
+        rig.clock.advance(due)
+        assert rig.replayer.replay_one() is True
+    sent = [d["Timestamp"].timestamp() for request in client.accepted for d in request["MetricData"]]
+    assert sorted(sent) == sorted([NOW + 60 * m for m in range(1, 2501)] + [NOW + 60 * 9000])  # each once
+    assert (rig.spool.datums, rig.spool.undeleted, rig.stats.dropped) == (0, 0, {})
+    assert [sample.name for sample in rig.spool.samples()] == ["SpoolDatums"]
+
+
+def test_a_read_that_fails_does_not_make_replay_spin(tmp_path: Path) -> None:
+    client = RecordingClient()
+    rig = Rig(tmp_path, client, rate=5.0)
+    rig.spool.put([datum(1)], "503")
+    rig.spool.close()  # reads now fail: oldest() is empty though datums says 1
+    assert rig.replayer.replay_one() is True
+    assert rig.replayer.due_in() == 0.2  # the next try waits its turn instead of coming at once
+    assert client.calls == []

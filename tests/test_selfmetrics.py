@@ -69,7 +69,7 @@ def test_collected_equals_published_plus_dropped_plus_spooled_and_gauges_ride_al
     client = RecordingClient(fail=lambda n, request: down if n == 2 else None)
     stats = AgentStats()
     wall = FakeClock(MINUTE)
-    spool = Spool(tmp_path / "spool.db", stats=stats, wall_clock=wall)
+    spool = Spool(tmp_path / "spool.db", namespace="InfraWatch", stats=stats, wall_clock=wall)
     publisher = Publisher(client, "InfraWatch", stats=stats, sizer=RequestSizer(), retry_deadline=0.0,
                           on_undeliverable=spool.put)
     usage = ProcessUsage(FakeProcess(*[(float(n), 0.0) for n in range(4)], rss=1000), monotonic=wall)
@@ -88,10 +88,10 @@ def test_collected_equals_published_plus_dropped_plus_spooled_and_gauges_ride_al
     assert third["SpoolOldestAgeSeconds"]["Values"] == [30.0]  # the spooled minute began 30 s earlier
     assert third["AgentCPUUtilization"]["Values"] == [10.0]  # 1 s of CPU per 10 s
     assert third["AgentMemoryRSS"]["Values"] == [1000.0]
-    assert sorted(datum.name for _, datum in spool.oldest(100)) == [
+    assert sorted(datum.name for _, _, datum in spool.oldest(100)) == [
         "AgentCPUUtilization", "AgentMemoryRSS", "DatapointsCollected", "DatapointsPublished", "GPUUtilization",
         "Heartbeat", "PublishLatency", "SpoolDatums"]
-    gpu = next(datum for _, datum in spool.oldest(100) if datum.name == "GPUUtilization")
+    gpu = next(datum for _, _, datum in spool.oldest(100) if datum.name == "GPUUtilization")
     assert gpu == Datum("GPUUtilization", (("GPU", "0"), *HOST), MINUTE, "Percent",
                         (0.0, 25.0, 50.0, 75.0), (3.0, 2.0, 2.0, 3.0))  # samples 11..20
 

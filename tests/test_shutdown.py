@@ -33,7 +33,7 @@ def wait_for_publisher_threads() -> None:
 
 
 def spooled(spool: Spool) -> list[Datum]:
-    return sorted(d for _, d in spool.oldest(10_000))
+    return sorted(d for _, _, d in spool.oldest(10_000))
 
 
 def test_close_cuts_a_retry_backoff_short_and_spools_the_batch_once(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_close_cuts_a_retry_backoff_short_and_spools_the_batch_once(tmp_path: Pa
 
     client = RecordingClient(fail=throttled)
     stats = AgentStats()
-    spool = Spool(tmp_path / "spool.db", stats=stats, wall_clock=lambda: NOW)
+    spool = Spool(tmp_path / "spool.db", namespace="InfraWatch", stats=stats, wall_clock=lambda: NOW)
     # The real, abortable backoff sleep; with a 30 s deadline and 8 s backoffs only abort() ends it soon.
     publisher = Publisher(client, "InfraWatch", stats=stats, sizer=SIZER, on_undeliverable=spool.put,
                           retry_deadline=30.0, backoff_base=8.0)
@@ -80,7 +80,7 @@ class StuckClient(RecordingClient):
 def test_a_request_stuck_past_the_timeout_is_taken_over_and_spooled_once(tmp_path: Path) -> None:
     client = StuckClient()
     stats = AgentStats()
-    spool = Spool(tmp_path / "spool.db", stats=stats, wall_clock=lambda: NOW)
+    spool = Spool(tmp_path / "spool.db", namespace="InfraWatch", stats=stats, wall_clock=lambda: NOW)
     publisher = Publisher(client, "InfraWatch", stats=stats, sizer=SIZER, on_undeliverable=spool.put)
     worker = PublishWorker(publisher)
     worker.submit([datum(0)])

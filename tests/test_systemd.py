@@ -3,15 +3,12 @@ into a temporary root: twice (idempotent), then --uninstall."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import pytest
 
 from agent.config import AgentConfig, parse
 from agent.schema import load_toml
+from agent.sdnotify import UNIT_WATCHDOG_SEC
 
 REPO = Path(__file__).parent.parent
 UNIT = REPO / "systemd" / "infrawatch-agent.service"
@@ -64,6 +62,8 @@ def test_the_unit_timeouts_leave_the_agent_room() -> None:
     assert int(settings["TimeoutStopSec"].removesuffix("s")) > largest_shutdown_timeout
     # Pings come from the collect cycle at half the period: the default interval fits many times over.
     assert int(settings["WatchdogSec"].removesuffix("s")) / 2 > 4 * AgentConfig().collect.interval
+    # check-config warns against the unit it ships with.
+    assert settings["WatchdogSec"] == f"{UNIT_WATCHDOG_SEC}s"
 
 
 def run_analyze(*args: str) -> subprocess.CompletedProcess[str]:
@@ -91,27 +91,6 @@ def test_security_exposure_is_at_most_2() -> None:
     assert float(score.group(1)) <= 2.0
 
 
-def handmade_wheel(directory: Path) -> Path:
-    """The agent package as a wheel, built by hand: the build backend is not available offline, and
-    install.sh's pip step is what is under test, not setuptools."""
-    project = load_toml(REPO / "pyproject.toml")["project"]
-    name, version = project["name"], project["version"]
-    dist_info = f"{name}-{version}.dist-info"
-    files = {str(path.relative_to(REPO)): path.read_bytes() for path in sorted((REPO / "agent").rglob("*.py"))}
-    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    scripts = "".join(f"{script} = {target}\n" for script, target in project["scripts"].items())
-    files[f"{dist_info}/entry_points.txt"] = f"[console_scripts]\n{scripts}".encode()
-    record = [f"{arcname},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
-              f"{len(data)}" for arcname, data in files.items()]
-    files[f"{dist_info}/RECORD"] = ("\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n").encode()
-    wheel = directory / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for arcname, data in files.items():
-            archive.writestr(arcname, data)
-    return wheel
-
-
 def install(root: Path, wheel: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(INSTALL), "--root", str(root), "--python", sys.executable, "--source", str(wheel),
@@ -120,22 +99,29 @@ def install(root: Path, wheel: Path, *args: str) -> subprocess.CompletedProcess[
     )
 
 
+VERSION = load_toml(REPO / "pyproject.toml")["project"]["version"]
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """install.sh run twice into one root; yields the root."""
+def installed(tmp_path_factory: pytest.TempPathFactory, built_wheel: Path) -> Iterator[Path]:
+    """install.sh run twice into one root with the release wheel; yields the root."""
     root = tmp_path_factory.mktemp("root")
-    wheel = handmade_wheel(tmp_path_factory.mktemp("wheel"))
-    first = install(root, wheel)
+    first = install(root, built_wheel)
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [
-        f"installed infrawatch-agent into {root}/opt/infrawatch/venv",
+        f"installed infrawatch {VERSION} into {root}/opt/infrawatch/venv",
         f"wrote {root}/etc/infrawatch/agent.toml",
         f"installed and enabled {root}/etc/systemd/system/infrawatch-agent.service",
+        "restarted infrawatch-agent.service",
     ]
     (root / "etc/infrawatch/agent.toml").write_text('naming = "cwagent"\n')  # the operator's own config
-    second = install(root, wheel)
+    second = install(root, built_wheel)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines()[1] == f"kept {root}/etc/infrawatch/agent.toml"
+    assert second.stdout.splitlines() == [  # the same version again: nothing changes, nothing restarts
+        f"infrawatch {VERSION} already installed in {root}/opt/infrawatch/venv",
+        f"kept {root}/etc/infrawatch/agent.toml",
+        "infrawatch-agent.service unchanged; not restarted",
+    ]
     yield root
 
 

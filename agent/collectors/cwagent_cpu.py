@@ -38,12 +38,14 @@ def parse_stat(text: str) -> dict[str, Times]:
 
 
 def usage(previous: Mapping[str, float], current: Mapping[str, float]) -> dict[str, float] | None:
-    """Shares in % between two readings, telegraf's formulas; None when no time passed or counters went back.
+    """Shares in % between two readings, telegraf's formulas; None when no time passed.
 
     total = user + nice + system + idle + iowait + irq + softirq + steal (guest time is already inside
-    user and nice); active = total − idle; user leaves guest out (plugins/inputs/cpu/cpu.go).
+    user and nice); active = total − idle; user leaves guest out (plugins/inputs/cpu/cpu.go). A field that
+    went backwards (iowait does: Documentation/filesystems/proc.rst) counts 0 for the interval, as psutil
+    and top count it, so no share is ever negative; telegraf would publish a negative iowait there.
     """
-    delta = {column: current[column] - previous[column] for column in _COLUMNS}
+    delta = {column: max(0.0, current[column] - previous[column]) for column in _COLUMNS}
     total = sum(delta[column] for column in _COLUMNS[:8])
     if total <= 0:
         return None
@@ -51,7 +53,7 @@ def usage(previous: Mapping[str, float], current: Mapping[str, float]) -> dict[s
         "active": (total - delta["idle"]) / total * 100,
         "idle": delta["idle"] / total * 100,
         "iowait": delta["iowait"] / total * 100,
-        "user": (delta["user"] - delta["guest"]) / total * 100,
+        "user": max(0.0, delta["user"] - delta["guest"]) / total * 100,
         "system": delta["system"] / total * 100,
         "steal": delta["steal"] / total * 100,
     }

@@ -60,7 +60,8 @@ class StatsdListener:
         self.callback_errors = 0
         self._processed = threading.Condition()
         self._waiters = 0
-        self._stopping = False  # read per datagram; cheaper than Event.is_set
+        self._closing = False  # drain what is queued, then stop
+        self._stopping = False  # stop now; read per datagram, cheaper than Event.is_set
         self._stop = threading.Event()  # to pause on errors without delaying close
         self._warn = LogOnce(log)
         self._thread = threading.Thread(target=self._run, name="statsd-listener", daemon=True)
@@ -80,14 +81,20 @@ class StatsdListener:
                 self._waiters -= 1
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the thread and release the port; safe to call more than once, or before `start`."""
-        self._stopping = True
-        self._stop.set()
-        # On Linux this wakes the thread blocked in recv (which then returns b""), even though an
+        """Stop reading and release the port; safe to call more than once, or before `start`.
+
+        Datagrams the kernel already holds are still handed to the callback first (for at most `timeout`
+        seconds), so the agent's last collection on stop or reload includes every line sent before it."""
+        self._closing = True
+        # On Linux this makes recv return what is queued, then b"" once the queue is empty, even though an
         # unconnected UDP socket answers ENOTCONN.
         with contextlib.suppress(OSError):
             self._socket.shutdown(socket.SHUT_RDWR)
         if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():  # a flood keeps the queue from emptying: stop at the next datagram
+            self._stopping = True
+            self._stop.set()
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("statsd_listener_did_not_stop", timeout_s=timeout)
@@ -98,14 +105,14 @@ class StatsdListener:
             try:
                 packet = self._socket.recv(MAX_DATAGRAM)
             except OSError as error:
-                if self._stopping:
+                if self._closing:
                     break
                 self._warn.warning("recv", "statsd_receive_failed", error=str(error))
                 self._stop.wait(self._error_pause)
                 continue
             self._warn.reset("recv")
-            if self._stopping:
-                break
+            if not packet and self._closing:
+                break  # the queue is drained (a zero-length datagram sent while closing ends it too)
             try:
                 self._on_packet(packet)
             except Exception:  # a bad packet must never stop the listener

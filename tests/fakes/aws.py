@@ -10,7 +10,7 @@ from typing import Any
 
 import boto3
 
-from provisioning.aws import Clients
+from provisioning.aws import CLIENT_CONFIG, Clients
 from provisioning.cli import main
 from tests.fakes.host import FakeClock
 
@@ -26,17 +26,63 @@ class CallRecorder:
 
     def __init__(self, session: boto3.Session) -> None:
         self.calls: list[str] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []  # (operation, parameters as the caller passed them)
         session.events.register("before-call", self._record)
+        session.events.register("before-parameter-build", self._record_parameters)
 
     def _record(self, model: Any, **_: Any) -> None:
         self.calls.append(model.name)
+
+    def _record_parameters(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.requests.append((model.name, dict(params)))
 
     @property
     def writes(self) -> Counter[str]:
         return Counter(call for call in self.calls if is_write(call))
 
+    @property
+    def write_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every write call with its parameters, in order."""
+        return [(operation, params) for operation, params in self.requests if is_write(operation)]
+
     def clear(self) -> None:
         self.calls.clear()
+        self.requests.clear()
+
+
+DASHBOARD_OPERATIONS = ("put_dashboard", "get_dashboard", "list_dashboards", "delete_dashboards")
+
+
+class _GlobalDashboards:
+    """A regional CloudWatch client whose dashboard calls all reach one store, as in CloudWatch."""
+
+    def __init__(self, regional: Any, global_store: Any) -> None:
+        self._regional = regional
+        self._global = global_store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._global if name in DASHBOARD_OPERATIONS else self._regional, name)
+
+
+class GlobalDashboardClients(Clients):
+    """Clients for one region whose dashboards are the account's, wherever they are called from.
+
+    CloudWatch dashboards are global to the account (PutDashboard API reference), but moto keeps them per
+    region; every region's dashboard calls go to moto's us-east-1 store here, so two regions share them.
+    """
+
+    def __init__(self, session: boto3.Session) -> None:
+        super().__init__(session)
+        self._dashboard_session = session
+        self._cloudwatch: _GlobalDashboards | None = None
+
+    def __getitem__(self, service: str) -> Any:
+        if service != "cloudwatch":
+            return super().__getitem__(service)
+        if self._cloudwatch is None:  # created on first use, like every client, so they see the test's hooks
+            store = self._dashboard_session.client("cloudwatch", region_name="us-east-1", config=CLIENT_CONFIG)
+            self._cloudwatch = _GlobalDashboards(super().__getitem__(service), store)
+        return self._cloudwatch
 
 
 class Run:
@@ -49,14 +95,24 @@ class Run:
     def lines(self) -> list[str]:
         return self.out.splitlines()
 
+    @property
+    def warnings(self) -> list[str]:
+        """The pre-flight warnings on stderr (series without data, devices left out)."""
+        return [line for line in self.err.splitlines() if line.startswith("warning: ")]
+
+    @property
+    def errors(self) -> list[str]:
+        """stderr without the warnings: problems and logs."""
+        return [line for line in self.err.splitlines() if not line.startswith("warning: ")]
+
 
 class Provisioner:
     """`provision-alarms` in-process against moto (call inside `mock_aws`), never sleeping, calls recorded."""
 
-    def __init__(self, directory: Path) -> None:
-        self.session = boto3.Session(region_name="us-east-1")
+    def __init__(self, directory: Path, region: str = "us-east-1") -> None:
+        self.session = boto3.Session(region_name=region)
         self.recorder = CallRecorder(self.session)
-        self.clients = Clients(self.session)
+        self.clients = GlobalDashboardClients(self.session)
         self.clock = FakeClock()
         self._spec = directory / "alarms.toml"
 

@@ -1,0 +1,267 @@
+"""`make mutation`: mutmut on the modules that decide whether data survives, each against its own tests.
+
+Each module runs in a scratch copy of the tree under build/mutation/<module>/ (mutmut writes its mutants/
+beside the pyproject it reads, so the work tree is never touched), with a [tool.mutmut] section that
+mutates that one file and selects its tests; mutmut then runs, for each mutant, only the selected tests
+that cover the mutated function. Results go to docs/quality.md: per module the mutants, killed, survived
+and score, and every surviving mutant with its diff line and, if it is equivalent, why.
+
+Scoring: a timeout counts as killed (the tests noticed: they hung); "no tests" counts as survived.
+Documented equivalent mutants (tools/mutation_equivalents.toml, and any that only changes the case of
+an SQL string) count as killed. Mutants whose only
+change lies inside a logging call (log.…, self._warn.…: event names, context values, which LogOnce key)
+are excluded from the score, by this script, and counted separately.
+
+    .venv/bin/python tools/mutation.py [--jobs 2] [--only agent/spool.py ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutation"
+REPORT = ROOT / "docs" / "quality.md"
+EQUIVALENTS = Path(__file__).resolve().parent / "mutation_equivalents.toml"
+
+# Each module against the tests that exercise it. A module, or all of its test files, missing from this
+# checkout is skipped and named in the report.
+MODULES: dict[str, list[str]] = {
+    "agent/aggregate.py": ["tests/test_aggregate.py"],
+    "agent/publisher.py": ["tests/test_publisher.py", "tests/test_replay.py", "tests/test_shutdown.py"],
+    "agent/spool.py": ["tests/test_spool.py", "tests/test_replay.py"],
+    "agent/statsd/parser.py": ["tests/test_statsd_parser.py"],
+    "provisioning/plan.py": ["tests/test_provision_changes.py", "tests/test_provision_notifications.py",
+                             "tests/test_provision_stack.py"],
+    "agent/cloudwatch_rules.py": ["tests/test_cloudwatch_rules.py", "tests/test_strict_cloudwatch.py",
+                                  "tests/test_publisher.py", "tests/test_statsd_parser.py", "tests/test_config.py",
+                                  "tests/test_provision_spec.py"],
+}
+TARGET = 0.90
+KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+LOGGERS = {"log", "logger", "_log", "_logger", "_warn"}  # structlog loggers and LogOnce wrappers here
+_RESULT = re.compile(r"^\s+(\S+): (.+)$")
+_SQL = re.compile(r"\b(SELECT|INSERT|DELETE|UPDATE|PRAGMA|CREATE|ALTER|RETURNING)\b", re.IGNORECASE)
+SQL_CASE = "SQLite keywords, identifiers and pragma values are case-insensitive: only the case of the SQL changed"
+
+
+@dataclass
+class Mutant:
+    name: str
+    status: str
+    function: str = ""
+    removed: str = ""
+    added: str = ""
+    log_only: bool = False
+    equivalent: str = ""  # the reason, when documented as equivalent
+
+
+@dataclass
+class ModuleResult:
+    module: str
+    tests: list[str]
+    mutants: list[Mutant] = field(default_factory=list)
+    seconds: float = 0.0
+    missing: str = ""
+
+    @property
+    def scored(self) -> list[Mutant]:
+        return [mutant for mutant in self.mutants if not mutant.log_only]
+
+    @property
+    def killed(self) -> int:
+        return sum(1 for mutant in self.scored if mutant.status in KILLED or mutant.equivalent)
+
+    @property
+    def survivors(self) -> list[Mutant]:
+        return [mutant for mutant in self.scored if mutant.status not in KILLED]
+
+    @property
+    def score(self) -> float:
+        return self.killed / len(self.scored) if self.scored else 1.0
+
+
+def function_of(name: str) -> str:
+    """`agent.spool.xǁSpoolǁput__mutmut_3` → `Spool.put`; `agent.spool.x_encode__mutmut_2` → `encode`."""
+    local = name.rsplit(".", 1)[1].rsplit("__mutmut_", 1)[0]
+    if local.startswith("xǁ"):
+        return ".".join(local[2:].split("ǁ"))
+    return local[2:]
+
+
+def logging_lines(source: str) -> set[int]:
+    """Line numbers inside a logging call's arguments."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LOG_METHODS
+                and _receiver(node.func.value) in LOGGERS):
+            lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return lines
+
+
+def _receiver(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def function_lines(source: str, function: str) -> range:
+    parts = function.split(".")
+    nodes: list[ast.stmt] = ast.parse(source).body
+    found: ast.stmt | None = None
+    for part in parts:
+        found = next((node for node in nodes if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                    ast.ClassDef)) and node.name == part), None)
+        if found is None:
+            return range(0)
+        nodes = found.body
+    assert found is not None
+    return range(found.lineno, (found.end_lineno or found.lineno) + 1)
+
+
+def classify(mutant: Mutant, diff: str, source_lines: list[str], log_lines: set[int], span: range,
+             equivalents: list[dict[str, str]], module: str) -> None:
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    mutant.removed = " / ".join(line.strip() for line in removed)
+    mutant.added = " / ".join(line.strip() for line in added)
+    numbers = [number for number in span if any(source_lines[number - 1].strip() == line.strip() for line in removed)]
+    mutant.log_only = bool(numbers) and all(number in log_lines for number in numbers)
+    case_only = mutant.removed != mutant.added and mutant.removed.lower() == mutant.added.lower()
+    if case_only and _SQL.search(mutant.removed):
+        mutant.equivalent = SQL_CASE
+    for entry in equivalents:
+        if (entry["module"], entry["function"], entry["removed"], entry["added"]) == (
+                module, mutant.function, mutant.removed, mutant.added):
+            mutant.equivalent = entry["reason"]
+
+
+def run_module(module: str, tests: list[str], jobs: int, equivalents: list[dict[str, str]]) -> ModuleResult:
+    present = [test for test in tests if (ROOT / test).exists()]
+    result = ModuleResult(module, present)
+    if not (ROOT / module).exists():
+        result.missing = "module not in this checkout"
+        return result
+    if not present:
+        result.missing = "none of its tests are in this checkout"
+        return result
+    work = WORK / module.replace("/", "_").removesuffix(".py")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("agent", "provisioning", "tests"):
+        shutil.copytree(ROOT / package, work / package, ignore=ignore)
+    package = module.split("/", 1)[0]
+    (work / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text() + f"""
+[tool.mutmut]
+source_paths = ["{package}/"]
+only_mutate = ["{module}"]
+also_copy = {[other + "/" for other in ("agent", "provisioning") if other != package]!r}
+pytest_add_cli_args_test_selection = {present!r}
+pytest_add_cli_args = ["-p", "no:randomly", "-p", "no:cacheprovider", "-q"]
+use_git_change_detection = false
+""".replace("'", '"'))
+    mutmut = [str(Path(sys.executable).parent / "mutmut")]
+    started = time.monotonic()
+    with open(work / "mutmut.log", "w") as output:
+        subprocess.run([*mutmut, "run", "--max-children", str(jobs)], cwd=work, stdout=output,
+                       stderr=subprocess.STDOUT, check=False)
+    result.seconds = time.monotonic() - started
+    listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True,
+                             check=False).stdout
+    source = (ROOT / module).read_text()
+    source_lines, log_lines = source.splitlines(), logging_lines(source)
+    for line in listing.splitlines():
+        match = _RESULT.match(line)
+        if match is None:
+            continue
+        mutant = Mutant(match.group(1), match.group(2), function_of(match.group(1)))
+        result.mutants.append(mutant)
+        if mutant.status not in KILLED:
+            diff = subprocess.run([*mutmut, "show", mutant.name], cwd=work, capture_output=True, text=True,
+                                  check=False).stdout
+            classify(mutant, diff, source_lines, log_lines, function_lines(source, mutant.function),
+                     equivalents, module)
+    return result
+
+
+def report(results: list[ModuleResult], jobs: int) -> str:
+    lines = [
+        "# Mutation testing",
+        "",
+        "Written by `make mutation` (tools/mutation.py, mutmut "
+        f"{_mutmut_version()}, {jobs} worker{'s' if jobs != 1 else ''}). Each module is mutated on its own and "
+        "run against its tests; mutmut runs, for each mutant, only those of them that cover the mutated "
+        "function. Score = (killed + documented equivalent) / mutants, where a timeout counts as killed, "
+        "\"no tests\" as survived, and mutants that change only a logging call's arguments (event names, "
+        "context values, LogOnce keys) are left out and counted under *log only*. Equivalent mutants are "
+        f"documented in tools/mutation_equivalents.toml. Target: ≥ {TARGET:.0%} per module.",
+        "",
+        "| module | tests | mutants | killed | equivalent | survived | log only | score | time |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        if result.missing:
+            lines.append(f"| `{result.module}` | — | — | — | — | — | — | {result.missing} | — |")
+            continue
+        equivalent = sum(1 for mutant in result.scored if mutant.equivalent)
+        lines.append(
+            f"| `{result.module}` | {', '.join(Path(test).name for test in result.tests)} | {len(result.scored)} "
+            f"| {result.killed - equivalent} | {equivalent} | {len(result.survivors) - equivalent} "
+            f"| {len(result.mutants) - len(result.scored)} | {result.score:.1%} | {result.seconds / 60:.1f} min |")
+    for result in results:
+        survivors = result.survivors
+        if not survivors:
+            continue
+        lines += ["", f"## Surviving mutants: `{result.module}`", ""]
+        for mutant in survivors:
+            why = f"equivalent: {mutant.equivalent}" if mutant.equivalent else f"**{mutant.status}**, not equivalent"
+            lines.append(f"- `{mutant.name.rsplit('.', 1)[1]}` ({mutant.function}): `{mutant.removed}` → "
+                         f"`{mutant.added}`: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once (this machine has 2 cores)")
+    parser.add_argument("--only", nargs="*", default=None, help="modules to run (default: all)")
+    parser.add_argument("--report", type=Path, default=REPORT)
+    args = parser.parse_args(argv)
+    equivalents = tomllib.loads(EQUIVALENTS.read_text()).get("equivalent", [])
+    chosen = {module: tests for module, tests in MODULES.items() if args.only is None or module in args.only}
+    results = []
+    for module, tests in chosen.items():
+        print(f"mutating {module} against {', '.join(tests)}", flush=True)
+        result = run_module(module, tests, args.jobs, equivalents)
+        results.append(result)
+        print(f"  {result.missing or f'{result.score:.1%} of {len(result.scored)} in {result.seconds:.0f} s'}",
+              flush=True)
+    args.report.write_text(report(results, args.jobs))
+    print(f"wrote {args.report}")
+    return 0 if all(result.missing or result.score >= TARGET for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
