@@ -40,7 +40,7 @@ from provisioning.discovery import Discovery, instance_states
 from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
 from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts
-from provisioning.responses import policy_problems, recovery_problems
+from provisioning.responses import policy_problems, recovery_check
 from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
@@ -165,7 +165,8 @@ def main(
         desired = desired_stack(spec, account, inventory)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
-        problems += recovery_problems(spec, inventory.hosts, caller)
+        recovery, unchecked = recovery_check(spec, inventory.hosts, caller)
+        problems += recovery
         problems += policy_problems(desired.responses.replace)
         if problems:
             raise ConfigError(problems)
@@ -174,7 +175,8 @@ def main(
                 say(line)
             return OK
         now = datetime.fromtimestamp(wall_clock(), tz=timezone.utc)
-        for warning in [*inventory.warnings, *validate.series_without_data(desired.alarms, caller, now)]:
+        for warning in [*inventory.warnings, *unchecked,
+                        *validate.series_without_data(desired.alarms, caller, now)]:
             print(f"warning: {warning}", file=err)
         actual = StateReader(spec.stack, account, caller).read()
         states = instance_states(caller, pruned_hosts(desired, actual)) if args.prune else {}

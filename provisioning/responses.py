@@ -20,27 +20,24 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import structlog
 from botocore.exceptions import ClientError
 
 from agent.config import HOST_DIMENSION
 from agent.schema import render
 from provisioning.alarm_catalogue import KINDS
 from provisioning.alarms import AlarmDefinition
-from provisioning.aws import Account, Caller
+from provisioning.aws import Account, Caller, error_code
 from provisioning.discovery import Host, Inventory, published_key
 from provisioning.events import RuleDefinition, Target
 from provisioning.notifications import canonical_json
 from provisioning.spec import ReplaceUnhealthyGpuHost, Spec
-
-log = structlog.get_logger()
 
 DOCUMENT_FILE = "replace_unhealthy_gpu_host.json"
 REPLACE_TARGET = "replace-gpu-host"
 SSM = "ssm.amazonaws.com"
 EVENTS = "events.amazonaws.com"
 MAX_ROLE_POLICY_CHARS = 10_240  # IAM: an inline role policy's size quota (whitespace not counted)
-MAX_INSTANCES_PER_DESCRIBE = 1000  # DescribeInstances: at most 1000 instance ids per call
+MAX_FILTER_VALUES = 200  # EC2 Describe* filters: at most 200 values per filter
 STATUS_CHECK_PERIOD = 60  # AWS/EC2 status checks are published once a minute
 # Auto Scaling's health actions do not support resource-level permissions; SetInstanceHealth does
 # (Service Authorization Reference, "Actions defined by Amazon EC2 Auto Scaling").
@@ -285,22 +282,17 @@ def recover_alarms(
     return alarms
 
 
-def recovery_problems(spec: Spec, hosts: Sequence[Host], caller: Caller) -> list[str]:
-    """Hosts whose instance type EC2 cannot recover (DescribeInstanceTypes `AutoRecoverySupported`)."""
+def recovery_check(spec: Spec, hosts: Sequence[Host], caller: Caller) -> tuple[list[str], list[str]]:
+    """(problems, warnings): hosts whose instance type EC2 cannot recover (DescribeInstanceTypes
+    `AutoRecoverySupported`), and hosts EC2 does not know, whose type could not be checked."""
     if not spec.responses.recover_on_status_check.enabled:
-        return []
+        return [], []
     ids = [host.instance_id for host in hosts if host.id_dimension == HOST_DIMENSION]
     types: dict[str, str] = {}
-    for start in range(0, len(ids), MAX_INSTANCES_PER_DESCRIBE):
-        chunk = ids[start:start + MAX_INSTANCES_PER_DESCRIBE]
-        try:
-            pages = list(caller.pages("ec2", "DescribeInstances", InstanceIds=chunk))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "InvalidInstanceID.NotFound":
-                raise
-            log.warning("recovery_support_unknown", instances=len(chunk), reason="not found by DescribeInstances")
-            continue
-        for page in pages:
+    for start in range(0, len(ids), MAX_FILTER_VALUES):
+        # A filter, unlike InstanceIds, answers for the ids EC2 knows instead of refusing the whole call.
+        chunk = ids[start:start + MAX_FILTER_VALUES]
+        for page in caller.pages("ec2", "DescribeInstances", Filters=[{"Name": "instance-id", "Values": chunk}]):
             for reservation in page.get("Reservations", []):
                 for instance in reservation.get("Instances", []):
                     types[instance["InstanceId"]] = instance["InstanceType"]
@@ -308,11 +300,17 @@ def recovery_problems(spec: Spec, hosts: Sequence[Host], caller: Caller) -> list
     for instance_type in sorted(set(types.values())):
         found = caller("ec2", "DescribeInstanceTypes", InstanceTypes=[instance_type])["InstanceTypes"]
         supported[instance_type] = bool(found and found[0].get("AutoRecoverySupported"))
-    return [
+    problems = [
         f"responses.recover_on_status_check: {instance} is a {render(types[instance])}, which EC2 cannot "
         "recover (DescribeInstanceTypes AutoRecoverySupported is false); set enabled = false or move it"
         for instance in sorted(types) if not supported[types[instance]]
     ]
+    unknown = [instance for instance in ids if instance not in types]
+    warnings = [
+        f"responses.recover_on_status_check: EC2 does not know {', '.join(unknown)} (DescribeInstances), so "
+        "whether their instance type can be recovered is not checked"
+    ] if unknown else []
+    return problems, warnings
 
 
 def policy_problems(response: ReplaceResponse | None) -> list[str]:
@@ -358,10 +356,6 @@ class ActualResponses:
     roles: Mapping[str, ActualRole]
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _tags(raw: Iterable[Mapping[str, str]]) -> dict[str, str]:
     return {item["Key"]: item["Value"] for item in raw}
 
@@ -373,7 +367,7 @@ def read_responses(stack: str, account: Account, caller: Caller) -> ActualRespon
     try:
         described = caller("ssm", "DescribeDocument", Name=name)["Document"]
     except ClientError as error:
-        if _code(error) != "InvalidDocument":
+        if error_code(error) != "InvalidDocument":
             raise
     else:
         content = caller("ssm", "GetDocument", Name=name, DocumentVersion="$LATEST")["Content"]
@@ -384,7 +378,7 @@ def read_responses(stack: str, account: Account, caller: Caller) -> ActualRespon
         try:
             role = caller("iam", "GetRole", RoleName=role_name)["Role"]
         except ClientError as error:
-            if _code(error) != "NoSuchEntity":
+            if error_code(error) != "NoSuchEntity":
                 raise
             continue
         # One page each: IAM allows 10 inline policies and 50 tags per role, a page holds 100.

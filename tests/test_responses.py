@@ -183,12 +183,21 @@ def test_an_instance_type_ec2_cannot_recover_is_named(provisioner: Provisioner) 
     image = ec2.describe_images()["Images"][0]["ImageId"]
     instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="p5.48xlarge")
     instance_id = instance["Instances"][0]["InstanceId"]
-    run = provisioner.run(SPEC.replace(HOST, instance_id), "--dry-run")
+    spec = BASE.replace(f'"{HOST}"', f'"{instance_id}", "{HOST}"') + RESPONSES
+    run = provisioner.run(spec, "--dry-run")
     assert run.code == 2
     assert run.err.splitlines() == [
         f'responses.recover_on_status_check: {instance_id} is a "p5.48xlarge", which EC2 cannot recover '
         "(DescribeInstanceTypes AutoRecoverySupported is false); set enabled = false or move it"
     ]
+
+
+def test_an_instance_ec2_does_not_know_is_named_in_a_warning_and_keeps_its_alarm(provisioner: Provisioner) -> None:
+    run = provisioner.run(SPEC, "--dry-run")
+    assert run.code == 0
+    assert (f"warning: responses.recover_on_status_check: EC2 does not know {HOST} (DescribeInstances), so "
+            "whether their instance type can be recovered is not checked") in run.err.splitlines()
+    assert f"+ create alarm ml/host/{HOST}/status_check_system" in run.lines
 
 
 @pytest.mark.parametrize(("extra", "problem"), [
