@@ -73,7 +73,7 @@ mutation: $(STAMP)
 
 lint: $(STAMP)
 	@echo "make: ruff and mypy"
-	@$(BIN)/ruff check agent provisioning tests bench demo .ci tools
+	@$(BIN)/ruff check agent provisioning report tests bench demo .ci tools
 	@$(BIN)/mypy
 
 # The release artifact: wheel and sdist in dist/, version from pyproject.toml (the one place it is written).
@@ -92,6 +92,7 @@ dist-check: dist
 	$(call pip,build/dist-check,dist/*.whl)
 	@build/dist-check/bin/infrawatch-agent --version
 	@build/dist-check/bin/provision-alarms --help >/dev/null
+	@build/dist-check/bin/infrawatch-report print-iam-policy >/dev/null
 	@test -f build/dist-check/share/infrawatch/install.sh && echo "make: dist-check passed: the wheel installs and both commands run"
 
 clean:

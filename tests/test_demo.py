@@ -30,6 +30,12 @@ def test_the_demo_publishes_provisions_and_receives_the_test_notification() -> N
     assert any(line.startswith("demo/sagemaker/demo-endpoint/AllTraffic/endpoint_latency_p99") for line in lines)
     assert "demo-us-east-1-fleet" in output
     assert "infrawatch test notification (demo, critical)" in output
+    # The report over what the demo published: its tables, then the page's path.
+    report = output.split("=== infrawatch-report")[1].splitlines()
+    assert "Availability ((1 − downtime / total) × 100)" in report
+    assert any(line.startswith("demo/host/") and "/heartbeat_missing " in line for line in report)  # backtested
+    page = lines[-1].removeprefix("the report's charts: ")
+    assert page == str(ROOT / "demo-report.html") and "<svg" in Path(page).read_text()
     endpoint = next(index for index, line in enumerate(lines) if "the agent's Prometheus endpoint" in line)
     shown = lines[endpoint + 1:endpoint + 4]
     assert [line.split("{")[0].split()[0] for line in shown] == [
