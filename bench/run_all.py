@@ -30,6 +30,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("gpu_vs_nvidia_smi.py", [], []),
     ("storage_mounts.py", [], ["--cycles", "50"]),
     ("provision_500.py", ["--repeat", "3"], ["--repeat", "1"]),
+    ("fleet_scale.py", [], ["--hosts", "10", "100"]),
     ("cost_estimate.py", [], []),
     ("outage.py", ["--runs", "3"], ["--runs", "1"]),
     ("spool_overhead.py", ["--seconds", "300", "--repeats", "7"], ["--seconds", "100", "--repeats", "3"]),

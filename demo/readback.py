@@ -54,10 +54,11 @@ def alarm_lines(cloudwatch: Any, prefix: str) -> list[str]:
             statistic = alarm.get("ExtendedStatistic") or alarm.get("Statistic")
             what = f"{alarm.get('MetricName')} {statistic}"
             period = alarm.get("Period")
-            if "MetricName" not in alarm:  # metric math: show the expression and its metrics' period
+            if "MetricName" not in alarm:  # metric math or a Metrics Insights query: show it and its period
                 queries = alarm.get("Metrics", [])
                 what = next((q["Expression"] for q in queries if q.get("ReturnData")), "metric math")
-                period = next((q["MetricStat"]["Period"] for q in queries if "MetricStat" in q), None)
+                period = next((q["MetricStat"]["Period"] if "MetricStat" in q else q["Period"]
+                               for q in queries if "MetricStat" in q or "Period" in q), None)
             lines.append(f"{alarm['AlarmName']}: {what} {alarm['ComparisonOperator']} {alarm.get('Threshold', '')} "
                          f"for {alarm.get('DatapointsToAlarm', '?')} of {alarm['EvaluationPeriods']} × {period} s")
     return lines

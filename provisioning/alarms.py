@@ -28,7 +28,7 @@ from provisioning.alarm_catalogue import (
 )
 from provisioning.discovery import AGENT_COMPONENT, Host, Inventory, Variant
 from provisioning.series import published
-from provisioning.spec import AlarmSettings, Spec, ThroughputFloor
+from provisioning.spec import FLEET_SCOPE, AlarmSettings, Spec, ThroughputFloor
 
 Dimensions = tuple[tuple[str, str], ...]
 
@@ -36,6 +36,15 @@ HOST_NAME_PART = "host"  # host alarms are named `<stack>/host/<host id>/<key>[@
 # The critical error rate counts what the service and the model did wrong; a client's bad requests (4XX)
 # are the separate warning `endpoint_4xx_rate`, so a client's 4XX burst never pages.
 ERROR_RATE_EXPRESSION = "IF(invocations > 0, (errors5xx + modelerrors) / invocations, 0)"
+
+
+def ownership_marker(stack: str) -> str:
+    """Ends every description this stack writes: DescribeAlarms pages alone tell its alarms, no tag reads."""
+    return f"Managed by infrawatch stack {stack}."
+
+
+def owns(description: str, stack: str) -> bool:
+    return ownership_marker(stack) in description
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class MetricQuery:
             query["Label"] = self.label
         if self.expression:
             query["Expression"] = self.expression
+            if self.period:  # a Metrics Insights query names its period; metric math takes its metrics'
+                query["Period"] = self.period
         else:
             query["MetricStat"] = {
                 "Metric": {
@@ -76,7 +87,8 @@ class MetricQuery:
         return cls(
             id=raw["Id"], expression=raw.get("Expression", ""), label=raw.get("Label", ""),
             namespace=metric.get("Namespace", ""), metric_name=metric.get("MetricName", ""),
-            dimensions=_dimensions(metric.get("Dimensions", [])), period=int(stat.get("Period", 0)),
+            dimensions=_dimensions(metric.get("Dimensions", [])),
+            period=int(stat.get("Period", 0) or raw.get("Period", 0) or 0),
             stat=stat.get("Stat", ""), return_data=bool(raw.get("ReturnData", True)),
         )
 
@@ -194,7 +206,7 @@ class AlarmBuilder:
                 continue
             for suffix, series in self._series(kind, host):
                 namespace, name, dims = self._published(host, kind.metric, series)
-                alarms.append(self._alarm(
+                alarms.append(self.alarm(
                     kind, settings, f"{HOST_NAME_PART}/{host.instance_id}/{kind.key}{suffix}",
                     f"{host.instance_id}{_describe_series(series)}",
                     namespace=namespace, metric_name=name, dimensions=dims, statistic=kind.statistic,
@@ -229,7 +241,7 @@ class AlarmBuilder:
             enabled=True, threshold=floor.minimum, severity=floor.severity, period=floor.period,
             datapoints=floor.datapoints, evaluation_periods=floor.evaluation_periods,
         )
-        return self._alarm(
+        return self.alarm(
             kind, settings, f"{HOST_NAME_PART}/{host.instance_id}/{THROUGHPUT_KEY}@{name}", host.instance_id,
             namespace=self._spec.metric_namespace, metric_name=floor.metric,
             dimensions=tuple(sorted(dims.items())), statistic=floor.statistic, period=floor.period,
@@ -250,15 +262,15 @@ class AlarmBuilder:
             name = f"sagemaker/{variant.endpoint}/{variant.name}/{kind.key}"
             if kind.key == "endpoint_error_rate":
                 queries = _error_rate_queries(dims, settings)
-                alarms.append(self._alarm(kind, settings, name, target, queries=queries))
+                alarms.append(self.alarm(kind, settings, name, target, queries=queries))
             elif kind.per_core:
                 cores = variant.vcpus if kind.per_core == "vcpus" else variant.gpus
                 if cores:
                     queries = _per_core_queries(kind, dims, settings, cores)
-                    alarms.append(self._alarm(kind, settings, name, target, queries=queries))
+                    alarms.append(self.alarm(kind, settings, name, target, queries=queries))
             else:
                 percentile = kind.statistic.startswith("p")
-                alarms.append(self._alarm(
+                alarms.append(self.alarm(
                     kind, settings, name, target, namespace=kind.namespace, metric_name=kind.metric,
                     dimensions=dims, statistic="" if percentile else kind.statistic,
                     extended_statistic=kind.statistic if percentile else "", period=settings.period,
@@ -268,7 +280,7 @@ class AlarmBuilder:
 
     # --- common -----------------------------------------------------------------------------------
 
-    def _alarm(
+    def alarm(
         self, kind: AlarmKind, settings: AlarmSettings, name: str, target: str, **metric: Any
     ) -> AlarmDefinition:
         actions = self._actions[settings.severity]
@@ -296,7 +308,7 @@ class AlarmBuilder:
         )
         if kind.missing_data == "breaching":
             text += " Missing data counts as breaching."
-        text += f" Managed by infrawatch stack {self._spec.stack}."
+        text += " " + ownership_marker(self._spec.stack)
         if self._spec.runbook_url:
             text += f" Runbook: {self._spec.runbook_url}"
         return text
@@ -311,7 +323,8 @@ def host_of(stack: str, alarm_name: str) -> str:
 def name_patterns(spec: Spec, severity: str) -> list[str]:
     """EventBridge `wildcard` filters matching the names of every alarm of `severity` this spec creates,
     for any host or variant: the names are built above as `host/<id>/<key>[@<series>]` and
-    `sagemaker/<endpoint>/<variant>/<key>`, and ids, endpoint and variant names never contain `/`."""
+    `sagemaker/<endpoint>/<variant>/<key>`, and ids, endpoint and variant names never contain `/`; a fleet's
+    as `<fleet>/<key>[@<series>]` (`provisioning.fleet`), or only its composite `<fleet>/<severity>` when paged."""
     patterns = set()
     for kind in (*HOST_KINDS, *VARIANT_KINDS):
         settings = spec.alarms[kind.key]
@@ -326,6 +339,16 @@ def name_patterns(spec: Spec, severity: str) -> list[str]:
         for floor in group.throughput_floors:
             if floor.severity == severity:
                 patterns.add(f"{spec.stack}/{HOST_NAME_PART}/*/{THROUGHPUT_KEY}@{floor.name or floor.metric}")
+    for fleet in spec.fleets:
+        if fleet.scope != FLEET_SCOPE:
+            continue  # per-host alarms, named and matched as a [[hosts]] group's above
+        if fleet.paging.enabled:
+            patterns.add(f"{spec.stack}/{fleet.name}/{severity}")  # its composite: the children notify nothing
+            continue
+        for kind in HOST_KINDS:
+            settings = spec.alarms[kind.key]
+            if settings.enabled and settings.severity == severity:
+                patterns.update((f"{spec.stack}/{fleet.name}/{kind.key}", f"{spec.stack}/{fleet.name}/{kind.key}@*"))
     return sorted(patterns)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from provisioning.aws import Caller, error_code
+from provisioning.aws import OPTIONAL_OPERATIONS, Caller, error_code, not_implemented
 from provisioning.plan import DELETE, Change, Plan, Write
 
 log = structlog.get_logger()
@@ -24,6 +24,7 @@ MAX_ALARMS_PER_DELETE = 100  # DeleteAlarms takes at most 100 names
 class Outcome:
     applied: list[Change] = field(default_factory=list)
     failed: list[tuple[Change, str]] = field(default_factory=list)
+    unsupported: list[Change] = field(default_factory=list)  # composites an endpoint without them refused
 
     @property
     def ok(self) -> bool:
@@ -63,7 +64,15 @@ class Applier:
             try:
                 for write in writes:
                     self._call(write.service, write.operation, **write.params)
-            except (ClientError, BotoCoreError) as error:
+            except (ClientError, BotoCoreError, NotImplementedError) as error:
+                if write.operation in OPTIONAL_OPERATIONS and not_implemented(error):
+                    outcome.unsupported += changes
+                    self._report(f"skipped {changes[0].line()}: this endpoint does not implement "
+                                 "PutCompositeAlarm (moto does not; CloudWatch does)")
+                    log.warning("composite_not_implemented", name=changes[0].name)
+                    continue
+                if isinstance(error, NotImplementedError):
+                    raise
                 reason = f"{error_code(error)}: {error}"
                 for change in changes:
                     outcome.failed.append((change, reason))

@@ -17,7 +17,7 @@ import boto3
 import structlog
 from botocore import xform_name
 from botocore.config import Config
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from agent.cloudwatch_rules import error_code, is_retryable
@@ -38,6 +38,11 @@ DEFAULT_RATES: Mapping[str, float] = {
 }
 ALARM_WRITES = ("PutMetricAlarm", "DeleteAlarms")
 
+# Operations an emulator may lack (moto has no PutCompositeAlarm). What such an endpoint answers: moto's server an
+# HTTP 500 without an AWS error code (CloudWatch's own 5xx always carry one: InternalFailure, ServiceUnavailable),
+# other emulators NotImplemented or InvalidAction. That answer is final, never retried.
+OPTIONAL_OPERATIONS = frozenset({"PutCompositeAlarm"})
+NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "InvalidAction", "UnknownOperationException", "500", "501"})
 MAX_ATTEMPTS = 8  # with the backoff below, about a minute before a call is given up
 # An endpoint nobody answers on (connection refused, or no connection within CONNECT_TIMEOUT_S) is given up
 # after this many attempts: the backoff waits at most 0.5 + 1 + 2 + 4 = 7.5 s between them, so the command
@@ -113,8 +118,12 @@ class Caller:
 
     def __call__(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
         method = getattr(self.clients[service], xform_name(operation))
+
+        def retryable(error: BaseException) -> bool:
+            return is_retryable(error) and not (operation in OPTIONAL_OPERATIONS and not_implemented(error))
+
         retrying = Retrying(
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(retryable),
             stop=self._stop,
             wait=wait_random_exponential(multiplier=0.5, max=20),  # full jitter
             sleep=self._sleep,
@@ -141,6 +150,13 @@ class Caller:
         error = state.outcome.exception() if state.outcome else None
         code = error_code(error) if isinstance(error, Exception) else "unknown"
         self._warn.warning((operation, code), "aws_call_retried", operation=operation, error_code=code)
+
+
+def not_implemented(error: BaseException) -> bool:
+    """The endpoint does not have the operation (moto in process raises NotImplementedError)."""
+    return isinstance(error, NotImplementedError) or (
+        isinstance(error, ClientError) and error_code(error) in NOT_IMPLEMENTED_CODES
+    )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from agent.commandline import CommandParser
 from agent.host import region_source
 from agent.logs import LEVELS, configure
 from agent.schema import ConfigError, convert
-from provisioning import validate
+from provisioning import export, validate
 from provisioning.apply import Applier
 from provisioning.aws import (
     ALARM_WRITES,
@@ -39,7 +40,7 @@ from provisioning.aws import (
 from provisioning.discovery import Discovery, instance_states
 from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
-from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts
+from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts, stale
 from provisioning.responses import policy_problems, recovery_check
 from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
@@ -114,6 +115,12 @@ def parser() -> CommandParser:
         "--alarm-writes-per-second", type=float, metavar="RATE",
         help="override apply.alarm_writes_per_second (PutMetricAlarm and DeleteAlarms calls per second)",
     )
+    parser.add_argument(
+        "--export", choices=("cloudformation",),
+        help="print the desired state as a CloudFormation template (JSON) instead of applying it; read AWS "
+        "only to find hosts and endpoints. Deploy it with CloudFormation or StackSets, never beside a direct apply "
+        "of the same stack",
+    )
     parser.add_argument("--log-level", default="warning", choices=tuple(LEVELS), help="lowest log level written")
     return parser
 
@@ -155,6 +162,10 @@ def main(
     limiter = RateLimiter(rates, clock=clock, sleep=sleep)
     caller = Caller(clients if clients is not None else Clients(), limiter, sleep=sleep)
     try:
+        if args.export:
+            template = export.template(spec, Discovery(spec, caller).inventory(), caller)
+            print(json.dumps(template, indent=1, sort_keys=True), file=out)
+            return OK
         account = Account.lookup(caller)
         inventory = Discovery(spec, caller).inventory()
         if args.fleet_status:
@@ -162,7 +173,7 @@ def main(
             for line in lines:
                 say(line)
             return OK if healthy else REFUSED
-        desired = desired_stack(spec, account, inventory)
+        desired = desired_stack(spec, account, inventory, caller)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
         recovery, unchecked = recovery_check(spec, inventory.hosts, caller)
@@ -178,7 +189,9 @@ def main(
         for warning in [*inventory.warnings, *unchecked,
                         *validate.series_without_data(desired.alarms, caller, now)]:
             print(f"warning: {warning}", file=err)
-        actual = StateReader(spec.stack, account, caller).read()
+        reader = StateReader(spec.stack, account, caller)
+        actual = reader.read()
+        actual = reader.with_tags(actual, stale(desired, actual))
         states = instance_states(caller, pruned_hosts(desired, actual)) if args.prune else {}
     except ConfigError as error:
         return _invalid(error, err)
@@ -200,7 +213,9 @@ def main(
         say(line)
     for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
         say(line)
-    for line in footer(plan, desired.alarms, len(desired.dashboards), rates):
+    for note in desired.notes:
+        say(f"note: {note}")
+    for line in footer(plan, desired.alarms, len(desired.dashboards), rates, desired.series, len(desired.composites)):
         say(line)
     suspicious = [] if args.allow_mass_delete else mass_deletion(plan, actual, spec.stack, inventory.empty_groups)
     if suspicious:
@@ -223,6 +238,9 @@ def main(
             return OK
     outcome = Applier(caller, say).apply(plan)
     say(f"Applied {len(outcome.applied)} changes; {len(outcome.failed)} failed.")
+    if outcome.unsupported:
+        say(f"{len(outcome.unsupported)} composite alarms not created: the endpoint does not implement "
+            "PutCompositeAlarm, so their fleets' alarms notify nothing here.")
     if conflicts:
         say(f"{conflicts} resources with this stack's names are not this stack's and were left alone.")
     return OK if outcome.ok and not conflicts else REFUSED

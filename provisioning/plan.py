@@ -2,8 +2,10 @@
 
 A resource whose normalized form and tags equal the desired ones is unchanged and needs no write, so a
 second run with the same spec writes nothing. A resource with one of this stack's names that is not
-this stack's (no tags or marker) is a conflict and left alone. Resources of this stack the spec no longer
-wants are deleted only with `--prune`.
+this stack's (no tags or marker) is a conflict and left alone. Alarms are told by the marker their
+description ends with, so an unchanged alarm costs no call beyond its DescribeAlarms page; tags are
+reconciled on the alarms whose definition changed (`stale`), the only ones whose tags are read.
+Resources of this stack the spec no longer wants are deleted only with `--prune`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioning.alarms import AlarmDefinition, host_of
+from provisioning.composite import CompositeDefinition
 from provisioning.dashboards import DashboardDefinition
 from provisioning.events import RuleDefinition
 from provisioning.notifications import TopicDefinition
@@ -120,7 +123,7 @@ def mass_deletion(plan: Plan, actual: ActualStack, stack: str, empty_groups: Ite
     if not deleted:
         return []
     reasons = []
-    total = sum(1 for alarm in actual.alarms.values() if owned(alarm.tags, stack))
+    total = sum(1 for alarm in actual.alarms.values() if alarm.owned(stack))
     if len(deleted) > MAX_PRUNE_SHARE * total:
         reasons.append(
             f"the plan deletes {len(deleted)} of this stack's {total} alarms, more than "
@@ -154,6 +157,7 @@ class Planner:
         changes = [
             *self._topics(),
             *self._alarms(),
+            *self._composites(),
             *self._dashboards(),
             *self._rule(self._desired.rule, self._actual.rule),
             *self._responses(),
@@ -172,7 +176,9 @@ class Planner:
     @staticmethod
     def _deletions_in_order(deletions: list[Change]) -> list[Change]:
         # Rules first (they target the topic, the document and a role), topics last (alarms notify them).
-        order = {"rule": 0, "role": 1, "document": 1, "dashboard": 1, "alarm": 2, "subscription": 3, "topic": 4}
+        # Composites before the alarms their rules name: CloudWatch refuses to delete a composite's child.
+        order = {"rule": 0, "role": 1, "document": 1, "dashboard": 1, "composite": 2, "alarm": 3,
+                 "subscription": 4, "topic": 5}
         return sorted(deletions, key=lambda change: order[change.kind])
 
     # --- topics and subscriptions -----------------------------------------------------------------
@@ -238,13 +244,22 @@ class Planner:
     # --- alarms -----------------------------------------------------------------------------------
 
     def _alarms(self) -> list[Change]:
-        changes = [self._alarm(alarm) for alarm in self._desired.alarms]
-        wanted = {alarm.name for alarm in self._desired.alarms}
-        for name, actual in self._actual.alarms.items():
-            if name not in wanted and owned(actual.tags, self._desired.stack):
-                deletion = Write("cloudwatch", "DeleteAlarms", {"AlarmNames": [name]})
-                changes.append(self._removed("alarm", name, [deletion], self._protected(name, actual)))
-        return changes
+        changes = [self._alarm("alarm", "PutMetricAlarm", alarm, self._actual.alarms.get(alarm.name))
+                   for alarm in self._desired.alarms]
+        return changes + self._unwanted("alarm", self._actual.alarms, {alarm.name for alarm in self._desired.alarms})
+
+    def _composites(self) -> list[Change]:
+        composites = self._desired.composites
+        changes = [self._alarm("composite", "PutCompositeAlarm", composite, self._actual.composites.get(composite.name))
+                   for composite in composites]
+        return changes + self._unwanted("composite", self._actual.composites, {item.name for item in composites})
+
+    def _unwanted(self, kind: str, actual: Mapping[str, ActualAlarm], wanted: set[str]) -> list[Change]:
+        return [
+            self._removed(kind, name, [Write("cloudwatch", "DeleteAlarms", {"AlarmNames": [name]})],
+                          self._protected(name, alarm))
+            for name, alarm in actual.items() if name not in wanted and alarm.owned(self._desired.stack)
+        ]
 
     def _protected(self, name: str, actual: ActualAlarm) -> tuple[str, ...]:
         """Why `--prune` must keep an alarm the spec no longer wants: a host that discovery missed (down for
@@ -258,19 +273,21 @@ class Planner:
             reasons.append(f"host {host} is {state} in EC2, not terminated: --prune keeps its alarms")
         return tuple(reasons)
 
-    def _alarm(self, alarm: AlarmDefinition) -> Change:
-        actual = self._actual.alarms.get(alarm.name)
+    def _alarm(
+        self, kind: str, operation: str, alarm: AlarmDefinition | CompositeDefinition, actual: ActualAlarm | None
+    ) -> Change:
         request = alarm.request()
         if actual is None:
-            write = Write("cloudwatch", "PutMetricAlarm", {**request, "Tags": _tag_list(self._tags)})
-            return Change(CREATE, "alarm", alarm.name, writes=(write,))
-        if not owned(actual.tags, self._desired.stack):
-            return Change(CONFLICT, "alarm", alarm.name, NOT_OURS)
+            write = Write("cloudwatch", operation, {**request, "Tags": _tag_list(self._tags)})
+            return Change(CREATE, kind, alarm.name, writes=(write,))
+        if not actual.owned(self._desired.stack):
+            return Change(CONFLICT, kind, alarm.name, NOT_MARKED)
         details = _changed(request, actual.definition.request())
-        writes = [Write("cloudwatch", "PutMetricAlarm", request)] if details else []
-        writes += _tag_writes("cloudwatch", "ResourceARN", actual.arn, self._tags, actual.tags)
-        details += _tag_details(self._tags, actual.tags)
-        return Change(UPDATE if writes else UNCHANGED, "alarm", alarm.name, tuple(details), tuple(writes))
+        writes = [Write("cloudwatch", operation, request)] if details else []
+        if actual.tags is not None:  # read only for a changed alarm (`stale`)
+            writes += _tag_writes("cloudwatch", "ResourceARN", actual.arn, self._tags, actual.tags)
+            details += _tag_details(self._tags, actual.tags)
+        return Change(UPDATE if writes else UNCHANGED, kind, alarm.name, tuple(details), tuple(writes))
 
     # --- dashboards -------------------------------------------------------------------------------
 
@@ -426,3 +443,15 @@ class Planner:
             writes.append(Write("events", "RemoveTargets", {"Rule": name, "Ids": ids}))
         writes.append(Write("events", "DeleteRule", {"Name": name}))
         return writes
+
+
+def stale(desired: DesiredStack, actual: ActualStack) -> set[str]:
+    """This stack's alarms and composites whose definition differs from the desired one: the only ones the
+    plan rewrites, and so the only ones whose tags it needs."""
+    pairs: list[tuple[AlarmDefinition | CompositeDefinition, ActualAlarm | None]]
+    pairs = [(alarm, actual.alarms.get(alarm.name)) for alarm in desired.alarms]
+    pairs += [(composite, actual.composites.get(composite.name)) for composite in desired.composites]
+    return {
+        wanted.name for wanted, found in pairs
+        if found is not None and found.owned(desired.stack) and wanted.request() != found.definition.request()
+    }

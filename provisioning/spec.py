@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from agent.catalogue import CATALOGUE, METRICS
 from agent.cloudwatch_rules import MAX_DIMENSIONS, dimension_value_problem, metric_name_problem, namespace_problem
 from agent.config import AGENT_DIMENSIONS, HOST_DIMENSION, static_dimensions_problem
+from agent.config import _identity_problem as identity_problem  # the agent's own rule for append_dimensions
+from agent.fleet import HOST as HOSTNAME_DIMENSION
 from agent.naming import DEFAULT_NAMESPACE, PROFILES, resolve
 from agent.schema import ConfigError, build, join, load_toml, render, section, setting, unknown_key
 from provisioning import rollout as rollout_patterns
@@ -352,6 +354,70 @@ class HostGroup:
     )
 
 
+FLEET_SCOPE, HOST_SCOPE = "fleet", "host"
+# Alarm names are `<stack>/host/...`, `<stack>/sagemaker/...` and `<stack>/<fleet>/...`: a fleet may not take
+# the first two, or its alarms would read as another target's.
+RESERVED_FLEET_NAMES = ("host", "sagemaker")
+_FLEET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _fleet_name_problem(value: str) -> str | None:
+    if not _FLEET_NAME.match(value):
+        return "must be 1..64 letters, digits, - or _, starting with a letter or digit"
+    if value in RESERVED_FLEET_NAMES:
+        return f"must not be {' or '.join(RESERVED_FLEET_NAMES)}: alarm names use them for other targets"
+    return None
+
+
+@dataclass(frozen=True)
+class Paging:
+    enabled: bool = setting(
+        False, "Composite alarms `<stack>/<fleet>/critical` and `/warning` over the fleet's alarms of that "
+        "severity: only they notify; the fleet's own alarms notify nothing.",
+    )
+    suppressor: str = setting(
+        "", "Name of an alarm whose ALARM state silences the composites (ActionsSuppressor), e.g. a maintenance "
+        "alarm: one of this spec's alarms or one that exists in the account. Empty: none.",
+    )
+    suppressor_wait: int = setting(
+        120, "Seconds the suppressor may take to go into ALARM after a child fires (ActionsSuppressorWaitPeriod).",
+        range=(0, 86_400), unit="seconds",
+    )
+    suppressor_extension: int = setting(
+        300, "Seconds the composites stay silent after the suppressor leaves ALARM "
+        "(ActionsSuppressorExtensionPeriod).", range=(0, 86_400), unit="seconds",
+    )
+
+
+@dataclass(frozen=True)
+class Fleet:
+    name: str = setting("", "Names the group in its alarm names, `<stack>/<name>/<alarm>`.", check=_fleet_name_problem)
+    scope: str = setting(
+        FLEET_SCOPE, "fleet: one Metrics Insights alarm per alarm kind for every host that publishes, hosts "
+        "launched later included; host: one alarm per kind and host publishing now (ListMetrics), for small "
+        "fleets and EC2 actions.", choices=(FLEET_SCOPE, HOST_SCOPE),
+    )
+    append_dimensions: tuple[str, ...] = setting(
+        (HOST_DIMENSION,), "The agents' `append_dimensions`: the identity dimensions every series carries "
+        "(empty: `Host`, the hostname).", check=identity_problem,
+    )
+    dimensions: tuple[tuple[str, str], ...] = setting(
+        (), "The agents' static `dimensions`: every series carries them, so every query selects them.",
+        check=_dimensions_problem,
+    )
+    filter: tuple[tuple[str, str], ...] = setting(
+        (), "Only hosts whose identity dimensions have these values, e.g. {AutoScalingGroupName = \"training\"}; "
+        "each must be one of append_dimensions.",
+    )
+    gpus: int = setting(8, "GPUs per host: the per-GPU alarms and the series estimate.", range=(0, 64))
+    mounts: tuple[str, ...] = setting(("/",), "Mount paths with a storage alarm.", check=_mounts_problem)
+    hosts: int = setting(
+        0, "Hosts the group may grow to, for the Metrics Insights quotas; 0: those publishing now (ListMetrics).",
+        range=(0, 1_000_000),
+    )
+    paging: Paging = section(Paging, "Composite paging alarms of this fleet.")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     name: str = setting("", "A SageMaker endpoint name.")
@@ -442,6 +508,9 @@ class Spec:
     rollout: Rollout = section(Rollout, "Agent rollout through SSM State Manager (CloudFormation export only).")
     hosts: tuple[HostGroup, ...] = tables(HostGroup, "Host groups: EC2 instances running the agent.")
     endpoints: tuple[Endpoint, ...] = tables(Endpoint, "SageMaker real-time endpoints.")
+    fleets: tuple[Fleet, ...] = tables(
+        Fleet, "Host groups declared by what their agents publish, not by instance ids: Metrics Insights alarms."
+    )
     alarms: Mapping[str, AlarmSettings] = dataclasses.field(
         default_factory=_default_alarms,
         metadata={"doc": "Per alarm kind overrides, `[alarms.<key>]`; see the alarm catalogue."},
@@ -664,6 +733,38 @@ def _endpoint_entry_problems(spec: Spec) -> list[str]:
     return problems
 
 
+def _fleet_problems(spec: Spec) -> list[str]:
+    problems = []
+    names: set[str] = set()
+    for index, fleet in enumerate(spec.fleets):
+        path = f"fleets[{index}]"
+        if not fleet.name:
+            problems.append(f'{path}.name: must name the fleet, got ""')
+        if fleet.name in names:
+            problems.append(f"{path}.name: repeats an earlier fleet, got {render(fleet.name)}")
+        names.add(fleet.name)
+        published = fleet.append_dimensions or (HOSTNAME_DIMENSION,)
+        for name, value in fleet.filter:
+            if name not in published:
+                problems.append(
+                    f"{path}.filter.{name}: the agents publish no {name} (their append_dimensions are "
+                    f"{render(list(published))}), got {render(value)}"
+                )
+        unfiltered = [name for name in fleet.append_dimensions
+                      if name != HOST_DIMENSION and name not in dict(fleet.filter)]
+        if fleet.scope == HOST_SCOPE and unfiltered:
+            problems.append(
+                f"{path}.filter: scope \"host\" names each host's series exactly, so every append_dimension but "
+                f"{HOST_DIMENSION} needs a value here, missing {render(unfiltered)}"
+            )
+        if fleet.append_dimensions and HOST_DIMENSION not in fleet.append_dimensions:
+            problems.append(
+                f"{path}.append_dimensions: must include {HOST_DIMENSION} (or be empty: Host), or no alarm can "
+                f"tell one host from another, got {render(list(fleet.append_dimensions))}"
+            )
+    return problems
+
+
 def parse(data: Mapping[str, Any]) -> Spec:
     """Validate a TOML document; raises ConfigError listing every problem."""
     problems: list[str] = []
@@ -677,6 +778,7 @@ def parse(data: Mapping[str, Any]) -> Spec:
     problems += _responses_problems(spec)
     problems += _host_problems(spec, problems)
     problems += _endpoint_entry_problems(spec)
+    problems += _fleet_problems(spec)
     problems += _rollout_problems(spec.rollout)
     if problems:
         raise ConfigError(problems)

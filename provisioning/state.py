@@ -9,13 +9,14 @@ actually this stack's is decided by its tags (or, for dashboards, which cannot b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from botocore.exceptions import ClientError
 
 from provisioning.alarm_catalogue import SEVERITIES
-from provisioning.alarms import AlarmDefinition
+from provisioning.alarms import AlarmDefinition, owns
 from provisioning.aws import Account, Caller
+from provisioning.composite import CompositeDefinition
 from provisioning.dashboards import is_owned, name_prefix
 from provisioning.events import RuleDefinition, Target, alarm_name_prefix, rule_name
 from provisioning.notifications import NOT_FOUND, canonical_json, topic_name
@@ -32,10 +33,16 @@ def owned(tags: Tags, stack: str) -> bool:
 
 @dataclass(frozen=True)
 class ActualAlarm:
-    definition: AlarmDefinition
+    """An alarm whose description carries a marker: this stack's when it is `owned`. Its tags are read
+    (`tags` not None) only where its definition differs from the desired one, so a rerun reads pages only."""
+
+    definition: AlarmDefinition | CompositeDefinition
     arn: str
-    tags: Tags
+    tags: Tags | None = None
     state: str = "OK"  # StateValue: ALARM, OK or INSUFFICIENT_DATA
+
+    def owned(self, stack: str) -> bool:
+        return owns(self.definition.description, stack)
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class ActualStack:
     topics: Mapping[str, ActualTopic]  # by name
     dashboards: Mapping[str, ActualDashboard]
     rule: ActualRule | None
+    composites: Mapping[str, ActualAlarm] = field(default_factory=dict)
     responses: ActualResponses = ActualResponses(None, {})
     response_rule: ActualRule | None = None
 
@@ -96,25 +104,47 @@ class StateReader:
         self._call = caller
 
     def read(self) -> ActualStack:
+        alarms, composites = self._described()
         return ActualStack(
-            self.alarms(), self.topics(), self.dashboards(), self.rule(rule_name(self._stack)),
+            alarms, self.topics(), self.dashboards(), self.rule(rule_name(self._stack)), composites,
             read_responses(self._stack, self._account, self._call), self.rule(response_rule_name(self._stack)),
         )
 
     def alarms(self) -> dict[str, ActualAlarm]:
-        alarms = {}
+        """The metric alarms under this stack's prefix; `ActualAlarm.owned` says which are this stack's."""
+        return self._described()[0]
+
+    def _described(self) -> tuple[dict[str, ActualAlarm], dict[str, ActualAlarm]]:
+        """Metric and composite alarms under this stack's prefix, from DescribeAlarms pages alone."""
+        alarms, composites = {}, {}
         pages = self._call.pages(
             "cloudwatch", "DescribeAlarms", AlarmNamePrefix=alarm_name_prefix(self._stack),
-            AlarmTypes=["MetricAlarm"], MaxRecords=DESCRIBE_ALARMS_PAGE,
+            AlarmTypes=["MetricAlarm", "CompositeAlarm"], MaxRecords=DESCRIBE_ALARMS_PAGE,
         )
         for page in pages:
             for raw in page.get("MetricAlarms", []):
-                arn = raw["AlarmArn"]
-                tags = self._call("cloudwatch", "ListTagsForResource", ResourceARN=arn)["Tags"]
                 alarms[raw["AlarmName"]] = ActualAlarm(
-                    AlarmDefinition.from_described(raw), arn, _tags(tags), raw.get("StateValue", "")
+                    AlarmDefinition.from_described(raw), raw["AlarmArn"], state=raw.get("StateValue", "")
                 )
-        return alarms
+            for raw in page.get("CompositeAlarms", []):
+                composites[raw["AlarmName"]] = ActualAlarm(
+                    CompositeDefinition.from_described(raw), raw["AlarmArn"], state=raw.get("StateValue", "")
+                )
+        return alarms, composites
+
+    def with_tags(self, actual: ActualStack, names: set[str]) -> ActualStack:
+        """`actual` with the tags of the named alarms read (ListTagsForResource), for the alarms about to be
+        rewritten: PutMetricAlarm leaves tags alone, so only they need reconciling."""
+
+        def tagged(found: Mapping[str, ActualAlarm]) -> dict[str, ActualAlarm]:
+            return {
+                name: replace(alarm, tags=_tags(
+                    self._call("cloudwatch", "ListTagsForResource", ResourceARN=alarm.arn)["Tags"]
+                )) if name in names else alarm
+                for name, alarm in found.items()
+            }
+
+        return replace(actual, alarms=tagged(actual.alarms), composites=tagged(actual.composites))
 
     def topics(self) -> dict[str, ActualTopic]:
         topics = {}

@@ -15,10 +15,14 @@ from provisioning.plan import Plan
 
 # CloudWatch list prices, us-east-1, USD per month (aws.amazon.com/cloudwatch/pricing, read 2026-12).
 # A metric alarm is billed per metric it evaluates (a metric math alarm per metric in its expression);
-# a period under 60 s is a high-resolution alarm. The first 3 dashboards of an account are free.
+# a period under 60 s is a high-resolution alarm. A Metrics Insights alarm is billed per metric its query
+# analyzes, at the standard rate, and is outside the free tier; a composite alarm is billed per alarm.
+# The first 3 dashboards of an account are free.
 PRICES_AS_OF = "us-east-1 list prices, 2026-12"
 STANDARD_ALARM_METRIC_USD = 0.10
 HIGH_RESOLUTION_ALARM_METRIC_USD = 0.30
+INSIGHTS_ALARM_METRIC_USD = 0.10
+COMPOSITE_ALARM_USD = 0.50
 DASHBOARD_USD = 3.00
 
 COMPARISON_SIGNS = {
@@ -67,31 +71,46 @@ def apply_seconds(plan: Plan, rates: Mapping[str, float]) -> float:
     return sum(max(count - 1, 0) / rates[operation] for operation, count in counts.items() if operation in rates)
 
 
-def alarm_metrics(alarm: AlarmDefinition) -> int:
+def alarm_metrics(alarm: AlarmDefinition, series: Mapping[str, int] | None = None) -> int:
+    """Metrics an alarm is billed for; `series`: the metrics each Metrics Insights alarm's query analyzes."""
+    if series and alarm.name in series:
+        return series[alarm.name]
     return sum(1 for query in alarm.queries if not query.expression) if alarm.queries else 1
 
 
-def monthly_cost(alarms: Sequence[AlarmDefinition], dashboards: int) -> float:
+def monthly_cost(
+    alarms: Sequence[AlarmDefinition], dashboards: int, series: Mapping[str, int] | None = None, composites: int = 0
+) -> float:
     total = 0.0
     for alarm in alarms:
-        price = HIGH_RESOLUTION_ALARM_METRIC_USD if 0 < _period(alarm) < 60 else STANDARD_ALARM_METRIC_USD
-        total += alarm_metrics(alarm) * price
-    return total + dashboards * DASHBOARD_USD
+        if series and alarm.name in series:
+            price = INSIGHTS_ALARM_METRIC_USD
+        elif 0 < _period(alarm) < 60:
+            price = HIGH_RESOLUTION_ALARM_METRIC_USD
+        else:
+            price = STANDARD_ALARM_METRIC_USD
+        total += alarm_metrics(alarm, series) * price
+    return total + composites * COMPOSITE_ALARM_USD + dashboards * DASHBOARD_USD
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}" + ("" if number == 1 else "s")
 
 
-def footer(plan: Plan, alarms: Sequence[AlarmDefinition], dashboards: int, rates: Mapping[str, float]) -> list[str]:
+def footer(
+    plan: Plan, alarms: Sequence[AlarmDefinition], dashboards: int, rates: Mapping[str, float],
+    series: Mapping[str, int] | None = None, composites: int = 0,
+) -> list[str]:
     seconds = apply_seconds(plan, rates)
     shown = f"{math.ceil(seconds)} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-    metrics = sum(alarm_metrics(alarm) for alarm in alarms)
+    metrics = sum(alarm_metrics(alarm, series) for alarm in alarms)
+    insights = f" ({_count(len(series), 'Metrics Insights alarm')} of them)" if series else ""
+    paging = f", {_count(composites, 'composite alarm')}" if composites else ""
     return [
         f"Apply: {plan.writes} writes, about {shown} at "
         f"{rates['PutMetricAlarm']:g} alarm writes per second.",
-        f"Cost of the stack: {_count(len(alarms), 'alarm')} over {_count(metrics, 'metric')} and "
-        f"{_count(dashboards, 'dashboard')}, about "
-        f"${monthly_cost(alarms, dashboards):,.2f}/month ({PRICES_AS_OF}; an account's first 3 dashboards "
-        "and 10 alarm metrics are free).",
+        f"Cost of the stack: {_count(len(alarms), 'alarm')}{insights} over {_count(metrics, 'metric')}{paging} "
+        f"and {_count(dashboards, 'dashboard')}, about "
+        f"${monthly_cost(alarms, dashboards, series, composites):,.2f}/month ({PRICES_AS_OF}; an account's first "
+        "3 dashboards and 10 alarm metrics are free).",
     ]

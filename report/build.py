@@ -12,7 +12,6 @@ from provisioning.alarms import AlarmDefinition
 from provisioning.aws import Account
 from provisioning.spec import Spec
 from provisioning.state import StateReader
-from provisioning.state import owned as owns
 from report import backtest, endpoints
 from report.backtest import Backtest
 from report.endpoints import EndpointReport
@@ -106,11 +105,12 @@ def host_chunks(series: list[Series], wanted: Mapping[Series, Mapping[str, Query
 
 
 def owned_alarms(scope: Scope, reader: Reader) -> list[AlarmDefinition]:
-    """Every alarm the stack owns: named `<stack>/…` and tagged as its own."""
+    """Every alarm the stack owns: named `<stack>/…` and marked as its own (its description's marker)."""
     account = Account(id="", region=scope.region, partition="aws")  # alarms() reads no ARN of its own
-    owned = StateReader(scope.stack, account, reader.caller).alarms()
-    return [actual.definition for name, actual in sorted(owned.items())
-            if owns(actual.tags, scope.stack) and name.startswith(scope.alarm_prefix)]
+    found = StateReader(scope.stack, account, reader.caller).alarms()
+    return [actual.definition for name, actual in sorted(found.items())
+            if isinstance(actual.definition, AlarmDefinition) and actual.owned(scope.stack)
+            and name.startswith(scope.alarm_prefix)]
 
 
 def endpoint_reports(spec: Spec, window: Window, reader: Reader, alarms: list[AlarmDefinition]) -> list[EndpointReport]:

@@ -28,6 +28,8 @@ def test_the_demo_publishes_provisions_and_receives_the_test_notification() -> N
             "SamplesProcessedPerSecond", "StepTime", "Heartbeat"} <= series
     assert any(line.startswith("demo/host/") and "GPUHealthy Minimum LessThanThreshold 1.0" in line for line in lines)
     assert any(line.startswith("demo/sagemaker/demo-endpoint/AllTraffic/endpoint_latency_p99") for line in lines)
+    assert ('demo/gpus/gpu_temperature_high: SELECT MAX(GPUTemperature) FROM SCHEMA("InfraWatch", GPU, Host) '
+            "GROUP BY Host, GPU ORDER BY MAX() DESC GreaterThanThreshold 85.0 for 3 of 5 × 60 s") in lines
     assert "demo-us-east-1-fleet" in output
     assert "infrawatch test notification (demo, critical)" in output
     # The report over what the demo published: its tables, then the page's path.

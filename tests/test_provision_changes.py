@@ -169,15 +169,18 @@ def test_prune_deletes_the_removed_endpoints_alarms_and_dashboard_only(provision
     ]
 
 
-def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm(provisioner: Provisioner) -> None:
+def test_hand_edits_are_reverted_and_tags_read_and_reconciled_only_on_rewritten_alarms(
+    provisioner: Provisioner,
+) -> None:
     provisioner.run(SPEC, "--yes")
     cloudwatch = provisioner.client("cloudwatch")
-    cpu = f"ml/host/{HOST}/cpu_high"
-    arn = alarm(provisioner, cpu)["AlarmArn"]
-    cloudwatch.untag_resource(ResourceARN=arn, TagKeys=["team"])
-    # A tag someone else set (AWS Config, a tag policy, cost tooling) is theirs: it survives every rerun.
-    cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "cost-center", "Value": "4711"}])
-    memory = alarm(provisioner, f"ml/host/{HOST}/memory_high")
+    cpu, memory_name = f"ml/host/{HOST}/cpu_high", f"ml/host/{HOST}/memory_high"
+    memory = alarm(provisioner, memory_name)
+    for name in (cpu, memory_name):
+        arn = alarm(provisioner, name)["AlarmArn"]
+        cloudwatch.untag_resource(ResourceARN=arn, TagKeys=["team"])
+        # A tag someone else set (AWS Config, a tag policy, cost tooling) is theirs: it survives every rerun.
+        cloudwatch.tag_resource(ResourceARN=arn, Tags=[{"Key": "cost-center", "Value": "4711"}])
     cloudwatch.put_metric_alarm(
         AlarmName=memory["AlarmName"], Namespace="InfraWatch", MetricName="MemoryUtilization", Statistic="Average",
         Dimensions=memory["Dimensions"], Period=60, EvaluationPeriods=5, DatapointsToAlarm=3, Threshold=99.0,
@@ -186,15 +189,17 @@ def test_hand_edits_are_reverted_and_tags_reconciled_without_rewriting_the_alarm
     )
     run = provisioner.run(SPEC, "--yes")
     assert run.code == 0
+    # Ownership is read from the description: only the rewritten alarm's tags are read, and its own reconciled.
+    assert provisioner.recorder.calls.count("ListTagsForResource") == 1 + 2 + 1  # that alarm, 2 topics, the rule
     assert provisioner.recorder.writes == Counter({"TagResource": 1, "PutMetricAlarm": 1})
-    assert f"~ update alarm {cpu} (Tags)" in run.lines
-    assert f"~ update alarm ml/host/{HOST}/memory_high (Threshold 99.0 -> 90.0)" in run.lines
-    assert tags(provisioner, cpu) == {
-        "managed-by": "infrawatch", "infrawatch:stack": "ml", "team": "ml-platform", "cost-center": "4711",
-    }
+    assert f"~ update alarm {memory_name} (Threshold 99.0 -> 90.0; Tags)" in run.lines
+    assert f"= unchanged alarm {cpu}" in run.lines
+    own = {"managed-by": "infrawatch", "infrawatch:stack": "ml"}
+    assert tags(provisioner, memory_name) == {**own, "team": "ml-platform", "cost-center": "4711"}
+    assert tags(provisioner, cpu) == {**own, "cost-center": "4711"}  # not rewritten, so not read
     rerun = provisioner.run(SPEC, "--yes")
     assert (rerun.code, provisioner.recorder.writes) == (0, Counter())
-    assert tags(provisioner, cpu)["cost-center"] == "4711"
+    assert tags(provisioner, memory_name)["cost-center"] == "4711"
 
 
 def test_a_resource_with_this_stacks_name_but_not_its_tags_is_left_alone(provisioner: Provisioner) -> None:
@@ -205,7 +210,7 @@ def test_a_resource_with_this_stacks_name_but_not_its_tags_is_left_alone(provisi
     )
     run = provisioner.run(SPEC, "--yes")
     assert run.code == 1
-    assert f"! conflict alarm {cpu} (exists without this stack's tags; left alone)" in run.lines
+    assert f"! conflict alarm {cpu} (exists without this stack's marker; left alone)" in run.lines
     assert run.lines[-1] == "1 resources with this stack's names are not this stack's and were left alone."
     assert alarm(provisioner, cpu)["Namespace"] == "Custom"
     assert len(alarm_names(provisioner)) == HOST_ALARMS + RANKER_ALARMS

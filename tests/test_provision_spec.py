@@ -52,6 +52,9 @@ def test_the_example_spec_is_valid() -> None:
         ("email", "oncall@example.com"), ("sqs", "arn:aws:sqs:us-east-1:123456789012:infrawatch-demo-alerts"),
     ]
     assert spec.alarms["endpoint_latency_p99"].threshold == 250.0
+    assert [(fleet.name, fleet.scope, fleet.filter, fleet.paging.enabled) for fleet in spec.fleets] == [
+        ("training", "fleet", (("AutoScalingGroupName", "training"),), True)
+    ]
 
 
 INVALID_SPECS = [

@@ -5,6 +5,8 @@ finds nothing in the policies; the validator names instance types EC2 cannot rec
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 import tomllib
 from moto import mock_aws
 
+from provisioning import export
 from provisioning.aws import Account
 from provisioning.discovery import Host, Inventory
 from provisioning.responses import replace_response, shipped_document
@@ -231,3 +234,32 @@ def test_a_role_with_the_responses_name_but_not_this_stacks_tags_is_left_alone(p
     assert f"! conflict role {AUTOMATION_ROLE} (exists without this stack's tags; left alone)" in run.lines
     assert provisioner.recorder.writes["PutRolePolicy"] == 1  # the events role only
     assert provisioner.client("iam").list_role_policies(RoleName=AUTOMATION_ROLE)["PolicyNames"] == []
+
+
+def test_the_export_holds_the_document_roles_rule_and_recover_alarms_and_is_cfn_lint_clean(
+    provisioner: Provisioner, tmp_path: Path
+) -> None:
+    run = provisioner.run(SPEC, "--export", "cloudformation")
+    assert run.code == 0, run.err
+    template = json.loads(run.out)
+    dry = provisioner.run(SPEC, "--dry-run")
+    planned = {tuple(line.split(" ", 3)[2:4]) for line in dry.lines if line.startswith("+ create ")}
+    assert export.resources(template, ACCOUNT) == planned
+    by_kind = {resource["Metadata"]["infrawatch"]["kind"]: resource for resource in template["Resources"].values()
+               if resource["Type"] in ("AWS::SSM::Document", "AWS::IAM::Role")}
+    assert by_kind["document"]["Properties"]["Content"] == json.loads(shipped_document())
+    roles = [resource["Properties"] for resource in template["Resources"].values()
+             if resource["Type"] == "AWS::IAM::Role"]
+    assert sorted(role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"] for role in roles) == [
+        "events.amazonaws.com", "ssm.amazonaws.com"]
+    automation = next(role for role in roles if role["RoleName"] == {"Fn::Sub": "ml-${AWS::Region}-replace-gpu-host"})
+    resources = {statement["Sid"]: statement["Resource"]
+                 for statement in automation["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert resources["MarkUnhealthyInTheNamedGroups"] == [{"Fn::Sub": (
+        "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:autoScalingGroup:*:"
+        "autoScalingGroupName/trainers")}]
+    path = tmp_path / "responses.json"
+    path.write_text(run.out)
+    lint = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True,
+                          text=True, check=False)
+    assert (lint.returncode, lint.stdout) == (0, "")
