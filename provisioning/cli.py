@@ -41,6 +41,7 @@ from provisioning.discovery import Discovery, instance_states
 from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
 from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts, stale
+from provisioning.responses import policy_problems, recovery_check
 from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
 from provisioning.state import StateReader
@@ -175,6 +176,9 @@ def main(
         desired = desired_stack(spec, account, inventory, caller)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
+        recovery, unchecked = recovery_check(spec, inventory.hosts, caller)
+        problems += recovery
+        problems += policy_problems(desired.responses.replace)
         if problems:
             raise ConfigError(problems)
         if args.test_notification:
@@ -182,7 +186,8 @@ def main(
                 say(line)
             return OK
         now = datetime.fromtimestamp(wall_clock(), tz=timezone.utc)
-        for warning in [*inventory.warnings, *validate.series_without_data(desired.alarms, caller, now)]:
+        for warning in [*inventory.warnings, *unchecked,
+                        *validate.series_without_data(desired.alarms, caller, now)]:
             print(f"warning: {warning}", file=err)
         reader = StateReader(spec.stack, account, caller)
         actual = reader.read()
@@ -204,6 +209,8 @@ def main(
         return REFUSED
 
     plan = Planner(desired, actual, prune=args.prune, instance_states=states).plan()
+    for line in desired.responses.lines():
+        say(line)
     for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():
         say(line)
     for note in desired.notes:

@@ -44,6 +44,7 @@ class Host:
     throughput_floors: tuple[ThroughputFloor, ...] = ()
     # `InstanceId` on EC2; an agent that found no instance metadata publishes its hostname as `Host`.
     id_dimension: str = HOST_DIMENSION
+    auto_scaling_group: str = ""  # the spec's group this host was found in; "" when listed otherwise
     # The device dimensions the naming profile adds (`series.device_keys`), read from the host's own series:
     # {("GPU", "0"): (("GPUName", "NVIDIA H100 80GB HBM3"),), ("MountPath", "/"): (("Device", ...), ...)}.
     devices: Mapping[tuple[str, str], Dimensions] = field(default_factory=dict)
@@ -165,6 +166,7 @@ class Discovery:
                 throughput_floors=group.throughput_floors,
                 id_dimension=id_dimension,
                 devices=devices,
+                auto_scaling_group=group.auto_scaling_group,
             ))
         return hosts
 

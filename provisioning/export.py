@@ -25,6 +25,7 @@ from agent.schema import ConfigError
 from provisioning import rollout
 from provisioning.aws import Account, Caller
 from provisioning.discovery import Inventory
+from provisioning.events import RuleDefinition
 from provisioning.spec import Spec
 from provisioning.stack import DesiredStack, desired_stack
 
@@ -73,9 +74,8 @@ class Exporter:
                       {"DashboardName": dashboard.name, "DashboardBody": dashboard.body})
         rule = self._desired.rule
         if rule is not None:
-            properties = {**rule.request(), "EventPattern": json.loads(rule.pattern),
-                          "Targets": [target.request() for target in rule.targets]}
-            self._add("Rule", "rule", rule.name, "AWS::Events::Rule", properties, depends=topics)
+            self._rule(rule, topics)
+        self._replace_response(topics)
         for resource_id, resource in rollout.resources(self._spec.stack, self._spec.rollout).items():
             # Export only: the SSM document and association that install the agent ([rollout], docs/rollout.md).
             name = resource["Properties"].get("AssociationName") or resource["Properties"]["Name"]
@@ -135,6 +135,28 @@ class Exporter:
                           {"TopicArn": {"Ref": topic_id}, "Protocol": protocol, "Endpoint": endpoint})
             ids.append(topic_id)
         return ids
+
+    def _rule(self, rule: RuleDefinition, depends: list[str]) -> None:
+        properties = {**rule.request(), "EventPattern": json.loads(rule.pattern),
+                      "Targets": [target.request() for target in rule.targets]}
+        self._add("Rule", "rule", rule.name, "AWS::Events::Rule", properties, depends=depends)
+
+    def _replace_response(self, topics: list[str]) -> None:
+        """The Automation document, its two roles, and the rule that starts it (responses.py)."""
+        response = self._desired.responses.replace
+        if response is None:
+            return
+        document = self._add("Document", "document", response.document.name, "AWS::SSM::Document", {
+            "Name": response.document.name, "Content": json.loads(response.document.content),
+            "DocumentType": "Automation", "DocumentFormat": "JSON", "Tags": self._tags(),
+        })
+        roles = [self._add("Role", "role", role.name, "AWS::IAM::Role", {
+            "RoleName": role.name, "Description": role.description,
+            "AssumeRolePolicyDocument": json.loads(role.trust),
+            "Policies": [{"PolicyName": role.policy_name, "PolicyDocument": json.loads(role.policy)}],
+            "Tags": self._tags(),
+        }) for role in response.roles]
+        self._rule(response.rule, [document, *roles, *topics])
 
     def _add(
         self, prefix: str, kind: str, name: str, resource_type: str, properties: dict[str, Any],

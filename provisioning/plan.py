@@ -19,6 +19,7 @@ from provisioning.composite import CompositeDefinition
 from provisioning.dashboards import DashboardDefinition
 from provisioning.events import RuleDefinition
 from provisioning.notifications import TopicDefinition
+from provisioning.responses import ActualDocument, ActualRole, DocumentDefinition, RoleDefinition
 from provisioning.stack import DesiredStack
 from provisioning.state import ActualAlarm, ActualRule, ActualStack, ActualTopic, owned
 
@@ -99,11 +100,13 @@ def _missing_tags(desired: Mapping[str, str], actual: Mapping[str, str]) -> dict
 
 
 def _tag_writes(
-    service: str, arn_key: str, arn: str, desired: Mapping[str, str], actual: Mapping[str, str]
+    service: str, arn_key: str, arn: str, desired: Mapping[str, str], actual: Mapping[str, str],
+    *, operation: str = "TagResource", **resource: str,
 ) -> list[Write]:
-    """TagResource for this stack's own tag keys that are missing or changed; nothing else."""
+    """`operation` (TagResource unless named) for this stack's own tag keys that are missing or changed;
+    nothing else. `resource` adds identifying parameters beside `arn_key` (SSM's ResourceType)."""
     missing = _missing_tags(desired, actual)
-    return [Write(service, "TagResource", {arn_key: arn, "Tags": _tag_list(missing)})] if missing else []
+    return [Write(service, operation, {arn_key: arn, **resource, "Tags": _tag_list(missing)})] if missing else []
 
 
 def _tag_details(desired: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
@@ -156,7 +159,8 @@ class Planner:
             *self._alarms(),
             *self._composites(),
             *self._dashboards(),
-            *self._rule(),
+            *self._rule(self._desired.rule, self._actual.rule),
+            *self._responses(),
         ]
         ordered = [change for change in changes if change.action != DELETE]
         ordered += self._deletions_in_order([change for change in changes if change.action == DELETE])
@@ -171,9 +175,10 @@ class Planner:
 
     @staticmethod
     def _deletions_in_order(deletions: list[Change]) -> list[Change]:
-        # The rule first (it targets the topic), topics last (alarms notify them).
+        # Rules first (they target the topic, the document and a role), topics last (alarms notify them).
         # Composites before the alarms their rules name: CloudWatch refuses to delete a composite's child.
-        order = {"rule": 0, "dashboard": 1, "composite": 2, "alarm": 3, "subscription": 4, "topic": 5}
+        order = {"rule": 0, "role": 1, "document": 1, "dashboard": 1, "composite": 2, "alarm": 3,
+                 "subscription": 4, "topic": 5}
         return sorted(deletions, key=lambda change: order[change.kind])
 
     # --- topics and subscriptions -----------------------------------------------------------------
@@ -312,8 +317,7 @@ class Planner:
 
     # --- EventBridge rule -------------------------------------------------------------------------
 
-    def _rule(self) -> list[Change]:
-        desired, actual = self._desired.rule, self._actual.rule
+    def _rule(self, desired: RuleDefinition | None, actual: ActualRule | None) -> list[Change]:
         if actual is not None and not owned(actual.tags, self._desired.stack):
             name = actual.definition.name
             return [Change(CONFLICT, "rule", name, NOT_OURS)] if desired else []
@@ -347,6 +351,90 @@ class Planner:
         writes += _tag_writes("events", "ResourceARN", desired.arn, self._tags, actual.tags)
         details += _tag_details(self._tags, actual.tags)
         return Change(UPDATE if writes else UNCHANGED, "rule", desired.name, tuple(details), tuple(writes))
+
+    # --- automated responses: the Automation document and its two roles (the rule is planned above) ------
+
+    def _responses(self) -> list[Change]:
+        replace = self._desired.responses.replace
+        actual = self._actual.responses
+        changes = [self._document(replace.document if replace else None, actual.document)]
+        wanted = {role.name: role for role in replace.roles} if replace else {}
+        for name in sorted(set(wanted) | set(actual.roles)):
+            changes.append(self._role(wanted.get(name), actual.roles.get(name)))
+        changes += self._rule(replace.rule if replace else None, self._actual.response_rule)
+        return [change for change in changes if change is not None]
+
+    def _document(self, desired: DocumentDefinition | None, actual: ActualDocument | None) -> Change | None:
+        if actual is not None and not owned(actual.tags, self._desired.stack):
+            return Change(CONFLICT, "document", actual.name, NOT_OURS) if desired else None
+        if desired is None:
+            if actual is None:
+                return None
+            return self._removed("document", actual.name, [Write("ssm", "DeleteDocument", {"Name": actual.name})])
+        if actual is None:
+            return Change(CREATE, "document", desired.name, writes=(Write("ssm", "CreateDocument", {
+                "Name": desired.name, "Content": desired.content, "DocumentType": "Automation",
+                "DocumentFormat": "JSON", "Tags": _tag_list(self._tags),
+            }),))
+        writes = []
+        details = []
+        if desired.content != actual.content:
+            # The rule targets `$DEFAULT`: the new version (versions count up from the latest) becomes it.
+            writes += [
+                Write("ssm", "UpdateDocument", {
+                    "Name": desired.name, "Content": desired.content, "DocumentVersion": "$LATEST",
+                    "DocumentFormat": "JSON",
+                }),
+                Write("ssm", "UpdateDocumentDefaultVersion", {
+                    "Name": desired.name, "DocumentVersion": str(int(actual.latest_version) + 1),
+                }),
+            ]
+            details.append("Content")
+        writes += _tag_writes(
+            "ssm", "ResourceId", desired.name, self._tags, actual.tags,
+            operation="AddTagsToResource", ResourceType="Document",
+        )
+        details += _tag_details(self._tags, actual.tags)
+        return Change(UPDATE if writes else UNCHANGED, "document", desired.name, tuple(details), tuple(writes))
+
+    def _role(self, desired: RoleDefinition | None, actual: ActualRole | None) -> Change | None:
+        if actual is not None and not owned(actual.tags, self._desired.stack):
+            return Change(CONFLICT, "role", actual.definition.name, NOT_OURS) if desired else None
+        if desired is None:
+            if actual is None:
+                return None
+            name = actual.definition.name
+            writes = [Write("iam", "DeleteRolePolicy", {"RoleName": name, "PolicyName": policy})
+                      for policy in actual.policies]
+            return self._removed("role", name, [*writes, Write("iam", "DeleteRole", {"RoleName": name})])
+        put_policy = Write("iam", "PutRolePolicy", {
+            "RoleName": desired.name, "PolicyName": desired.policy_name, "PolicyDocument": desired.policy,
+        })
+        if actual is None:
+            create = Write("iam", "CreateRole", {
+                "RoleName": desired.name, "AssumeRolePolicyDocument": desired.trust,
+                "Description": desired.description, "Tags": _tag_list(self._tags),
+            })
+            return Change(CREATE, "role", desired.name, writes=(create, put_policy))
+        current = actual.definition
+        writes, details = [], []
+        if current.trust != desired.trust:
+            writes.append(Write("iam", "UpdateAssumeRolePolicy", {
+                "RoleName": desired.name, "PolicyDocument": desired.trust,
+            }))
+            details.append("AssumeRolePolicyDocument")
+        if current.description != desired.description:
+            writes.append(Write("iam", "UpdateRole", {"RoleName": desired.name, "Description": desired.description}))
+            details.append("Description")
+        if (current.policy_name, current.policy) != (desired.policy_name, desired.policy):
+            writes.append(put_policy)
+            details.append(f"policy {desired.policy_name}")
+        writes += [Write("iam", "DeleteRolePolicy", {"RoleName": desired.name, "PolicyName": policy})
+                   for policy in actual.policies if policy != desired.policy_name]
+        writes += _tag_writes("iam", "RoleName", desired.name, self._tags, actual.tags,
+                              operation="TagRole")
+        details += _tag_details(self._tags, actual.tags)
+        return Change(UPDATE if writes else UNCHANGED, "role", desired.name, tuple(details), tuple(writes))
 
     @staticmethod
     def _rule_deletion(actual: ActualRule) -> list[Write]:

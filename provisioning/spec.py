@@ -204,6 +204,80 @@ class Events:
     )
 
 
+OUTSIDE_GROUP_ACTIONS = ("nothing", "stop")
+GPU_HEALTH_ALARMS = ("gpu_unhealthy", "gpu_xid_errors", "gpu_ecc_errors")
+RESERVED_DOCUMENT_PREFIXES = ("aws", "amazon", "amzn")  # SSM CreateDocument refuses these, in any case
+MAX_REPLACEMENTS_PER_DAY = 50  # the Automation counts one DescribeScalingActivities page: at most 100 records
+
+
+def _trigger_alarms_problem(value: tuple[str, ...]) -> str | None:
+    if not value or any(key not in GPU_HEALTH_ALARMS for key in value):
+        return "must be a non-empty list of " + ", ".join(f'"{key}"' for key in GPU_HEALTH_ALARMS)
+    if len(set(value)) != len(value):
+        return "must not repeat an alarm"
+    return None
+
+
+def _group_names_problem(value: tuple[str, ...]) -> str | None:
+    if any(not 1 <= len(name) <= 255 or ":" in name for name in value):
+        return "every item must be an Auto Scaling group name (1..255 characters, no colon)"
+    return None
+
+
+@dataclass(frozen=True)
+class ReplaceUnhealthyGpuHost:
+    enabled: bool = setting(
+        False, "Take a host whose GPU health alarm fires out of service, so its Auto Scaling group replaces "
+        "it (an SSM Automation started by EventBridge; see docs/responses.md).",
+    )
+    alarms: tuple[str, ...] = setting(
+        ("gpu_unhealthy",), "The GPU health alarms that start it.", check=_trigger_alarms_problem
+    )
+    auto_scaling_groups: tuple[str, ...] = setting(
+        (), "Auto Scaling groups it may act on besides the hosts[].auto_scaling_group ones.",
+        check=_group_names_problem,
+    )
+    max_replacements_per_day: int = setting(
+        2, "At most this many health replacements per group per UTC day, counted from the group's "
+        "scaling activities (DescribeScalingActivities).", range=(1, MAX_REPLACEMENTS_PER_DAY),
+    )
+    min_in_service: int = setting(
+        1, "Never take a host out of a group that has this many InService instances or fewer.",
+        range=(0, 10_000),
+    )
+    respect_grace_period: bool = setting(
+        True, "SetInstanceHealth's ShouldRespectGracePeriod: a host still in its health check grace period "
+        "is left alone.",
+    )
+    outside_group: str = setting(
+        "nothing", "A host in no Auto Scaling group: stop it (ec2:StopInstances) or do nothing but notify.",
+        choices=OUTSIDE_GROUP_ACTIONS,
+    )
+
+
+@dataclass(frozen=True)
+class RecoverOnStatusCheck:
+    enabled: bool = setting(
+        False, "Per EC2 host, an alarm on AWS/EC2 StatusCheckFailed_System whose action is EC2 recover.",
+    )
+    reboot_on_instance_check: bool = setting(
+        False, "Also an alarm on StatusCheckFailed_Instance whose action is EC2 reboot.",
+    )
+    evaluation_periods: int = setting(
+        2, "Failed minutes in a row before recovering (1-minute periods).", range=(1, 60)
+    )
+
+
+@dataclass(frozen=True)
+class Responses:
+    replace_unhealthy_gpu_host: ReplaceUnhealthyGpuHost = section(
+        ReplaceUnhealthyGpuHost, "Replace a host whose GPU failed."
+    )
+    recover_on_status_check: RecoverOnStatusCheck = section(
+        RecoverOnStatusCheck, "Recover (or reboot) a host that fails its EC2 status checks."
+    )
+
+
 @dataclass(frozen=True)
 class Dashboards:
     enabled: bool = setting(True, "Create the fleet dashboard(s) and one dashboard per SageMaker endpoint.")
@@ -429,6 +503,7 @@ class Spec:
     notifications: Notifications = section(Notifications, "SNS topics per severity.")
     events: Events = section(Events, "EventBridge rule on alarm state changes.")
     dashboards: Dashboards = section(Dashboards, "CloudWatch dashboards.")
+    responses: Responses = section(Responses, "Automated responses, carried out by AWS (docs/responses.md).")
     apply: Apply = section(Apply, "How changes are written.")
     rollout: Rollout = section(Rollout, "Agent rollout through SSM State Manager (CloudFormation export only).")
     hosts: tuple[HostGroup, ...] = tables(HostGroup, "Host groups: EC2 instances running the agent.")
@@ -581,6 +656,29 @@ def _events_problems(spec: Spec) -> list[str]:
     return []
 
 
+def _responses_problems(spec: Spec) -> list[str]:
+    replace = spec.responses.replace_unhealthy_gpu_host
+    if not replace.enabled:
+        return []
+    path = "responses.replace_unhealthy_gpu_host"
+    problems = [
+        f"{path}.alarms: alarms.{key} is disabled, so it cannot start the response; enable it or drop it"
+        for key in replace.alarms if not spec.alarms[key].enabled
+    ]
+    if spec.stack.lower().startswith(RESERVED_DOCUMENT_PREFIXES):
+        problems.append(
+            f"stack: the response's SSM document is named after the stack, and SSM reserves names starting "
+            f"with {', '.join(RESERVED_DOCUMENT_PREFIXES)}, got {render(spec.stack)}"
+        )
+    groups = replace.auto_scaling_groups or any(group.auto_scaling_group for group in spec.hosts)
+    if not groups and replace.outside_group == "nothing":
+        problems.append(
+            f"{path}: no Auto Scaling group to act on (hosts[].auto_scaling_group or auto_scaling_groups) "
+            'and outside_group = "nothing": the response could only notify'
+        )
+    return problems
+
+
 def _host_problems(spec: Spec, earlier: list[str]) -> list[str]:
     problems = []
     listed: dict[str, str] = {}  # instance id: where the spec lists it first
@@ -677,6 +775,7 @@ def parse(data: Mapping[str, Any]) -> Spec:
     problems += _alarm_problems(spec)
     problems += _notification_problems(spec, problems)
     problems += _events_problems(spec)
+    problems += _responses_problems(spec)
     problems += _host_problems(spec, problems)
     problems += _endpoint_entry_problems(spec)
     problems += _fleet_problems(spec)

@@ -1,4 +1,5 @@
-"""The desired state of one stack: topics, alarms, composites, dashboards and rule, from spec and inventory."""
+"""The desired state of one stack: topics, alarms, composites, dashboards, rule and responses, from spec
+and inventory."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from provisioning.discovery import Inventory
 from provisioning.events import RuleDefinition, desired_rule, rule_arn
 from provisioning.fleet import FleetBuilder
 from provisioning.notifications import TopicDefinition, actions, desired_topics, rule_notifies
+from provisioning.responses import DesiredResponses, desired_responses
 from provisioning.spec import Spec
 
 
@@ -31,6 +33,7 @@ class DesiredStack:
     composites: tuple[CompositeDefinition, ...] = ()
     series: Mapping[str, int] = field(default_factory=dict)  # Metrics Insights alarm -> series it analyzes
     notes: tuple[str, ...] = ()  # what stays per resource and why, splits and limits, for the plan
+    responses: DesiredResponses = DesiredResponses(None, ())  # its recover alarms are also in `alarms`
 
 
 def desired_stack(spec: Spec, account: Account, inventory: Inventory, caller: Caller | None = None) -> DesiredStack:
@@ -42,6 +45,8 @@ def desired_stack(spec: Spec, account: Account, inventory: Inventory, caller: Ca
     quiet = AlarmBuilder(spec, {severity: Actions(alarm=()) for severity in SEVERITIES})
     fleets = FleetBuilder(spec, builder, quiet, caller).build()
     alarms = builder.build(inventory) + fleets.alarms
+    responses = desired_responses(spec, account, inventory, topics["warning"].arn)
+    alarms += responses.recover_alarms
     composites = desired_composites(spec, severity_actions, fleets.members)
     problems = fleets.problems + composite.problems(spec, composites, alarms)
     problems += composite.routing_problems(spec, rule_notifies(spec))
@@ -62,6 +67,7 @@ def desired_stack(spec: Spec, account: Account, inventory: Inventory, caller: Ca
         composites=tuple(composites),
         series=dict(fleets.series),
         notes=tuple(fleets.notes),
+        responses=responses,
     )
 
 

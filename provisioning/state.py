@@ -1,7 +1,8 @@
 """The actual state of one stack, read from AWS and normalized into the same shapes as the desired state.
 
 Only names this stack can own are read: alarms under `<stack>/`, the topics `<stack>-critical` and
-`<stack>-warning`, dashboards under `<stack>-<region>-`, and the rule `<stack>-alarm-state`. Whether each is
+`<stack>-warning`, dashboards under `<stack>-<region>-`, the rules `<stack>-alarm-state` and
+`<stack>-replace-gpu-host`, and the responses' document and roles. Whether each is
 actually this stack's is decided by its tags (or, for dashboards, which cannot be tagged, its marker).
 """
 
@@ -19,6 +20,7 @@ from provisioning.composite import CompositeDefinition
 from provisioning.dashboards import is_owned, name_prefix
 from provisioning.events import RuleDefinition, Target, alarm_name_prefix, rule_name
 from provisioning.notifications import NOT_FOUND, canonical_json, topic_name
+from provisioning.responses import ActualResponses, read_responses, response_rule_name
 from provisioning.spec import MANAGED_BY, STACK_TAG
 
 Tags = Mapping[str, str]
@@ -83,6 +85,8 @@ class ActualStack:
     dashboards: Mapping[str, ActualDashboard]
     rule: ActualRule | None
     composites: Mapping[str, ActualAlarm] = field(default_factory=dict)
+    responses: ActualResponses = ActualResponses(None, {})
+    response_rule: ActualRule | None = None
 
 
 def _tags(raw: list[Mapping[str, str]]) -> dict[str, str]:
@@ -101,7 +105,10 @@ class StateReader:
 
     def read(self) -> ActualStack:
         alarms, composites = self._described()
-        return ActualStack(alarms, self.topics(), self.dashboards(), self.rule(), composites)
+        return ActualStack(
+            alarms, self.topics(), self.dashboards(), self.rule(rule_name(self._stack)), composites,
+            read_responses(self._stack, self._account, self._call), self.rule(response_rule_name(self._stack)),
+        )
 
     def alarms(self) -> dict[str, ActualAlarm]:
         """The metric alarms under this stack's prefix; `ActualAlarm.owned` says which are this stack's."""
@@ -174,8 +181,7 @@ class StateReader:
                 dashboards[name] = ActualDashboard(name, canonical_json(body) if mine else body, mine)
         return dashboards
 
-    def rule(self) -> ActualRule | None:
-        name = rule_name(self._stack)
+    def rule(self, name: str) -> ActualRule | None:
         try:
             raw = self._call("events", "DescribeRule", Name=name)
         except ClientError as error:

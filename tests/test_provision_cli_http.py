@@ -15,10 +15,10 @@ from provisioning.cli import main
 from tests.fakes.aws import CallRecorder
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml"
-# 2 hosts × (7 + 5 per GPU × 8 + 1 throughput floor), 12 for the endpoint variant, 10 for the training fleet
-# (every host kind the example enables, gpu_idle included, but the heartbeat)
-ALARMS = 108 + 10
-RESOURCES = ALARMS + 2 + 3 + 2 + 1  # topics, subscriptions, dashboards, rule
+# 2 hosts × (7 + 5 per GPU × 8 + 1 throughput floor + 2 status checks), 12 for the endpoint variant,
+# 10 for the training fleet (every host kind the example enables, gpu_idle included, but the heartbeat)
+ALARMS = 112 + 10
+RESOURCES = ALARMS + 2 + 3 + 2 + 1 + 4  # topics, subscriptions, dashboards, rule; document, 2 roles, rule
 COMPOSITES = 2  # the fleet's paging alarms: a moto server answers PutCompositeAlarm with HTTP 500
 
 

@@ -73,7 +73,8 @@ def test_an_auto_scaling_group_is_its_in_service_instances(provisioner: Provisio
     members = provisioner.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"]
     found = inventory(provisioner, {"hosts": [{"auto_scaling_group": "training", "gpus": 1}]})
     assert found.hosts == tuple(
-        Host(instance_id, (), ("0",), ("/",)) for instance_id in sorted(item["InstanceId"] for item in members)
+        Host(instance_id, (), ("0",), ("/",), auto_scaling_group="training")
+        for instance_id in sorted(item["InstanceId"] for item in members)
     )
     assert len(found.hosts) == 2
 

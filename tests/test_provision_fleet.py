@@ -355,9 +355,10 @@ def test_the_example_exports_every_resource_kind(provisioner: Provisioner, tmp_p
     assert run.code == 0, run.err
     kinds = Counter(resource["Type"] for resource in json.loads(run.out)["Resources"].values())
     assert kinds == Counter({
-        "AWS::CloudWatch::Alarm": 118, "AWS::CloudWatch::CompositeAlarm": 2, "AWS::CloudWatch::Dashboard": 2,
-        "AWS::SNS::Topic": 2, "AWS::SNS::TopicPolicy": 2, "AWS::SNS::Subscription": 3, "AWS::Events::Rule": 1,
-        "AWS::SSM::Document": 1, "AWS::SSM::Association": 1,
+        "AWS::CloudWatch::Alarm": 118 + 4, "AWS::CloudWatch::CompositeAlarm": 2, "AWS::CloudWatch::Dashboard": 2,
+        "AWS::SNS::Topic": 2, "AWS::SNS::TopicPolicy": 2, "AWS::SNS::Subscription": 3, "AWS::Events::Rule": 2,
+        "AWS::SSM::Document": 1 + 1, "AWS::SSM::Association": 1,  # rollout's document and the response's
+        "AWS::IAM::Role": 2,  # the responses: 4 status check alarms, document, 2 roles, rule
     })
     path = tmp_path / "example.json"
     path.write_text(run.out)
