@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from agent.cloudwatch_rules import error_code, is_retryable
-from agent.host import sdk_region
+from agent.host import region_source, sdk_region
 from agent.logs import LogOnce
 
 log = structlog.get_logger()
@@ -50,6 +50,14 @@ MAX_ATTEMPTS = 8  # with the backoff below, about a minute before a call is give
 UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError)
 UNREACHABLE_ATTEMPTS = 5
 CONNECT_TIMEOUT_S = 3
+
+def unreachable_message(error: Exception, client: Any) -> str:
+    """One line for a command whose endpoint did not answer: which endpoint, which region and where it came
+    from, and the two settings that change them."""
+    endpoint = getattr(error, "kwargs", {}).get("endpoint_url") or client.meta.endpoint_url
+    return (f"could not reach {endpoint} (region {client.meta.region_name}, from {region_source()}): {error}. "
+            "Set AWS_ENDPOINT_URL for a local endpoint such as a moto server, AWS_REGION for another region.")
+
 
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=CONNECT_TIMEOUT_S)
 

@@ -22,7 +22,6 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from agent.commandline import CommandParser
-from agent.host import region_source
 from agent.logs import LEVELS, configure
 from agent.schema import ConfigError, convert
 from provisioning import export, validate
@@ -36,6 +35,7 @@ from provisioning.aws import (
     Clients,
     RateLimiter,
     error_code,
+    unreachable_message,
 )
 from provisioning.discovery import Discovery, instance_states
 from provisioning.fleet_status import fleet_status
@@ -199,10 +199,7 @@ def main(
         print(f"AWS configuration: {error}", file=err)
         return INVALID
     except UNREACHABLE as error:
-        client = caller.clients["cloudwatch"]
-        print(f"could not reach {getattr(error, 'kwargs', {}).get('endpoint_url') or client.meta.endpoint_url} "
-              f"(region {client.meta.region_name}, from {region_source()}): {error}. Set AWS_ENDPOINT_URL for "
-              "a local endpoint such as a moto server, AWS_REGION for another region.", file=err)
+        print(unreachable_message(error, caller.clients["cloudwatch"]), file=err)
         return REFUSED
     except (ClientError, BotoCoreError) as error:
         print(f"AWS refused a call: {error_code(error)}: {error}", file=err)

@@ -19,7 +19,15 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from agent.logs import LEVELS, configure
 from agent.naming import DEFAULT_NAMESPACE, PROFILES
 from agent.schema import ConfigError
-from provisioning.aws import DEFAULT_RATES, UNREACHABLE, Caller, Clients, RateLimiter, error_code
+from provisioning.aws import (
+    DEFAULT_RATES,
+    UNREACHABLE,
+    Caller,
+    Clients,
+    RateLimiter,
+    error_code,
+    unreachable_message,
+)
 from provisioning.spec import Spec, load
 from report import iam, prices, render
 from report.build import Scope, build
@@ -110,8 +118,7 @@ def main(
         print(f"AWS configuration: {error}", file=err)
         return INVALID
     except UNREACHABLE as error:
-        print(f"could not reach CloudWatch: {error}. Set AWS_ENDPOINT_URL for a local endpoint, AWS_REGION for "
-              "another region.", file=err)
+        print(unreachable_message(error, caller.clients["cloudwatch"]), file=err)
         return REFUSED
     except (ClientError, BotoCoreError) as error:
         print(f"AWS refused a call: {error_code(error)}: {error}", file=err)
