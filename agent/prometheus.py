@@ -23,7 +23,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import structlog
@@ -119,14 +118,42 @@ def labels(sample: Sample) -> tuple[tuple[str, str], ...]:
     return tuple((snake_case(key), value) for key, value in sample.dimensions)
 
 
-@dataclass
-class _Series:
+class _Place(NamedTuple):
+    """Where the samples of one identity (name, unit, dimensions) go: worked out once per series, not once per
+    sample, since a series' identity never changes (the naming regexes cost more than all the rest of an update)."""
+
     exposed: Exposition
-    labels: tuple[tuple[str, str], ...]
-    value: float = 0.0  # gauges: latest; counters: total since start
-    count: float = 0.0  # summaries
-    total: float = 0.0  # summaries: sum
-    updated: float = 0.0
+    key: tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
+    labelled: dict[str, str]  # the labels as prometheus_client takes them; shared by every scrape, never changed
+    names: tuple[str, ...]  # the sample names: `_total` for a counter, `_count` and `_sum` for a summary
+
+
+def _place(sample: Sample) -> _Place | None:
+    exposed = exposition(sample.name, sample.unit)
+    if exposed is None:
+        return None
+    labelled = labels(sample)
+    names = ((exposed.name + "_count", exposed.name + "_sum") if exposed.kind == SUMMARY
+             else (exposed.name + ("_total" if exposed.kind == COUNTER else ""),))
+    return _Place(exposed, (exposed.name, labelled), dict(labelled), names)
+
+
+class _Series(NamedTuple):
+    """One served series at one moment; immutable, so a table swapped in whole stays as it was."""
+
+    place: _Place
+    value: float  # gauges: latest; counters: total since start
+    count: float  # type: ignore[assignment]  # summaries; shadows tuple.count, which nothing calls here
+    total: float  # summaries: sum
+    updated: float
+
+    @property
+    def exposed(self) -> Exposition:
+        return self.place.exposed
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return self.place.key[1]
 
 
 class Snapshot:
@@ -145,33 +172,40 @@ class Snapshot:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        # Sample identity -> its place (None: not exposed); forgotten with the series, at the same sweep.
+        self._places: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Place | None] = {}
         self._next_forget = monotonic() + self._forget_after
 
     def update(self, samples: Iterable[Sample]) -> None:
         now = self._monotonic()
         with self._lock:
             series = dict(self._series)  # a new table, swapped in whole: a scrape never sees half a batch
+            places = self._places
             for sample in samples:
-                exposed = exposition(sample.name, sample.unit)
-                if exposed is None:
+                identity = (sample.name, sample.unit, sample.dimensions)
+                try:
+                    place = places[identity]
+                except KeyError:
+                    place = places[identity] = _place(sample)
+                if place is None:
                     continue
-                key = (exposed.name, labels(sample))
-                known = series.get(key)
-                entry = _Series(exposed, key[1]) if known is None else _Series(**vars(known))
+                exposed = place.exposed
+                known = series.get(place.key)
                 value = sample.value * exposed.scale
-                weight = sample.count  # observations the sample stands for (a sampled StatsD timer: 1/rate)
                 if exposed.kind == GAUGE:
-                    entry.value = value
+                    entry = _Series(place, value, 0.0, 0.0, now)
                 elif exposed.kind == COUNTER:
-                    entry.value += value
-                else:
-                    entry.count += weight
-                    entry.total += value * weight
-                entry.updated = now
-                series[key] = entry
+                    entry = _Series(place, value + (known.value if known else 0.0), 0.0, 0.0, now)
+                else:  # a summary; a sample stands for `count` observations (a sampled StatsD timer: 1/rate)
+                    weight = sample.count
+                    count, total = (known.count, known.total) if known else (0.0, 0.0)
+                    entry = _Series(place, 0.0, count + weight, total + value * weight, now)
+                series[place.key] = entry
             if now >= self._next_forget:  # a sweep at most every forget_after: updates stay O(batch)
                 cutoff = now - self._forget_after
                 series = {key: entry for key, entry in series.items() if entry.updated >= cutoff}
+                self._places = {identity: place for identity, place in places.items()
+                                if place is not None and place.key in series}
                 self._next_forget = now + self._forget_after
             self._series = series
 
@@ -179,7 +213,7 @@ class Snapshot:
         with self._lock:
             table = self._series
         cutoff = self._monotonic() - self._stale_after
-        return [entry for entry in table.values() if entry.exposed.kind != GAUGE or entry.updated >= cutoff]
+        return [entry for entry in table.values() if entry.place.exposed.kind != GAUGE or entry.updated >= cutoff]
 
 
 class SnapshotCollector:
@@ -191,17 +225,17 @@ class SnapshotCollector:
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
         for entry in self._snapshot.series():  # grouped by family below; Prometheus needs no order
-            exposed = entry.exposed
+            place = entry.place
+            exposed = place.exposed
             family = families.get(exposed.name)
             if family is None:
                 family = families[exposed.name] = Metric(exposed.name, exposed.help, exposed.kind)
             # add_sample, not add_metric: series of one family may carry different labels (StatsD tags)
-            labelled = dict(entry.labels)
             if exposed.kind == SUMMARY:
-                family.add_sample(exposed.name + "_count", labelled, entry.count)
-                family.add_sample(exposed.name + "_sum", labelled, entry.total)
+                family.add_sample(place.names[0], place.labelled, entry.count)
+                family.add_sample(place.names[1], place.labelled, entry.total)
             else:
-                family.add_sample(exposed.name + ("_total" if exposed.kind == COUNTER else ""), labelled, entry.value)
+                family.add_sample(place.names[0], place.labelled, entry.value)
         yield from families.values()
 
 
