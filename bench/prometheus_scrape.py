@@ -17,6 +17,7 @@ the 1-minute load average at each run's start: the machine's other work slows th
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import socket
@@ -37,7 +38,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import CollectorRegistry
 
-from agent.cli import build_agent, build_collectors, close_collectors
+from agent.cli import build_agent, build_collectors, close_collectors, freeze_heap
 from agent.collectors import Collector
 from agent.config import parse
 from agent.dryrun import PrintingClient
@@ -216,6 +217,7 @@ def components(seconds: int) -> dict[str, float]:
         config, _TimedSink(spent), AgentStats(), collectors, DimensionPlan(identity=None, hostname="bench"),
         submit=lambda datums: spent.timed("publish", lambda: publishers[0].publish(datums)), snapshot=snapshot)
     publishers.append(publisher)
+    freeze_heap()  # as the agent does once it is built
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot))
     lines = datagrams()
@@ -233,6 +235,7 @@ def components(seconds: int) -> dict[str, float]:
         spent.timed(OPENMETRICS, lambda: openmetrics_latest(registry))
     finally:
         close_collectors(host)
+        gc.unfreeze()
     parts = {part: cpu * 1000 / seconds for part, cpu in spent.parts.items()}
     parts[OPENMETRICS] *= seconds  # one, not one a second
     collected = ("host collectors", GPU_SWEEP, "StatsD drain (2,000 samples)", "Prometheus snapshot update")
@@ -249,7 +252,7 @@ def main() -> int:
                         help=f"measured seconds per run, rounded up to whole publish intervals ({PUBLISH_INTERVAL} s)")
     parser.add_argument("--runs", type=int, default=1, help="runs of each kind, alternating off and on")
     parser.add_argument("--component-seconds", type=int, default=600,
-                        help="simulated seconds of the in-process breakdown by component, rounded up as --seconds (0: none)")
+                        help="simulated seconds of the breakdown by component, rounded up as --seconds (0: none)")
     args = parser.parse_args()
     seconds = measured_seconds(args.seconds)
     offs: list[Run] = []
@@ -286,8 +289,8 @@ def main() -> int:
         parts = components(args.component_seconds)
         openmetrics = parts.pop(OPENMETRICS)
         print()
-        print(f"Where the CPU goes, by component ({measured_seconds(args.component_seconds)} simulated seconds in this process, "
-              "the same collectors, agent, workload and one text-format scrape a second; CPU time of the "
+        print(f"Where the CPU goes, by component ({measured_seconds(args.component_seconds)} simulated seconds in "
+              "this process, the same collectors, agent, workload and one text-format scrape a second; CPU time of the "
               "thread that does each part):")
         print()
         print("| Part | CPU, ms per second | % of one core |")
