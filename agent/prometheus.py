@@ -86,7 +86,7 @@ def _with_suffix(base: str, suffix: str) -> str:
 
 def exposition(name: str, unit: str) -> Exposition | None:
     """Where the series `name` (in CloudWatch's `unit`) goes on the endpoint, or None when it is left out."""
-    if name in NOT_EXPOSED:
+    if name in NOT_EXPOSED or _statsd_rate(name, unit):
         return None
     metric = METRICS.get(name)
     if metric is None:  # StatsD: the job's name, kind told by the unit (agent.catalogue's StatsD rule)
@@ -94,8 +94,6 @@ def exposition(name: str, unit: str) -> Exposition | None:
         if unit in (COUNT, BYTES):
             return Exposition(_with_suffix(base, "bytes") if unit == BYTES else base, COUNTER, 1.0,
                               f"StatsD counter {name} from jobs on this host.")
-        if unit in (COUNT_PER_SECOND, BYTES_PER_SECOND):
-            return None
         if unit == MILLISECONDS:
             return Exposition(_with_suffix(base, "seconds"), SUMMARY, 0.001, f"StatsD timer {name}, in seconds.")
         return Exposition(base, GAUGE, 1.0, f"StatsD gauge {name}: its latest value.")
@@ -114,6 +112,11 @@ def exposition(name: str, unit: str) -> Exposition | None:
     return Exposition(base, kind, scale, metric.description)
 
 
+def _statsd_rate(name: str, unit: str) -> bool:
+    """A StatsD counter's `PerSecond` twin: not served, `rate()` does it."""
+    return unit in (COUNT_PER_SECOND, BYTES_PER_SECOND) and name not in METRICS
+
+
 def labels(sample: Sample) -> tuple[tuple[str, str], ...]:
     return tuple((snake_case(key), value) for key, value in sample.dimensions)
 
@@ -124,18 +127,7 @@ class _Place(NamedTuple):
 
     exposed: Exposition
     key: tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
-    labelled: dict[str, str]  # the labels as prometheus_client takes them; shared by every scrape, never changed
-    names: tuple[str, ...]  # the sample names: `_total` for a counter, `_count` and `_sum` for a summary
-
-
-def _place(sample: Sample) -> _Place | None:
-    exposed = exposition(sample.name, sample.unit)
-    if exposed is None:
-        return None
-    labelled = labels(sample)
-    names = ((exposed.name + "_count", exposed.name + "_sum") if exposed.kind == SUMMARY
-             else (exposed.name + ("_total" if exposed.kind == COUNTER else ""),))
-    return _Place(exposed, (exposed.name, labelled), dict(labelled), names)
+    labelled: dict[str, str]  # the labels as prometheus_client takes them; shared, never changed
 
 
 class _Series(NamedTuple):
@@ -172,8 +164,10 @@ class Snapshot:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
-        # Sample identity -> its place (None: not exposed); forgotten with the series, at the same sweep.
+        # Sample identity -> its place (None: not exposed), and each set of dimensions as labels, shared by the
+        # series that carry it; both forgotten with the series, at the same sweep.
         self._places: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Place | None] = {}
+        self._label_sets: dict[tuple[tuple[str, str], ...], tuple[tuple[tuple[str, str], ...], dict[str, str]]] = {}
         self._next_forget = monotonic() + self._forget_after
 
     def update(self, samples: Iterable[Sample]) -> None:
@@ -182,11 +176,13 @@ class Snapshot:
             series = dict(self._series)  # a new table, swapped in whole: a scrape never sees half a batch
             places = self._places
             for sample in samples:
+                if _statsd_rate(sample.name, sample.unit):  # half of StatsD's samples: no place to remember
+                    continue
                 identity = (sample.name, sample.unit, sample.dimensions)
                 try:
                     place = places[identity]
                 except KeyError:
-                    place = places[identity] = _place(sample)
+                    place = places[identity] = self._place(sample)
                 if place is None:
                     continue
                 exposed = place.exposed
@@ -206,8 +202,20 @@ class Snapshot:
                 series = {key: entry for key, entry in series.items() if entry.updated >= cutoff}
                 self._places = {identity: place for identity, place in places.items()
                                 if place is not None and place.key in series}
+                kept = {dims for _, _, dims in self._places}
+                self._label_sets = {dims: shared for dims, shared in self._label_sets.items() if dims in kept}
                 self._next_forget = now + self._forget_after
             self._series = series
+
+    def _place(self, sample: Sample) -> _Place | None:
+        exposed = exposition(sample.name, sample.unit)
+        if exposed is None:
+            return None
+        shared = self._label_sets.get(sample.dimensions)
+        if shared is None:
+            labelled = labels(sample)
+            shared = self._label_sets[sample.dimensions] = (labelled, dict(labelled))
+        return _Place(exposed, (exposed.name, shared[0]), shared[1])
 
     def series(self) -> list[_Series]:
         with self._lock:
@@ -223,20 +231,24 @@ class SnapshotCollector:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
+        families: dict[str, tuple[Metric, tuple[str, ...]]] = {}
         for entry in self._snapshot.series():  # grouped by family below; Prometheus needs no order
             place = entry.place
             exposed = place.exposed
             family = families.get(exposed.name)
             if family is None:
-                family = families[exposed.name] = Metric(exposed.name, exposed.help, exposed.kind)
+                names: tuple[str, ...] = ((exposed.name + "_count", exposed.name + "_sum") if exposed.kind == SUMMARY
+                                          else (exposed.name + ("_total" if exposed.kind == COUNTER else ""),))
+                family = families[exposed.name] = (Metric(exposed.name, exposed.help, exposed.kind), names)
+            metric, names = family
             # add_sample, not add_metric: series of one family may carry different labels (StatsD tags)
             if exposed.kind == SUMMARY:
-                family.add_sample(place.names[0], place.labelled, entry.count)
-                family.add_sample(place.names[1], place.labelled, entry.total)
+                metric.add_sample(names[0], place.labelled, entry.count)
+                metric.add_sample(names[1], place.labelled, entry.total)
             else:
-                family.add_sample(place.names[0], place.labelled, entry.value)
-        yield from families.values()
+                metric.add_sample(names[0], place.labelled, entry.value)
+        for metric, _ in families.values():
+            yield metric
 
 
 class EndpointError(Exception):
