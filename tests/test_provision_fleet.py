@@ -262,9 +262,12 @@ def test_a_rerun_reads_alarm_pages_only_and_writes_nothing(provisioner: Provisio
     calls = Counter(provisioner.recorder.calls)
     alarms = 3 * 45 + 9
     assert provisioner.recorder.writes == Counter()
-    # moto answers DescribeAlarms in one page; CloudWatch in pages of 100: ceil(144 / 100) = 2 calls.
-    assert calls["DescribeAlarms"] == 1
-    assert calls["ListTagsForResource"] == 2 + 1  # the two topics and the rule: none per alarm
+    # DescribeAlarms paged as CloudWatch pages it (100 a page): ceil(144 / 100) = 2 calls; then one call per topic
+    # (2), dashboard (1) and rule (1), and the rule's targets, which DescribeRule does not return. 086c3d7 also
+    # read GetCallerIdentity, the topics' and the rule's tags, ListDashboards, GetMetricData and the responses the
+    # spec does not have.
+    assert calls == Counter({"DescribeAlarms": 2, "GetTopicAttributes": 2, "GetDashboard": 1, "DescribeRule": 1,
+                             "ListTargetsByRule": 1}), calls
     assert f"Plan: 0 to create, 0 to update, 0 to delete, {alarms + 2 + 1 + 1} unchanged." in run.lines
 
 
