@@ -53,6 +53,11 @@ PAGED = """
 [fleets.paging]
 enabled = true
 """
+REPORTING = """
+[fleets.reporting]
+enabled = true
+min_hosts = {min_hosts}
+"""
 
 
 def fleet_spec(naming: str = "native", scope: str = "fleet", hosts: int = 100, extra: str = "") -> str:
@@ -163,6 +168,13 @@ def test_a_query_over_10000_metrics_is_split_per_gpu_and_refused_when_a_part_is_
      "events.notify_critical_topic = false"),
     (fleet_spec().replace('name = "training"', 'name = "host"'),
      'fleets[0].name: must not be host or sagemaker: alarm names use them for other targets, got "host"'),
+    (fleet_spec(extra=REPORTING.format(min_hosts=0)),
+     "fleets[0].reporting.min_hosts: must be 1..1000000, got 0"),
+    (fleet_spec(hosts=100, extra=REPORTING.format(min_hosts=101)),
+     "fleets[0].reporting.min_hosts: must be at most hosts (100), or the alarm is always in ALARM, got 101"),
+    (fleet_spec(scope="host", extra=REPORTING.format(min_hosts=2)),
+     'fleets[0].reporting.enabled: scope "host" has a heartbeat_missing alarm per host already; the '
+     'hosts_reporting count is for scope "fleet", got true'),
 ])
 def test_bad_fleet_input_exits_2_naming_the_key(provisioner: Provisioner, spec: str, line: str) -> None:
     run = provisioner.run(spec, "--dry-run")
@@ -423,3 +435,25 @@ def test_a_composite_of_100_alarms_is_allowed_and_101_are_not() -> None:
     assert composite.problems(spec, [past], alarms) == [
         'composite "ml/x": the rule of ml/x combines 101 alarms, more than the 100 a composite alarm may; split '
         'the fleet or use scope = "fleet"']
+
+
+def test_a_dead_host_lowers_the_fleets_heartbeat_count_which_pages_through_the_critical_composite() -> None:
+    # A host that stops publishing leaves every GROUP BY query's result (a contributor that is not returned cannot
+    # breach); the count of heartbeats without GROUP BY is one series, which it lowers.
+    stack = desired(fleet_spec(extra=PAGED + REPORTING.format(min_hosts=95) + "publish_interval = 30\n"))
+    alarm = next(item for item in stack.alarms if item.name == "ml/training/hosts_reporting")
+    assert alarm.queries[0].expression == (
+        'SELECT COUNT(Heartbeat) FROM SCHEMA("InfraWatch", AutoScalingGroupName, Cluster, Component, InstanceId) '
+        "WHERE AutoScalingGroupName = 'train' AND Cluster = 'a' AND Component = 'agent'")
+    # Agents publishing every 30 s send 2 heartbeats a minute each: 95 hosts are 190 of them.
+    assert (alarm.queries[0].period, alarm.threshold, alarm.comparison) == (60, 190.0, "LessThanThreshold")
+    assert (alarm.datapoints_to_alarm, alarm.evaluation_periods, alarm.treat_missing_data) == (3, 3, "breaching")
+    assert (alarm.alarm_actions, alarm.ok_actions) == ((), ())  # a paged fleet's child notifies nothing
+    critical = next(item for item in stack.composites if item.name == "ml/training/critical")
+    assert 'ALARM("ml/training/hosts_reporting")' in critical.rule
+    assert stack.series["ml/training/hosts_reporting"] == 100  # counted against the Metrics Insights quotas
+    slow = desired(fleet_spec(extra=REPORTING.format(min_hosts=95) + "publish_interval = 90\n"))
+    slow_alarm = next(item for item in slow.alarms if item.name == "ml/training/hosts_reporting")
+    # Every 90 s: a 120 s period holds at least one heartbeat of each live host.
+    assert (slow_alarm.queries[0].period, slow_alarm.threshold) == (120, 95.0)
+    assert "ml/training/hosts_reporting" not in {item.name for item in desired(fleet_spec()).alarms}
