@@ -20,7 +20,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from agent.schema import ConfigError, tomllib  # tomli on Python 3.10
-from provisioning import composite, export
+from provisioning import composite, export, validate
 from provisioning.apply import Applier
 from provisioning.aws import DEFAULT_RATES, Account, Caller, RateLimiter
 from provisioning.composite import CompositeDefinition
@@ -306,8 +306,9 @@ def test_fleet_scope_without_a_host_count_counts_the_hosts_publishing_now(provis
     run = provisioner.run(fleet_spec(hosts=0), "--dry-run")
     assert run.code == 0, run.err
     # 3 hosts: 3 series each for CPU, memory, storage (one mount) and host GPU utilization, 24 for each GPU kind
-    assert ("Cost of the stack: 9 alarms (9 Metrics Insights alarms of them) over 132 metrics and 0 dashboards, "
-            "about $13.20/month (us-east-1 list prices, 2026-12; an account's first 3 dashboards and 10 alarm metrics "
+    # and the fleet dashboard, which graphs the fleet's queries (086c3d7: no dashboard for a fleet-scope group).
+    assert ("Cost of the stack: 9 alarms (9 Metrics Insights alarms of them) over 132 metrics and 1 dashboard, "
+            "about $16.20/month (us-east-1 list prices, 2026-12; an account's first 3 dashboards and 10 alarm metrics "
             "are free).") in run.lines
 
 
@@ -457,3 +458,21 @@ def test_a_dead_host_lowers_the_fleets_heartbeat_count_which_pages_through_the_c
     # Every 90 s: a 120 s period holds at least one heartbeat of each live host.
     assert (slow_alarm.queries[0].period, slow_alarm.threshold) == (120, 95.0)
     assert "ml/training/hosts_reporting" not in {item.name for item in desired(fleet_spec()).alarms}
+
+
+def test_the_fleet_dashboard_graphs_each_query_and_shows_the_fleets_alarms_and_composites() -> None:
+    stack = desired(fleet_spec(extra=PAGED + REPORTING.format(min_hosts=95)))
+    assert [dashboard.name for dashboard in stack.dashboards] == ["ml-us-east-1-fleet"]
+    widgets = json.loads(stack.dashboards[0].body)["widgets"]
+    graphs = [widget for widget in widgets if widget["type"] == "metric"]
+    queries = {alarm.name.removeprefix("ml/training/"): alarm.queries[0] for alarm in stack.alarms}
+    assert [graph["properties"]["title"] for graph in graphs] == [f"training: {key}" for key in queries]
+    temperature = next(graph for graph in graphs if graph["properties"]["title"] == "training: gpu_temperature_high")
+    assert temperature["properties"]["metrics"] == [[{
+        "expression": queries["gpu_temperature_high"].expression, "id": "q0", "label": "gpu_temperature_high"}]]
+    assert temperature["properties"]["period"] == queries["gpu_temperature_high"].period
+    statuses = [widget for widget in widgets if widget["type"] == "alarm"]
+    arn = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:ml/training/"
+    assert [status["properties"]["alarms"] for status in statuses] == [
+        [arn + key for key in queries] + [arn + "critical", arn + "warning"]]
+    assert validate.dashboard_problems(stack.dashboards[0]) == []
