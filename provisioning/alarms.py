@@ -48,6 +48,12 @@ def owns(description: str, stack: str) -> bool:
     return ownership_marker(stack) in description
 
 
+def is_insights_query(expression: str) -> bool:
+    """Whether a Metrics entry's expression is a Metrics Insights query (every one starts with SELECT) rather
+    than metric math or a search."""
+    return expression.lstrip().upper().startswith("SELECT ")
+
+
 @dataclass(frozen=True)
 class MetricQuery:
     """One entry of a metric math alarm's `Metrics`: a metric with a stat, or an expression."""

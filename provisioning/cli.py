@@ -39,9 +39,20 @@ from provisioning.aws import (
     unreachable_message,
 )
 from provisioning.discovery import Discovery, instance_states
+from provisioning.fleet import account_quota_problems
 from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
-from provisioning.plan import CONFLICT, CREATE, MAX_PRUNE_SHARE, UPDATE, Planner, mass_deletion, pruned_hosts, stale
+from provisioning.plan import (
+    CONFLICT,
+    CREATE,
+    DELETE,
+    MAX_PRUNE_SHARE,
+    UPDATE,
+    Planner,
+    mass_deletion,
+    pruned_hosts,
+    stale,
+)
 from provisioning.responses import policy_problems, recovery_check
 from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
@@ -200,6 +211,14 @@ def main(
         actual = reader.with_tags(actual, stale(desired, actual))
         states = instance_states(caller, pruned_hosts(desired, actual)) if args.prune else {}
         plan = Planner(desired, actual, prune=args.prune, instance_states=states).plan()
+        if any(change.action == CREATE and change.name in desired.series for change in plan.changes):
+            # Only a new Metrics Insights alarm can pass the Region's quota: a rerun does not read every alarm.
+            problems = account_quota_problems(
+                caller, account.region, desired.series,
+                [change.name for change in plan.changes if change.action == DELETE and change.kind == "alarm"],
+            )
+            if problems:
+                raise ConfigError(problems)
         # Only an alarm being written can be fixed by this run: an unchanged one was warned about when written.
         written = {change.name for change in plan.changes
                    if change.kind == "alarm" and change.action in (CREATE, UPDATE)}

@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.naming import profile, resolve
 from provisioning.alarm_catalogue import SAGEMAKER_HOST_NAMESPACE, SAGEMAKER_NAMESPACE
-from provisioning.alarms import AlarmDefinition
+from provisioning.alarms import AlarmDefinition, is_insights_query
 from provisioning.aws import Account
 from provisioning.composite import CompositeDefinition
 from provisioning.discovery import AGENT_COMPONENT, Host, Inventory, Variant
@@ -126,7 +126,7 @@ class DashboardBuilder:
         prefix = f"{self._spec.stack}/{fleet}/"
         widgets = []
         for alarm in self._alarms:
-            queries = [query for query in alarm.queries if query.expression.startswith("SELECT ")]
+            queries = [query for query in alarm.queries if is_insights_query(query.expression)]
             if not alarm.name.startswith(prefix) or not queries:
                 continue
             properties: dict[str, Any] = {

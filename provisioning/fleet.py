@@ -44,7 +44,7 @@ from provisioning.alarm_catalogue import (
     VARIANT_KINDS,
     AlarmKind,
 )
-from provisioning.alarms import AlarmBuilder, AlarmDefinition, MetricQuery
+from provisioning.alarms import AlarmBuilder, AlarmDefinition, MetricQuery, is_insights_query
 from provisioning.aws import Caller
 from provisioning.discovery import AGENT_COMPONENT, Discovery, Host, published_key
 from provisioning.spec import FLEET_SCOPE, AlarmSettings, Fleet, HostGroup, Spec
@@ -311,6 +311,26 @@ class FleetBuilder:
         group = HostGroup(discover=True, dimensions=carried, gpus=fleet.gpus, mounts=fleet.mounts)
         only = dataclasses.replace(self._spec, hosts=(group,), endpoints=())
         return list(Discovery(only, self._call).inventory().hosts)
+
+
+def account_quota_problems(caller: Caller, region: str, wanted: Iterable[str], deleted: Iterable[str]) -> list[str]:
+    """The 200 Metrics Insights alarms per account and Region, counted with the Region's other alarms on queries
+    (other stacks', and this stack's that the spec no longer wants but the plan keeps). Reads every alarm of the
+    Region (DescribeAlarms, 100 a page): call it only when the plan creates a Metrics Insights alarm."""
+    wanted, gone = set(wanted), set(deleted)
+    others = sum(
+        1 for page in caller.pages("cloudwatch", "DescribeAlarms", AlarmTypes=["MetricAlarm"], MaxRecords=100)
+        for alarm in page.get("MetricAlarms", [])
+        if alarm["AlarmName"] not in wanted | gone
+        and any(is_insights_query(str(query.get("Expression", ""))) for query in alarm.get("Metrics", []))
+    )
+    if len(wanted) + others <= MAX_INSIGHTS_ALARMS:
+        return []
+    return [
+        f"fleets: {len(wanted) + others} Metrics Insights alarms in {region} after this run ({len(wanted)} of this "
+        f"spec, {others} already there from other stacks or kept), more than the {MAX_INSIGHTS_ALARMS} CloudWatch "
+        "allows per account and Region; nothing was written"
+    ]
 
 
 def _host_id(fleet: Fleet) -> str:

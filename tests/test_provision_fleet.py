@@ -476,3 +476,39 @@ def test_the_fleet_dashboard_graphs_each_query_and_shows_the_fleets_alarms_and_c
     assert [status["properties"]["alarms"] for status in statuses] == [
         [arn + key for key in queries] + [arn + "critical", arn + "warning"]]
     assert validate.dashboard_problems(stack.dashboards[0]) == []
+
+
+def other_stacks_insights_alarms(provisioner: Provisioner, count: int) -> None:
+    cloudwatch = provisioner.client("cloudwatch")
+    for index in range(count):
+        cloudwatch.put_metric_alarm(
+            AlarmName=f"other/{index}", EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+            Metrics=[{"Id": "q", "ReturnData": True, "Period": 60,
+                      "Expression": 'SELECT MAX(CPUUtilization) FROM SCHEMA("AWS/EC2", InstanceId) GROUP BY InstanceId'}],
+        )
+    cloudwatch.put_metric_alarm(  # metric math is not a Metrics Insights alarm
+        AlarmName="other/math", EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+        Metrics=[{"Id": "m", "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": "AWS/EC2", "MetricName": "CPUUtilization"}, "Period": 60, "Stat": "Average"}},
+                 {"Id": "e", "ReturnData": True, "Expression": "m * 2"}],
+    )
+
+
+def test_the_regions_200_insights_alarms_count_other_stacks_only_when_this_run_creates_some(
+    provisioner: Provisioner,
+) -> None:
+    ours = len(desired(fleet_spec()).series)
+    other_stacks_insights_alarms(provisioner, 200 - ours)
+    at = provisioner.run(fleet_spec(), "--yes")  # exactly 200 in the Region: allowed
+    assert at.code == 0, at.err
+    rerun = provisioner.run(fleet_spec(), "--yes")  # creates no Metrics Insights alarm: no Region-wide read
+    assert (rerun.code, provisioner.recorder.calls.count("DescribeAlarms")) == (0, 1)
+    grown = provisioner.run(fleet_spec(extra=REPORTING.format(min_hosts=90)), "--yes")  # one more: 201
+    assert grown.code == 2
+    assert grown.err.splitlines() == [
+        f"fleets: 201 Metrics Insights alarms in us-east-1 after this run ({ours + 1} of this spec, {200 - ours} "
+        "already there from other stacks or kept), more than the 200 CloudWatch allows per account and Region; "
+        "nothing was written"]
+    assert provisioner.recorder.writes == Counter()
+    # 200 - ours + ours + the math alarm, 100 a page (086c3d7 counted this spec's alarms only, and applied).
+    assert provisioner.recorder.calls.count("DescribeAlarms") == 1 + 3
