@@ -289,3 +289,31 @@ def test_a_rerun_with_no_change_reads_pages_and_one_call_per_resource_only(provi
         f"{{InstanceId={HOST}}}"]
     assert provisioner.recorder.calls.count("GetMetricData") == 1
     assert provisioner.recorder.calls.count("ListTagsForResource") == 1
+
+
+def test_a_hand_edited_topic_policy_and_a_removed_rule_target_are_restored(provisioner: Provisioner) -> None:
+    provisioner.run(SPEC, "--yes")
+    sns, events = provisioner.client("sns"), provisioner.client("events")
+    topic = next(item["TopicArn"] for item in sns.list_topics()["Topics"] if item["TopicArn"].endswith(":ml-warning"))
+    # The policy Id is the topic's marker: without it, the tags tell whose it is, and are reconciled with it.
+    sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sns:Publish",
+                                                "Resource": topic}]}))
+    sns.untag_resource(ResourceArn=topic, TagKeys=["team"])
+    events.remove_targets(Rule="ml-alarm-state", Ids=["critical-topic"])
+    provisioner.recorder.clear()
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 0
+    assert "~ update topic ml-warning (Policy; Tags)" in run.lines
+    assert "~ update rule ml-alarm-state (Targets)" in run.lines
+    assert provisioner.recorder.writes == Counter({"SetTopicAttributes": 1, "TagResource": 1, "PutTargets": 1})
+    assert provisioner.recorder.calls.count("ListTagsForResource") == 2  # that topic (no marker), then the rule
+    rerun = provisioner.run(SPEC, "--yes")
+    assert (rerun.code, provisioner.recorder.writes) == (0, Counter())
+
+
+def test_a_topic_of_this_name_without_the_marker_or_the_tags_is_left_alone(provisioner: Provisioner) -> None:
+    provisioner.client("sns").create_topic(Name="ml-warning")  # someone else's: SNS's default policy, no tags
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 1
+    assert "! conflict topic ml-warning (exists without this stack's tags; left alone)" in run.lines

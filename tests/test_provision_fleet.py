@@ -480,11 +480,11 @@ def test_the_fleet_dashboard_graphs_each_query_and_shows_the_fleets_alarms_and_c
 
 def other_stacks_insights_alarms(provisioner: Provisioner, count: int) -> None:
     cloudwatch = provisioner.client("cloudwatch")
+    query = 'SELECT MAX(CPUUtilization) FROM SCHEMA("AWS/EC2", InstanceId) GROUP BY InstanceId'
     for index in range(count):
         cloudwatch.put_metric_alarm(
             AlarmName=f"other/{index}", EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
-            Metrics=[{"Id": "q", "ReturnData": True, "Period": 60,
-                      "Expression": 'SELECT MAX(CPUUtilization) FROM SCHEMA("AWS/EC2", InstanceId) GROUP BY InstanceId'}],
+            Metrics=[{"Id": "q", "ReturnData": True, "Period": 60, "Expression": query}],
         )
     cloudwatch.put_metric_alarm(  # metric math is not a Metrics Insights alarm
         AlarmName="other/math", EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
