@@ -60,7 +60,7 @@ MODULES: dict[str, list[str]] = {
     "provisioning/plan.py": ["tests/test_provision_plan.py", "tests/test_provision_changes.py",
                              "tests/test_provision_notifications.py", "tests/test_provision_prune.py",
                              "tests/test_provision_summary.py", "tests/test_provision_regions.py",
-                             "tests/test_provision_routing.py"],
+                             "tests/test_provision_routing.py", "tests/test_responses.py"],
     "agent/cloudwatch_rules.py": ["tests/test_cloudwatch_rules.py", "tests/test_statsd_parser.py",
                                   "tests/test_statsd_protocol.py", "tests/test_config.py",
                                   "tests/test_provision_spec.py", "tests/test_publisher.py",
