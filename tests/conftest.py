@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -41,13 +42,18 @@ def strict_cloudwatch() -> Iterator[None]:
     botocore.handlers.BUILTIN_HANDLERS.remove(hook)
 
 
+def use_fake_aws(patch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and region, no profile, config file or endpoint from the developer's environment."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH", "AWS_CONFIG_FILE"):
+        patch.delenv(name, raising=False)
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    for name, value in FAKE_AWS_ENV.items():
+        patch.setenv(name, value)
+
+
 @pytest.fixture(autouse=True)
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH", "AWS_CONFIG_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+    use_fake_aws(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
@@ -89,10 +95,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def moto_server() -> Iterator[str]:
+@contextlib.contextmanager
+def serving_moto() -> Iterator[str]:
     """A moto server over real HTTP on loopback, behind the strict fault proxy (no faults: it refuses what
-    CloudWatch would); yields the proxy's URL. State is per test."""
+    CloudWatch would); yields the proxy's URL. Its state starts empty."""
     from moto.server import ThreadedMotoServer
 
     from tests.faultproxy import FaultProxy
@@ -109,6 +115,13 @@ def moto_server() -> Iterator[str]:
             yield strict.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """`serving_moto`, one per test: state is per test."""
+    with serving_moto() as url:
+        yield url
 
 
 @pytest.fixture
