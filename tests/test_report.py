@@ -25,6 +25,7 @@ import pytest
 from provisioning.alarms import ownership_marker
 from report import iam
 from report.cli import main
+from tests.fakes.aws import an_image
 
 MINUTES = 180
 GAP = range(130, 167)  # 37 minutes without anything from host A
@@ -39,7 +40,7 @@ TAGS = [{"Key": "managed-by", "Value": "infrawatch"}, {"Key": "infrawatch:stack"
 class Fleet:
     def __init__(self, endpoint: str) -> None:
         ec2: Any = boto3.client("ec2")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        image = an_image(ec2)
         self.host_a = ec2.run_instances(ImageId=image, InstanceType="g5.12xlarge", MinCount=1,
                                         MaxCount=1)["Instances"][0]["InstanceId"]
         launched = dt.datetime.now(dt.timezone.utc)
@@ -543,7 +544,7 @@ def test_a_terminated_instance_ends_when_ec2_says_it_was_terminated(fleet: Fleet
     from report.hosts import describe_instances
 
     ec2: Any = boto3.client("ec2")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = an_image(ec2)
     gone = ec2.run_instances(ImageId=image, InstanceType="p4d.24xlarge", MinCount=1,
                              MaxCount=1)["Instances"][0]["InstanceId"]
     ec2.terminate_instances(InstanceIds=[gone])

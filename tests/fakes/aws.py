@@ -14,6 +14,16 @@ from provisioning.aws import CLIENT_CONFIG, Clients
 from provisioning.cli import main
 from tests.fakes.host import FakeClock
 
+# An Amazon image in moto's catalogue (moto/ec2/resources/amis.json). Asked for by ID: listing the whole
+# catalogue (1,366 images) to take the first costs moto about a second per call.
+MOTO_IMAGE = "ami-03cf127a"
+
+
+def an_image(ec2: Any) -> str:
+    """The ID of an image EC2 (moto) knows, to launch instances from."""
+    return str(ec2.describe_images(ImageIds=[MOTO_IMAGE])["Images"][0]["ImageId"])
+
+
 WRITE_VERBS = ("Put", "Create", "Delete", "Set", "Tag", "Untag", "Remove", "Subscribe", "Unsubscribe", "Publish")
 
 
