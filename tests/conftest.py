@@ -78,13 +78,23 @@ def tool(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The release wheel, built once per session by the real build backend (`make dist` builds the same)."""
+    """The release wheel, built once per run by the real build backend (`make dist` builds the same).
+
+    Under pytest-xdist (`make test` runs two workers) the first worker to get here builds it into the run's
+    shared temporary directory while holding a lock, and the other takes that wheel: two builds at once
+    would also share the checkout's build/ directory, which setuptools writes into."""
+    import fcntl
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
-                   check=True, capture_output=True, timeout=300)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    out = tmp_path_factory.mktemp("dist") if worker is None else tmp_path_factory.getbasetemp().parent / "dist"
+    out.mkdir(exist_ok=True)
+    with (out / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not list(out.glob("infrawatch-*.whl")):
+            subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
+                           check=True, capture_output=True, timeout=300)
     (wheel,) = out.glob("infrawatch-*.whl")
     return wheel
 
