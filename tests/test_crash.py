@@ -32,7 +32,7 @@ NAMESPACE = "InfraWatch"
 
 
 def write_config(path: Path, spool: Path, run: str, *, first_flush_in: float, shutdown_timeout: float = 10) -> Path:
-    phase = (time.time() + first_flush_in) % 10
+    phase = round(time.time() + first_flush_in, 3) % 10  # never "10.000", which is not below the interval
     path.write_text(
         f'shutdown_timeout = {shutdown_timeout}\n'
         f'[dimensions]\nRun = "{run}"\n'
