@@ -105,32 +105,42 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextlib.contextmanager
-def serving_moto() -> Iterator[str]:
-    """A moto server over real HTTP on loopback, behind the strict fault proxy (no faults: it refuses what
-    CloudWatch would); yields the proxy's URL. Its state starts empty."""
+@pytest.fixture(scope="session")
+def moto_upstream() -> Iterator[str]:
+    """One moto server over real HTTP on loopback for the whole run: stopping one takes half a second
+    (werkzeug's poll interval), and tests that use it reset its state as they start (`serving_moto`)."""
     from moto.server import ThreadedMotoServer
-
-    from tests.faultproxy import FaultProxy
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    url = f"http://127.0.0.1:{port}"
-    # moto's backends are global to the process, shared by every server it starts: reset them so one
-    # test never reads another's metrics.
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
     try:
-        with FaultProxy(url, check_timestamps=False) as strict:  # tests' datums carry simulated times
-            yield strict.url
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
 
 
+def reset_moto(upstream: str) -> None:
+    """Empty every moto backend: they are global to the process, shared by every server it starts and by
+    mock_aws, so one test never reads another's metrics."""
+    urllib.request.urlopen(urllib.request.Request(f"{upstream}/moto-api/reset", method="POST"), timeout=10).close()
+
+
+@contextlib.contextmanager
+def serving_moto(upstream: str) -> Iterator[str]:
+    """The moto server at `upstream`, emptied, behind the strict fault proxy (no faults: it refuses what
+    CloudWatch would); yields the proxy's URL."""
+    from tests.faultproxy import FaultProxy
+
+    reset_moto(upstream)
+    with FaultProxy(upstream, check_timestamps=False) as strict:  # tests' datums carry simulated times
+        yield strict.url
+
+
 @pytest.fixture
-def moto_server() -> Iterator[str]:
+def moto_server(moto_upstream: str) -> Iterator[str]:
     """`serving_moto`, one per test: state is per test."""
-    with serving_moto() as url:
+    with serving_moto(moto_upstream) as url:
         yield url
 
 

@@ -88,7 +88,9 @@ class FaultProxy:
         self.outcomes: Counter[str] = Counter()  # "forwarded", "refused" or a Fault's value, per request
         self.refused: list[str] = []  # CloudWatch's message for each refused request
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
+        # A short poll interval: shutdown() waits for the serving loop to look, 0.5 s by default, in every test.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="faultproxy", daemon=True)
 
     @property
     def url(self) -> str:

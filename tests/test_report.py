@@ -25,6 +25,7 @@ import pytest
 from provisioning.alarms import ownership_marker
 from report import iam
 from report.cli import main
+from tests.conftest import reset_moto
 from tests.fakes.aws import an_image
 
 MINUTES = 180
@@ -95,17 +96,10 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def server() -> Any:
-    """One moto server for the module: loading the fleet's 2,000 datums once keeps the tests quick."""
-    from moto.server import ThreadedMotoServer
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    yield f"http://127.0.0.1:{port}"
-    moto.stop()
+def server(moto_upstream: str) -> str:
+    """The run's moto server, emptied for this module, which loads the fleet's 2,000 datums into it once."""
+    reset_moto(moto_upstream)
+    return moto_upstream
 
 
 @pytest.fixture(scope="module")

@@ -134,8 +134,8 @@ class FirstInstall:
 
 
 @pytest.fixture(scope="module")
-def first_install(tmp_path_factory: pytest.TempPathFactory, built_wheel: Path, lent_dependencies: Path
-                  ) -> FirstInstall:
+def first_install(tmp_path_factory: pytest.TempPathFactory, built_wheel: Path, lent_dependencies: Path,
+                  moto_upstream: str) -> FirstInstall:
     """Release 0.1.0 installed once for the module (two venvs, about 8 s). A test that starts from an
     installed agent gets this root back, copied to the same path, instead of installing it again."""
     base = tmp_path_factory.mktemp("rollout")
@@ -143,7 +143,7 @@ def first_install(tmp_path_factory: pytest.TempPathFactory, built_wheel: Path, l
     root, work = base / "root", base / "work"
     root.mkdir()
     work.mkdir()
-    with pytest.MonkeyPatch.context() as patch, serving_moto() as endpoint:
+    with pytest.MonkeyPatch.context() as patch, serving_moto(moto_upstream) as endpoint:
         use_fake_aws(patch)
         patch.setenv("AWS_ENDPOINT_URL", endpoint)
         publish_releases(built_wheel, newer)
