@@ -23,10 +23,11 @@ import parliament
 import pytest
 
 from provisioning.alarms import ownership_marker
+from provisioning.aws import Clients, sdk_region
 from report import iam
 from report.cli import main
 from tests.conftest import reset_moto
-from tests.fakes.aws import an_image
+from tests.fakes.aws import an_image, session_with_shared_models
 
 MINUTES = 180
 GAP = range(130, 167)  # 37 minutes without anything from host A
@@ -138,9 +139,14 @@ def aws(server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return server
 
 
+def clients() -> Clients:
+    """What `main` makes without `clients=`, with the run's parsed service models (see the fake)."""
+    return Clients(session_with_shared_models(sdk_region()))
+
+
 def run(fleet: Fleet, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(fleet.args(*args), now=fleet.now, out=out, err=err)
+    code = main(fleet.args(*args), clients=clients(), now=fleet.now, out=out, err=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -381,8 +387,6 @@ class PercentileCloudWatch:
 
 class EndpointClients:
     def __init__(self, cloudwatch: Any) -> None:
-        from provisioning.aws import Clients
-
         self._clients = Clients()
         self._cloudwatch = cloudwatch
 
@@ -502,7 +506,7 @@ def test_a_progress_bar_follows_the_batches_on_a_terminal(fleet: Fleet, aws: str
     err = Terminal()
     args = [arg for arg in fleet.args() if arg != "--no-progress"]
     out = io.StringIO()
-    assert main([*args, "--format", "json"], now=fleet.now, out=out, err=err) == 0
+    assert main([*args, "--format", "json"], clients=clients(), now=fleet.now, out=out, err=err) == 0
     # The fleet's 28 queries, and 5 more per SageMaker variant another test of this module may have published
     # (the report finds endpoints by their metrics): counted from the report itself, whatever the order.
     queries = 28 + 5 * len(json.loads(out.getvalue())["endpoints"])
@@ -533,7 +537,7 @@ def test_cwagent_names_and_dimensions_are_read_through_the_naming_profile() -> N
 
 
 def test_a_terminated_instance_ends_when_ec2_says_it_was_terminated(fleet: Fleet, aws: str) -> None:
-    from provisioning.aws import Caller, Clients, RateLimiter
+    from provisioning.aws import Caller, RateLimiter
     from report.fetch import Reader
     from report.hosts import describe_instances
 
@@ -552,7 +556,7 @@ def test_a_terminated_instance_ends_when_ec2_says_it_was_terminated(fleet: Fleet
 
 @pytest.mark.parametrize(("queries", "calls"), [(500, 1), (501, 2)])
 def test_get_metric_data_takes_500_queries_a_call(aws: str, queries: int, calls: int) -> None:
-    from provisioning.aws import Caller, Clients, RateLimiter
+    from provisioning.aws import Caller, RateLimiter
     from report.fetch import MAX_QUERIES_PER_CALL, Query, Reader
 
     assert MAX_QUERIES_PER_CALL == 500
