@@ -75,6 +75,14 @@ HOST_KINDS: tuple[AlarmKind, ...] = (
               note="missing data breaches: a dead host or agent pages; period ≥ agents' publish.interval"),
 )
 
+# Fleet scope only: one alarm per fleet on a count, with no `[alarms.<key>]` table (its spec is the fleet's
+# `reporting`). Its threshold is the fleet's reporting.min_hosts times the heartbeats each host sends a period.
+HOSTS_REPORTING = AlarmKind(
+    "hosts_reporting", "Heartbeats of the fleet's hosts (one per host and publish interval)", HOST, "Heartbeat",
+    "SampleCount", BELOW, 1, "heartbeats", 60, 3, 3, "critical", "breaching",
+    note="fleet scope: COUNT(Heartbeat) without GROUP BY below reporting.min_hosts; no data at all breaches",
+)
+
 VARIANT_KINDS: tuple[AlarmKind, ...] = (
     AlarmKind("endpoint_no_traffic", "Invocations", VARIANT, "Invocations", "Sum", BELOW, 1, "invocations",
               300, 3, 3, "warning", "breaching", enabled=False, namespace=SAGEMAKER_NAMESPACE,

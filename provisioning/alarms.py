@@ -8,7 +8,8 @@ existing alarm is read back into, so desired and actual compare field by field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,12 @@ def ownership_marker(stack: str) -> str:
 
 def owns(description: str, stack: str) -> bool:
     return ownership_marker(stack) in description
+
+
+def is_insights_query(expression: str) -> bool:
+    """Whether a Metrics entry's expression is a Metrics Insights query (every one starts with SELECT) rather
+    than metric math or a search."""
+    return expression.lstrip().upper().startswith("SELECT ")
 
 
 @dataclass(frozen=True)
@@ -264,9 +271,8 @@ class AlarmBuilder:
                 queries = _error_rate_queries(dims, settings)
                 alarms.append(self.alarm(kind, settings, name, target, queries=queries))
             elif kind.per_core:
-                cores = variant.vcpus if kind.per_core == "vcpus" else variant.gpus
-                if cores:
-                    queries = _per_core_queries(kind, dims, settings, cores)
+                if variant.vcpus if kind.per_core == "vcpus" else variant.gpus:
+                    queries = _per_core_queries(kind, dims, settings, variant)
                     alarms.append(self.alarm(kind, settings, name, target, queries=queries))
             else:
                 percentile = kind.statistic.startswith("p")
@@ -376,13 +382,34 @@ def _error_rate_queries(dims: Dimensions, settings: AlarmSettings) -> tuple[Metr
 
 
 def _per_core_queries(
-    kind: AlarmKind, dims: Dimensions, settings: AlarmSettings, cores: int
+    kind: AlarmKind, dims: Dimensions, settings: AlarmSettings, variant: Variant
 ) -> tuple[MetricQuery, ...]:
+    cores = variant.vcpus if kind.per_core == "vcpus" else variant.gpus
     return (
         MetricQuery(
             id="summed", namespace=kind.namespace, metric_name=kind.metric, dimensions=dims,
             period=settings.period, stat=kind.statistic, return_data=False,
         ),
-        MetricQuery(id="utilization", expression=f"summed / {cores}", label=f"{kind.metric} per core (%)"),
+        MetricQuery(id="utilization", expression=f"summed / {cores}",
+                    label=f"{kind.metric} per core (%)" + INSTANCE_LABEL.format(
+                        type=variant.instance_type, vcpus=variant.vcpus, gpus=variant.gpus)),
     )
+
+
+# The end of a per-core alarm's label: the instance type's counts it divides by, so a rerun reads them from the
+# alarm (DescribeAlarms) instead of asking EC2 (DescribeInstanceTypes) again; a type's counts never change.
+INSTANCE_LABEL = " of {type}: {vcpus} vCPUs, {gpus} GPUs"
+INSTANCE_COUNTS = re.compile(r" of (\S+): (\d+) vCPUs, (\d+) GPUs$")
+
+
+def instance_counts(alarms: Iterable[object]) -> dict[str, tuple[int, int]]:
+    """{SageMaker instance type: (vCPUs, GPUs)} as this stack's per-core alarms recorded them (composites,
+    also described, have none)."""
+    found = {}
+    for alarm in alarms:
+        for query in alarm.queries if isinstance(alarm, AlarmDefinition) else ():
+            match = INSTANCE_COUNTS.search(query.label)
+            if match:
+                found[match[1]] = (int(match[2]), int(match[3]))
+    return found
 

@@ -176,9 +176,14 @@ class Account:
     partition: str
 
     @classmethod
-    def lookup(cls, caller: Caller) -> Account:
-        identity = caller("sts", "GetCallerIdentity")
+    def lookup(cls, caller: Caller, known_arn: str = "") -> Account:
+        """From `known_arn` (an ARN of this account and region already read: every alarm's carries the account
+        and partition), else from GetCallerIdentity."""
         region = caller.clients["cloudwatch"].meta.region_name
+        if known_arn:
+            parts = known_arn.split(":")
+            return cls(id=parts[4], region=region, partition=parts[1])
+        identity = caller("sts", "GetCallerIdentity")
         return cls(id=identity["Account"], region=region, partition=identity["Arn"].split(":")[1])
 
     def arn(self, service: str, resource: str, *, regional: bool = True) -> str:

@@ -25,6 +25,7 @@ from agent.commandline import CommandParser
 from agent.logs import LEVELS, configure
 from agent.schema import ConfigError, convert
 from provisioning import export, validate
+from provisioning.alarms import instance_counts
 from provisioning.apply import Applier
 from provisioning.aws import (
     ALARM_WRITES,
@@ -38,9 +39,20 @@ from provisioning.aws import (
     unreachable_message,
 )
 from provisioning.discovery import Discovery, instance_states
+from provisioning.fleet import account_quota_problems
 from provisioning.fleet_status import fleet_status
 from provisioning.notifications import preflight_problems, send_test_notifications
-from provisioning.plan import CONFLICT, MAX_PRUNE_SHARE, Planner, mass_deletion, pruned_hosts, stale
+from provisioning.plan import (
+    CONFLICT,
+    CREATE,
+    DELETE,
+    MAX_PRUNE_SHARE,
+    UPDATE,
+    Planner,
+    mass_deletion,
+    pruned_hosts,
+    stale,
+)
 from provisioning.responses import policy_problems, recovery_check
 from provisioning.spec import Apply, load
 from provisioning.stack import desired_stack
@@ -166,13 +178,19 @@ def main(
             template = export.template(spec, Discovery(spec, caller).inventory(), caller)
             print(json.dumps(template, indent=1, sort_keys=True), file=out)
             return OK
-        account = Account.lookup(caller)
-        inventory = Discovery(spec, caller).inventory()
         if args.fleet_status:
+            inventory = Discovery(spec, caller).inventory()
             lines, healthy = fleet_status(spec, inventory.hosts, caller, dt.datetime.now(dt.timezone.utc))
             for line in lines:
                 say(line)
             return OK if healthy else REFUSED
+        # The stack's alarms first: their pages are read anyway, and they carry the account (in their ARNs) and
+        # the SageMaker instance types' counts (in their labels), so a rerun asks neither STS nor EC2.
+        reader = StateReader(spec.stack, caller)
+        described = reader.described()
+        account = Account.lookup(caller, next((alarm.arn for found in described for alarm in found.values()), ""))
+        known = instance_counts(alarm.definition for alarm in described[0].values() if alarm.owned(spec.stack))
+        inventory = Discovery(spec, caller, known).inventory()
         desired = desired_stack(spec, account, inventory, caller)
         problems = preflight_problems(spec, desired.topics, caller)
         problems += validate.problems(desired.alarms, desired.dashboards)
@@ -185,14 +203,29 @@ def main(
             for line in send_test_notifications(spec, desired.topics, caller):
                 say(line)
             return OK
-        now = datetime.fromtimestamp(wall_clock(), tz=timezone.utc)
-        for warning in [*inventory.warnings, *unchecked,
-                        *validate.series_without_data(desired.alarms, caller, now)]:
-            print(f"warning: {warning}", file=err)
-        reader = StateReader(spec.stack, account, caller)
-        actual = reader.read()
+        actual = reader.read(
+            account, described, dashboards=[dashboard.name for dashboard in desired.dashboards],
+            subscribed=[topic.name for topic in desired.topics.values() if topic.subscriptions],
+            responses=desired.responses.replace is not None, prune=args.prune,
+        )
         actual = reader.with_tags(actual, stale(desired, actual))
         states = instance_states(caller, pruned_hosts(desired, actual)) if args.prune else {}
+        plan = Planner(desired, actual, prune=args.prune, instance_states=states).plan()
+        if any(change.action == CREATE and change.name in desired.series for change in plan.changes):
+            # Only a new Metrics Insights alarm can pass the Region's quota: a rerun does not read every alarm.
+            problems = account_quota_problems(
+                caller, account.region, desired.series,
+                [change.name for change in plan.changes if change.action == DELETE and change.kind == "alarm"],
+            )
+            if problems:
+                raise ConfigError(problems)
+        # Only an alarm being written can be fixed by this run: an unchanged one was warned about when written.
+        written = {change.name for change in plan.changes
+                   if change.kind == "alarm" and change.action in (CREATE, UPDATE)}
+        now = datetime.fromtimestamp(wall_clock(), tz=timezone.utc)
+        for warning in [*inventory.warnings, *unchecked, *validate.series_without_data(
+                [alarm for alarm in desired.alarms if alarm.name in written], caller, now)]:
+            print(f"warning: {warning}", file=err)
     except ConfigError as error:
         return _invalid(error, err)
     except (NoRegionError, NoCredentialsError) as error:
@@ -205,7 +238,6 @@ def main(
         print(f"AWS refused a call: {error_code(error)}: {error}", file=err)
         return REFUSED
 
-    plan = Planner(desired, actual, prune=args.prune, instance_states=states).plan()
     for line in desired.responses.lines():
         say(line)
     for line in detailed_lines(plan, desired.alarms) if args.detail else plan.lines():

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.schema import render
-from provisioning.alarm_catalogue import SEVERITIES
+from provisioning.alarm_catalogue import HOSTS_REPORTING, SEVERITIES
 from provisioning.alarms import Actions, AlarmDefinition, ownership_marker
 from provisioning.spec import HOST_SCOPE, Spec
 
@@ -117,7 +117,7 @@ def _severity(spec: Spec, name: str) -> str:
     """The severity a fleet's alarm notifies with: its kind's key ends its name (`.../<key>@<series>`, where a
     mount path series may hold `/`)."""
     key = name.split("@", 1)[0].rsplit("/", 1)[-1]
-    return spec.alarms[key].severity
+    return HOSTS_REPORTING.severity if key == HOSTS_REPORTING.key else spec.alarms[key].severity
 
 
 def problems(spec: Spec, composites: Sequence[CompositeDefinition], alarms: Iterable[AlarmDefinition]) -> list[str]:

@@ -1,5 +1,10 @@
 """Dashboards for the fleet's hosts and each SageMaker endpoint: deterministic, within CloudWatch's limits.
 
+A `[[fleets]]` group of scope "fleet" has no hosts to draw: its row on the fleet dashboard graphs each of its
+Metrics Insights queries (a metric widget whose `metrics` entry is `{"expression": <query>}`, as for a math or
+search expression: "Dashboard Body Structure and Syntax") and shows the state of its alarms and composites in an
+alarm status widget.
+
 Same spec, same bytes: bodies are canonical JSON with widgets in inventory order. A fleet too large for
 one dashboard (500 widgets, 2,500 metrics) continues on `<stack>-fleet-2`, `-3`, …; alarm status widgets
 take at most 100 alarms each. Dashboards cannot carry tags, so the first widget of every dashboard is a
@@ -16,12 +21,13 @@ from typing import Any
 
 from agent.naming import profile, resolve
 from provisioning.alarm_catalogue import SAGEMAKER_HOST_NAMESPACE, SAGEMAKER_NAMESPACE
-from provisioning.alarms import AlarmDefinition
+from provisioning.alarms import AlarmDefinition, is_insights_query
 from provisioning.aws import Account
+from provisioning.composite import CompositeDefinition
 from provisioning.discovery import AGENT_COMPONENT, Host, Inventory, Variant
 from provisioning.notifications import canonical_json
 from provisioning.series import published
-from provisioning.spec import Spec
+from provisioning.spec import FLEET_SCOPE, Spec
 
 MAX_WIDGETS = 500  # per dashboard
 MAX_METRICS = 2_500  # per dashboard
@@ -75,10 +81,14 @@ def metric_count(widget: Mapping[str, Any]) -> int:
 
 
 class DashboardBuilder:
-    def __init__(self, spec: Spec, account: Account, alarms: Sequence[AlarmDefinition]) -> None:
+    def __init__(
+        self, spec: Spec, account: Account, alarms: Sequence[AlarmDefinition],
+        composites: Sequence[CompositeDefinition] = (),
+    ) -> None:
         self._spec = spec
         self._account = account
         self._alarms = alarms
+        self._composites = composites
 
     def build(self, inventory: Inventory) -> list[DashboardDefinition]:
         dashboards = self.fleet(inventory.hosts)
@@ -90,11 +100,11 @@ class DashboardBuilder:
     # --- fleet ------------------------------------------------------------------------------------
 
     def fleet(self, hosts: Sequence[Host]) -> list[DashboardDefinition]:
-        """Host rows packed into as few dashboards as the limits allow, in host order."""
+        """The fleet-scope groups' rows, then host rows, packed into as few dashboards as the limits allow."""
         pages: list[list[list[dict[str, Any]]]] = []
         widgets = metrics = 0
-        for host in hosts:
-            row = self._host_row(host)
+        rows = [self._fleet_row(fleet.name) for fleet in self._spec.fleets if fleet.scope == FLEET_SCOPE]
+        for row in [row for row in rows if row] + [self._host_row(host) for host in hosts]:
             row_metrics = sum(metric_count(widget) for widget in row)
             if not pages or widgets + len(row) > MAX_WIDGETS or metrics + row_metrics > MAX_METRICS:
                 pages.append([])
@@ -109,6 +119,27 @@ class DashboardBuilder:
             )
             for index, rows in enumerate(pages)
         ]
+
+    def _fleet_row(self, fleet: str) -> list[dict[str, Any]]:
+        """One graph per Metrics Insights alarm of the fleet, its query as the alarm evaluates it, and the state
+        of the fleet's alarms and composites."""
+        prefix = f"{self._spec.stack}/{fleet}/"
+        widgets = []
+        for alarm in self._alarms:
+            queries = [query for query in alarm.queries if is_insights_query(query.expression)]
+            if not alarm.name.startswith(prefix) or not queries:
+                continue
+            properties: dict[str, Any] = {
+                "title": f"{fleet}: {alarm.name.removeprefix(prefix)}", "region": self._account.region,
+                "view": "timeSeries", "stacked": False, "period": queries[0].period,
+                "metrics": [[{"expression": queries[0].expression, "id": "q0",
+                              "label": alarm.name.removeprefix(prefix)}]],
+                "annotations": {"horizontal": [{"label": "threshold", "value": alarm.threshold}]},
+            }
+            widgets.append({"type": "metric", "properties": properties})
+        names = [alarm.name for alarm in self._alarms if alarm.name.startswith(prefix)]
+        names += [composite.name for composite in self._composites if composite.name.startswith(prefix)]
+        return widgets + self._status_widgets(f"fleet {fleet}: alarms and paging composites", names) if widgets else []
 
     def _host_row(self, host: Host) -> list[dict[str, Any]]:
         instance = host.instance_id
@@ -148,7 +179,7 @@ class DashboardBuilder:
             self._host_metric(host, "Heartbeat", AGENT_COMPONENT, stat="Sum"),
             self._host_metric(host, "DatapointsPublished", AGENT_COMPONENT, stat="Sum"),
         ]))
-        widgets += self._status_widgets(f"{instance}: alarms", f"{self._spec.stack}/host/{instance}/")
+        widgets += self._status_widgets(f"{instance}: alarms", self._named(f"{self._spec.stack}/host/{instance}/"))
         return widgets
 
     def _host_metric(
@@ -212,7 +243,7 @@ class DashboardBuilder:
         if variant.instance_type:
             utilization = self._host_utilization(variant, dims)
             widgets.append(self._metric_widget(f"{label}: host utilization (%)", utilization, percent=True))
-        widgets += self._status_widgets(f"{label}: alarms", f"{self._spec.stack}/sagemaker/{label}/")
+        widgets += self._status_widgets(f"{label}: alarms", self._named(f"{self._spec.stack}/sagemaker/{label}/"))
         return widgets
 
     @staticmethod
@@ -247,11 +278,11 @@ class DashboardBuilder:
             properties["yAxis"] = {"left": {"min": 0, "max": 100}}
         return {"type": "metric", "properties": properties}
 
-    def _status_widgets(self, title: str, prefix: str) -> list[dict[str, Any]]:
-        arns = [
-            self._account.arn("cloudwatch", f"alarm:{alarm.name}")
-            for alarm in self._alarms if alarm.name.startswith(prefix)
-        ]
+    def _named(self, prefix: str) -> list[str]:
+        return [alarm.name for alarm in self._alarms if alarm.name.startswith(prefix)]
+
+    def _status_widgets(self, title: str, names: Sequence[str]) -> list[dict[str, Any]]:
+        arns = [self._account.arn("cloudwatch", f"alarm:{name}") for name in names]
         chunks = [arns[start:start + MAX_STATUS_ALARMS] for start in range(0, len(arns), MAX_STATUS_ALARMS)]
         return [
             {"type": "alarm",

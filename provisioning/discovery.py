@@ -78,12 +78,14 @@ def published_key(profile: str, metric: str, dimension: str, others: dict[str, s
 
 
 class Discovery:
-    def __init__(self, spec: Spec, caller: Caller) -> None:
+    def __init__(self, spec: Spec, caller: Caller, instance_types: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """`instance_types`: {SageMaker instance type: (vCPUs, GPUs)} already known (from the stack's alarms);
+        only the others are asked of EC2."""
         self._spec = spec
         self._call = caller
         self._problems: list[str] = []
         self._warnings: list[str] = []
-        self._instance_types: dict[str, tuple[int, int]] = {}
+        self._instance_types: dict[str, tuple[int, int]] = dict(instance_types or {})
         self._device_series: dict[tuple[str, str, Dimensions, str], dict[str, dict[str, Dimensions]]] = {}
 
     def inventory(self) -> Inventory:

@@ -97,6 +97,16 @@ def rule_arn(account: Account, stack: str) -> str:
     return account.arn("events", f"rule/{rule_name(stack)}")
 
 
+def rule_description(stack: str, what: str) -> str:
+    """Every rule description this stack writes starts with its marker: DescribeRule, the read a rerun makes
+    anyway, tells the stack's own rules by it, without reading their tags."""
+    return f"infrawatch stack {stack}: {what}"
+
+
+def owns_rule(description: str, stack: str) -> bool:
+    return description.startswith(rule_description(stack, ""))
+
+
 def alarm_name_prefix(stack: str) -> str:
     return f"{stack}/"
 
@@ -128,6 +138,6 @@ def desired_rule(spec: Spec, account: Account, critical_topic_arn: str) -> RuleD
         name=rule_name(spec.stack),
         arn=rule_arn(account, spec.stack),
         pattern=canonical_json(pattern),
-        description=f"infrawatch stack {spec.stack}: state changes of its alarms",
+        description=rule_description(spec.stack, "state changes of its alarms"),
         targets=tuple(sorted(targets, key=lambda target: target.id)),
     )

@@ -35,11 +35,19 @@ from agent.config import HOST_DIMENSION
 from agent.fleet import HOST as HOSTNAME_DIMENSION
 from agent.naming import profile, published_dimensions, resolve
 from agent.schema import render
-from provisioning.alarm_catalogue import ABOVE, GPU, HOST_KINDS, MOUNT, VARIANT_KINDS, AlarmKind
-from provisioning.alarms import AlarmBuilder, AlarmDefinition, MetricQuery
+from provisioning.alarm_catalogue import (
+    ABOVE,
+    GPU,
+    HOST_KINDS,
+    HOSTS_REPORTING,
+    MOUNT,
+    VARIANT_KINDS,
+    AlarmKind,
+)
+from provisioning.alarms import AlarmBuilder, AlarmDefinition, MetricQuery, is_insights_query
 from provisioning.aws import Caller
 from provisioning.discovery import AGENT_COMPONENT, Discovery, Host, published_key
-from provisioning.spec import FLEET_SCOPE, Fleet, HostGroup, Spec
+from provisioning.spec import FLEET_SCOPE, AlarmSettings, Fleet, HostGroup, Spec
 
 # Metrics Insights quotas (CloudWatch User Guide, "Metrics Insights quotas" and "Alarms on Metrics Insights
 # queries"), per account and Region.
@@ -54,7 +62,7 @@ QUERY_ID = "fleet"
 
 HEARTBEAT_WHY = (
     "a host that stops publishing drops out of a query's result instead of breaching, so a Metrics Insights "
-    "alarm cannot see a dead host: use scope = \"host\" or a [[hosts]] group for it"
+    "alarm cannot see a dead host: [fleets.reporting] counts the hosts publishing, or use scope = \"host\""
 )
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -216,12 +224,36 @@ class FleetBuilder:
                 )
                 alarms.append(alarm)
                 result.series[alarm.name] = series
+        if fleet.reporting.enabled:
+            reporting = self.reporting_alarm(fleet, builder)
+            alarms.append(reporting)
+            result.series[reporting.name] = hosts
         result.notes.append(
             f"fleet {fleet.name}: {len(alarms)} Metrics Insights alarms ({source}); the largest query covers "
             f"{largest:,} series (quotas: {MAX_SCANNED_METRICS:,} scanned, {MAX_RETURNED_SERIES} returned, "
             f"{MAX_INSIGHTS_ALARMS} alarms per Region)"
         )
         return alarms
+
+    def reporting_alarm(self, fleet: Fleet, builder: AlarmBuilder) -> AlarmDefinition:
+        """The dead-host signal: a query without GROUP BY returns one series, the fleet's heartbeats counted per
+        period ("Create a CloudWatch alarm based on a Metrics Insights query": aggregate monitoring), which a
+        host that stops publishing lowers, while it only leaves the result of every GROUP BY query."""
+        settings = fleet.reporting
+        period = MIN_PERIOD * -(-settings.publish_interval // MIN_PERIOD)
+        per_host = period // settings.publish_interval  # the fewest heartbeats a live host sends a period
+        kind = dataclasses.replace(HOSTS_REPORTING, threshold=settings.min_hosts * per_host)
+        alarm_settings = AlarmSettings(
+            enabled=True, threshold=kind.threshold, severity=kind.severity, period=period,
+            datapoints=kind.datapoints, evaluation_periods=kind.evaluation_periods,
+        )
+        heartbeat = next(item for item in HOST_KINDS if item.key == "heartbeat_missing")
+        query = dataclasses.replace(self.query(fleet, heartbeat), function=FUNCTIONS[kind.statistic], group_by=())
+        return builder.alarm(
+            kind, alarm_settings, f"{fleet.name}/{kind.key}",
+            f"fleet {fleet.name} (at least {settings.min_hosts} hosts × {per_host} per {period} s)",
+            queries=(MetricQuery(id=QUERY_ID, expression=query.text, period=period),),
+        )
 
     def _period_problems(self, fleet: Fleet, kind: AlarmKind) -> list[str]:
         settings = self._spec.alarms[kind.key]
@@ -279,6 +311,26 @@ class FleetBuilder:
         group = HostGroup(discover=True, dimensions=carried, gpus=fleet.gpus, mounts=fleet.mounts)
         only = dataclasses.replace(self._spec, hosts=(group,), endpoints=())
         return list(Discovery(only, self._call).inventory().hosts)
+
+
+def account_quota_problems(caller: Caller, region: str, wanted: Iterable[str], deleted: Iterable[str]) -> list[str]:
+    """The 200 Metrics Insights alarms per account and Region, counted with the Region's other alarms on queries
+    (other stacks', and this stack's that the spec no longer wants but the plan keeps). Reads every alarm of the
+    Region (DescribeAlarms, 100 a page): call it only when the plan creates a Metrics Insights alarm."""
+    wanted, gone = set(wanted), set(deleted)
+    others = sum(
+        1 for page in caller.pages("cloudwatch", "DescribeAlarms", AlarmTypes=["MetricAlarm"], MaxRecords=100)
+        for alarm in page.get("MetricAlarms", [])
+        if alarm["AlarmName"] not in wanted | gone
+        and any(is_insights_query(str(query.get("Expression", ""))) for query in alarm.get("Metrics", []))
+    )
+    if len(wanted) + others <= MAX_INSIGHTS_ALARMS:
+        return []
+    return [
+        f"fleets: {len(wanted) + others} Metrics Insights alarms in {region} after this run ({len(wanted)} of this "
+        f"spec, {others} already there from other stacks or kept), more than the {MAX_INSIGHTS_ALARMS} CloudWatch "
+        "allows per account and Region; nothing was written"
+    ]
 
 
 def _host_id(fleet: Fleet) -> str:

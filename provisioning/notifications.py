@@ -48,6 +48,20 @@ def topic_name(stack: str, severity: str) -> str:
     return f"{stack}-{severity}"
 
 
+def policy_id(stack: str) -> str:
+    """The Id of every policy this stack writes: GetTopicAttributes, the one read a rerun makes per topic,
+    tells the stack's own topics by it, without reading their tags."""
+    return f"infrawatch-{stack}"
+
+
+def owns_topic(policy: str, stack: str) -> bool:
+    try:
+        document = json.loads(policy) if policy else {}
+    except json.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and document.get("Id") == policy_id(stack)
+
+
 def desired_topics(spec: Spec, account: Account, rule_arn: str) -> dict[str, TopicDefinition]:
     """Topics by severity; `rule_arn` is the stack's rule when it publishes to the critical topic, else ""."""
     topics = {}
@@ -106,7 +120,7 @@ def topic_policy(topic_arn: str, account: Account, stack: str, rule_arn: str) ->
                 "ArnEquals": {"aws:SourceArn": rule_arn},
             },
         })
-    return canonical_json({"Version": "2012-10-17", "Id": f"infrawatch-{stack}", "Statement": statements})
+    return canonical_json({"Version": "2012-10-17", "Id": policy_id(stack), "Statement": statements})
 
 
 def actions(spec: Spec, topics: Mapping[str, TopicDefinition]) -> dict[str, Actions]:

@@ -193,13 +193,13 @@ class Planner:
                 changes.append(Change(UNCHANGED, "topic", topic.arn, ("existing topic, used as it is",)))
                 continue
             actual = self._actual.topics.get(topic.name)
-            if actual is not None and not owned(actual.tags, self._desired.stack):
+            if actual is not None and not actual.owned(self._desired.stack):
                 changes.append(Change(CONFLICT, "topic", topic.name, NOT_OURS))
                 continue
             changes.append(self._topic(topic, actual))
             changes += self._subscriptions(topic, actual)
         for name, actual in self._actual.topics.items():
-            if name not in wanted and actual.arn not in used and owned(actual.tags, self._desired.stack):
+            if name not in wanted and actual.arn not in used and actual.owned(self._desired.stack):
                 deletion = Write("sns", "DeleteTopic", {"TopicArn": actual.arn})
                 changes.append(self._removed("topic", name, [deletion]))
         return changes
@@ -214,9 +214,10 @@ class Planner:
             _set_attribute(topic.arn, key, value)
             for key, value in attributes.items() if actual.attributes.get(key, "") != value
         ]
-        writes += _tag_writes("sns", "ResourceArn", topic.arn, self._tags, actual.tags)
         details = _changed(attributes, {key: actual.attributes.get(key, "") for key in attributes})
-        details += _tag_details(self._tags, actual.tags)
+        if actual.tags is not None:  # read only without the marker or for a rewritten topic (`stale`)
+            writes += _tag_writes("sns", "ResourceArn", topic.arn, self._tags, actual.tags)
+            details += _tag_details(self._tags, actual.tags)
         return Change(UPDATE if writes else UNCHANGED, "topic", topic.name, tuple(details), tuple(writes))
 
     def _subscriptions(self, topic: TopicDefinition, actual: ActualTopic | None) -> list[Change]:
@@ -318,7 +319,7 @@ class Planner:
     # --- EventBridge rule -------------------------------------------------------------------------
 
     def _rule(self, desired: RuleDefinition | None, actual: ActualRule | None) -> list[Change]:
-        if actual is not None and not owned(actual.tags, self._desired.stack):
+        if actual is not None and not actual.owned(self._desired.stack):
             name = actual.definition.name
             return [Change(CONFLICT, "rule", name, NOT_OURS)] if desired else []
         if desired is None:
@@ -348,8 +349,9 @@ class Planner:
             writes.append(Write("events", "RemoveTargets", {"Rule": desired.name, "Ids": extra}))
         if stale or extra:
             details.append("Targets")
-        writes += _tag_writes("events", "ResourceARN", desired.arn, self._tags, actual.tags)
-        details += _tag_details(self._tags, actual.tags)
+        if actual.tags is not None:  # read only without the marker or for a rewritten rule (`stale`)
+            writes += _tag_writes("events", "ResourceARN", desired.arn, self._tags, actual.tags)
+            details += _tag_details(self._tags, actual.tags)
         return Change(UPDATE if writes else UNCHANGED, "rule", desired.name, tuple(details), tuple(writes))
 
     # --- automated responses: the Automation document and its two roles (the rule is planned above) ------
@@ -448,12 +450,25 @@ class Planner:
 
 
 def stale(desired: DesiredStack, actual: ActualStack) -> set[str]:
-    """This stack's alarms and composites whose definition differs from the desired one: the only ones the
-    plan rewrites, and so the only ones whose tags it needs."""
+    """This stack's alarms, composites, topics and rules whose definition differs from the desired one: the
+    only ones the plan rewrites, and so the only ones whose tags it needs."""
     pairs: list[tuple[AlarmDefinition | CompositeDefinition, ActualAlarm | None]]
     pairs = [(alarm, actual.alarms.get(alarm.name)) for alarm in desired.alarms]
     pairs += [(composite, actual.composites.get(composite.name)) for composite in desired.composites]
-    return {
+    names = {
         wanted.name for wanted, found in pairs
         if found is not None and found.owned(desired.stack) and wanted.request() != found.definition.request()
     }
+    for topic in desired.topics.values():
+        current = actual.topics.get(topic.name)
+        if topic.managed and current is not None and dict(topic.attributes) != {
+            key: current.attributes.get(key, "") for key, _ in topic.attributes
+        }:
+            names.add(topic.name)
+    replace = desired.responses.replace
+    for rule, found in ((desired.rule, actual.rule), (replace.rule if replace else None, actual.response_rule)):
+        if rule is not None and found is not None and (
+            rule.request() != found.definition.request() or rule.targets != found.definition.targets
+        ):
+            names.add(rule.name)
+    return names

@@ -28,7 +28,7 @@ from provisioning.alarm_catalogue import KINDS
 from provisioning.alarms import AlarmDefinition
 from provisioning.aws import Account, Caller, error_code
 from provisioning.discovery import Host, Inventory, published_key
-from provisioning.events import RuleDefinition, Target
+from provisioning.events import RuleDefinition, Target, rule_description
 from provisioning.notifications import canonical_json
 from provisioning.spec import ReplaceUnhealthyGpuHost, Spec
 
@@ -242,7 +242,7 @@ def response_rule(
     name = response_rule_name(spec.stack)
     return RuleDefinition(
         name=name, arn=account.arn("events", f"rule/{name}"), pattern=canonical_json(pattern),
-        description=f"infrawatch stack {spec.stack}: GPU health alarms start replace_unhealthy_gpu_host",
+        description=rule_description(spec.stack, "GPU health alarms start replace_unhealthy_gpu_host"),
         targets=(target,),
     )
 

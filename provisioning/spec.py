@@ -390,6 +390,22 @@ class Paging:
 
 
 @dataclass(frozen=True)
+class Reporting:
+    enabled: bool = setting(
+        False, "A critical alarm `<stack>/<fleet>/hosts_reporting` when fewer than min_hosts hosts publish a "
+        "Heartbeat: a host that stops publishing leaves every fleet query instead of breaching, and only this count "
+        "sees it (routed into the fleet's critical composite when paged).",
+    )
+    min_hosts: int = setting(
+        1, "Alarm when fewer hosts than this publish a Heartbeat, 3 minutes in a row.", range=(1, 1_000_000)
+    )
+    publish_interval: int = setting(
+        60, "The agents' publish.interval: each sends one Heartbeat per interval, and the query counts heartbeats.",
+        range=(10, 300), unit="seconds",
+    )
+
+
+@dataclass(frozen=True)
 class Fleet:
     name: str = setting("", "Names the group in its alarm names, `<stack>/<name>/<alarm>`.", check=_fleet_name_problem)
     scope: str = setting(
@@ -416,6 +432,7 @@ class Fleet:
         range=(0, 1_000_000),
     )
     paging: Paging = section(Paging, "Composite paging alarms of this fleet.")
+    reporting: Reporting = section(Reporting, "The dead-host signal of a fleet-scope group: hosts publishing.")
 
 
 @dataclass(frozen=True)
@@ -756,6 +773,16 @@ def _fleet_problems(spec: Spec) -> list[str]:
             problems.append(
                 f"{path}.filter: scope \"host\" names each host's series exactly, so every append_dimension but "
                 f"{HOST_DIMENSION} needs a value here, missing {render(unfiltered)}"
+            )
+        if fleet.reporting.enabled and fleet.hosts and fleet.reporting.min_hosts > fleet.hosts:
+            problems.append(
+                f"{path}.reporting.min_hosts: must be at most hosts ({fleet.hosts}), or the alarm is always in "
+                f"ALARM, got {fleet.reporting.min_hosts}"
+            )
+        if fleet.reporting.enabled and fleet.scope == HOST_SCOPE:
+            problems.append(
+                f"{path}.reporting.enabled: scope \"host\" has a heartbeat_missing alarm per host already; "
+                "the hosts_reporting count is for scope \"fleet\", got true"
             )
         if fleet.append_dimensions and HOST_DIMENSION not in fleet.append_dimensions:
             problems.append(

@@ -56,7 +56,7 @@ def desired_stack(spec: Spec, account: Account, inventory: Inventory, caller: Ca
     if problems:
         raise ConfigError(problems)
     hosts = dataclasses.replace(inventory, hosts=inventory.hosts + tuple(fleets.hosts))
-    dashboards = DashboardBuilder(spec, account, alarms).build(hosts) if spec.dashboards.enabled else []
+    dashboards = DashboardBuilder(spec, account, alarms, composites).build(hosts) if spec.dashboards.enabled else []
     return DesiredStack(
         stack=spec.stack,
         tags=spec.managed_tags,

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from agent.schema import ConfigError
 from provisioning.alarms import AlarmDefinition
-from provisioning.aws import Account
 from provisioning.spec import Spec
 from provisioning.state import StateReader
 from report import backtest, endpoints
@@ -106,8 +105,7 @@ def host_chunks(series: list[Series], wanted: Mapping[Series, Mapping[str, Query
 
 def owned_alarms(scope: Scope, reader: Reader) -> list[AlarmDefinition]:
     """Every alarm the stack owns: named `<stack>/…` and marked as its own (its description's marker)."""
-    account = Account(id="", region=scope.region, partition="aws")  # alarms() reads no ARN of its own
-    found = StateReader(scope.stack, account, reader.caller).alarms()
+    found = StateReader(scope.stack, reader.caller).alarms()
     return [actual.definition for name, actual in sorted(found.items())
             if isinstance(actual.definition, AlarmDefinition) and actual.owned(scope.stack)
             and name.startswith(scope.alarm_prefix)]

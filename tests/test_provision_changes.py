@@ -189,8 +189,9 @@ def test_hand_edits_are_reverted_and_tags_read_and_reconciled_only_on_rewritten_
     )
     run = provisioner.run(SPEC, "--yes")
     assert run.code == 0
-    # Ownership is read from the description: only the rewritten alarm's tags are read, and its own reconciled.
-    assert provisioner.recorder.calls.count("ListTagsForResource") == 1 + 2 + 1  # that alarm, 2 topics, the rule
+    # Ownership is read from the markers (descriptions, policy Ids): only the rewritten alarm's tags are read,
+    # and its own reconciled; the unchanged topics and rule are not asked for theirs (086c3d7 read them: 1 + 2 + 1).
+    assert provisioner.recorder.calls.count("ListTagsForResource") == 1
     assert provisioner.recorder.writes == Counter({"TagResource": 1, "PutMetricAlarm": 1})
     assert f"~ update alarm {memory_name} (Threshold 99.0 -> 90.0; Tags)" in run.lines
     assert f"= unchanged alarm {cpu}" in run.lines
@@ -265,5 +266,54 @@ def test_alarm_writes_are_paced_to_the_configured_rate(provisioner: Provisioner)
     run = provisioner.run(SPEC, "--yes", "--alarm-writes-per-second", "2")
     assert run.code == 0
     alarms = HOST_ALARMS + RANKER_ALARMS
-    # The fake clock moves only when the limiter sleeps: 23 writes at 2/s take 11 s, one dashboard gap 0.1 s.
-    assert sum(provisioner.clock.sleeps) == pytest.approx((alarms - 1) / 2 + 0.1)
+    # The fake clock moves only when the limiter sleeps: 23 writes at 2/s take 11 s; the 2 dashboards' GetDashboard
+    # and PutDashboard calls, at 10/s each, one gap of 0.1 s each.
+    assert sum(provisioner.clock.sleeps) == pytest.approx((alarms - 1) / 2 + 0.1 + 0.1)
+
+
+def test_a_rerun_with_no_change_reads_pages_and_one_call_per_resource_only(provisioner: Provisioner) -> None:
+    assert provisioner.run(SPEC + SCORER_ENTRY, "--yes").code == 0
+    rerun = provisioner.run(SPEC + SCORER_ENTRY, "--yes")
+    assert (rerun.code, rerun.warnings) == (0, [])  # nothing written, so no "no datapoints" check (GetMetricData)
+    # 33 alarms: 1 page; 2 topics, 3 dashboards, 1 rule (and its targets); the critical topic's subscriptions,
+    # which the spec names. The account comes from the alarms' ARNs (no GetCallerIdentity), the instance types'
+    # vCPUs and GPUs from the per-core alarms' labels (no DescribeInstanceTypes), ownership from the markers (no
+    # ListTagsForResource), the dashboards by name (no ListDashboards).
+    assert Counter(provisioner.recorder.calls) == Counter({
+        "DescribeAlarms": 1, "GetTopicAttributes": 2, "ListSubscriptionsByTopic": 1, "GetDashboard": 3,
+        "DescribeRule": 1, "ListTargetsByRule": 1,
+    })
+    changed = provisioner.run(SPEC.replace("minimum = 1000.0", "minimum = 500.0") + SCORER_ENTRY, "--yes")
+    assert changed.warnings == [  # the rewritten alarm alone is checked for data
+        f'warning: alarm "{FLOOR_ALARM}": no datapoints in the last hour for InfraWatch SamplesProcessedPerSecond '
+        f"{{InstanceId={HOST}}}"]
+    assert provisioner.recorder.calls.count("GetMetricData") == 1
+    assert provisioner.recorder.calls.count("ListTagsForResource") == 1
+
+
+def test_a_hand_edited_topic_policy_and_a_removed_rule_target_are_restored(provisioner: Provisioner) -> None:
+    provisioner.run(SPEC, "--yes")
+    sns, events = provisioner.client("sns"), provisioner.client("events")
+    topic = next(item["TopicArn"] for item in sns.list_topics()["Topics"] if item["TopicArn"].endswith(":ml-warning"))
+    # The policy Id is the topic's marker: without it, the tags tell whose it is, and are reconciled with it.
+    sns.set_topic_attributes(TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sns:Publish",
+                                                "Resource": topic}]}))
+    sns.untag_resource(ResourceArn=topic, TagKeys=["team"])
+    events.remove_targets(Rule="ml-alarm-state", Ids=["critical-topic"])
+    provisioner.recorder.clear()
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 0
+    assert "~ update topic ml-warning (Policy; Tags)" in run.lines
+    assert "~ update rule ml-alarm-state (Targets)" in run.lines
+    assert provisioner.recorder.writes == Counter({"SetTopicAttributes": 1, "TagResource": 1, "PutTargets": 1})
+    assert provisioner.recorder.calls.count("ListTagsForResource") == 2  # that topic (no marker), then the rule
+    rerun = provisioner.run(SPEC, "--yes")
+    assert (rerun.code, provisioner.recorder.writes) == (0, Counter())
+
+
+def test_a_topic_of_this_name_without_the_marker_or_the_tags_is_left_alone(provisioner: Provisioner) -> None:
+    provisioner.client("sns").create_topic(Name="ml-warning")  # someone else's: SNS's default policy, no tags
+    run = provisioner.run(SPEC, "--yes")
+    assert run.code == 1
+    assert "! conflict topic ml-warning (exists without this stack's tags; left alone)" in run.lines

@@ -20,7 +20,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from agent.schema import ConfigError, tomllib  # tomli on Python 3.10
-from provisioning import composite, export
+from provisioning import composite, export, validate
 from provisioning.apply import Applier
 from provisioning.aws import DEFAULT_RATES, Account, Caller, RateLimiter
 from provisioning.composite import CompositeDefinition
@@ -52,6 +52,11 @@ filter = {{ AutoScalingGroupName = "train" }}
 PAGED = """
 [fleets.paging]
 enabled = true
+"""
+REPORTING = """
+[fleets.reporting]
+enabled = true
+min_hosts = {min_hosts}
 """
 
 
@@ -163,6 +168,13 @@ def test_a_query_over_10000_metrics_is_split_per_gpu_and_refused_when_a_part_is_
      "events.notify_critical_topic = false"),
     (fleet_spec().replace('name = "training"', 'name = "host"'),
      'fleets[0].name: must not be host or sagemaker: alarm names use them for other targets, got "host"'),
+    (fleet_spec(extra=REPORTING.format(min_hosts=0)),
+     "fleets[0].reporting.min_hosts: must be 1..1000000, got 0"),
+    (fleet_spec(hosts=100, extra=REPORTING.format(min_hosts=101)),
+     "fleets[0].reporting.min_hosts: must be at most hosts (100), or the alarm is always in ALARM, got 101"),
+    (fleet_spec(scope="host", extra=REPORTING.format(min_hosts=2)),
+     'fleets[0].reporting.enabled: scope "host" has a heartbeat_missing alarm per host already; the '
+     'hosts_reporting count is for scope "fleet", got true'),
 ])
 def test_bad_fleet_input_exits_2_naming_the_key(provisioner: Provisioner, spec: str, line: str) -> None:
     run = provisioner.run(spec, "--dry-run")
@@ -262,9 +274,12 @@ def test_a_rerun_reads_alarm_pages_only_and_writes_nothing(provisioner: Provisio
     calls = Counter(provisioner.recorder.calls)
     alarms = 3 * 45 + 9
     assert provisioner.recorder.writes == Counter()
-    # moto answers DescribeAlarms in one page; CloudWatch in pages of 100: ceil(144 / 100) = 2 calls.
-    assert calls["DescribeAlarms"] == 1
-    assert calls["ListTagsForResource"] == 2 + 1  # the two topics and the rule: none per alarm
+    # DescribeAlarms paged as CloudWatch pages it (100 a page): ceil(144 / 100) = 2 calls; then one call per topic
+    # (2), dashboard (1) and rule (1), and the rule's targets, which DescribeRule does not return. 086c3d7 also
+    # read GetCallerIdentity, the topics' and the rule's tags, ListDashboards, GetMetricData and the responses the
+    # spec does not have.
+    assert calls == Counter({"DescribeAlarms": 2, "GetTopicAttributes": 2, "GetDashboard": 1, "DescribeRule": 1,
+                             "ListTargetsByRule": 1}), calls
     assert f"Plan: 0 to create, 0 to update, 0 to delete, {alarms + 2 + 1 + 1} unchanged." in run.lines
 
 
@@ -291,8 +306,9 @@ def test_fleet_scope_without_a_host_count_counts_the_hosts_publishing_now(provis
     run = provisioner.run(fleet_spec(hosts=0), "--dry-run")
     assert run.code == 0, run.err
     # 3 hosts: 3 series each for CPU, memory, storage (one mount) and host GPU utilization, 24 for each GPU kind
-    assert ("Cost of the stack: 9 alarms (9 Metrics Insights alarms of them) over 132 metrics and 0 dashboards, "
-            "about $13.20/month (us-east-1 list prices, 2026-12; an account's first 3 dashboards and 10 alarm metrics "
+    # and the fleet dashboard, which graphs the fleet's queries (086c3d7: no dashboard for a fleet-scope group).
+    assert ("Cost of the stack: 9 alarms (9 Metrics Insights alarms of them) over 132 metrics and 1 dashboard, "
+            "about $16.20/month (us-east-1 list prices, 2026-12; an account's first 3 dashboards and 10 alarm metrics "
             "are free).") in run.lines
 
 
@@ -420,3 +436,79 @@ def test_a_composite_of_100_alarms_is_allowed_and_101_are_not() -> None:
     assert composite.problems(spec, [past], alarms) == [
         'composite "ml/x": the rule of ml/x combines 101 alarms, more than the 100 a composite alarm may; split '
         'the fleet or use scope = "fleet"']
+
+
+def test_a_dead_host_lowers_the_fleets_heartbeat_count_which_pages_through_the_critical_composite() -> None:
+    # A host that stops publishing leaves every GROUP BY query's result (a contributor that is not returned cannot
+    # breach); the count of heartbeats without GROUP BY is one series, which it lowers.
+    stack = desired(fleet_spec(extra=PAGED + REPORTING.format(min_hosts=95) + "publish_interval = 30\n"))
+    alarm = next(item for item in stack.alarms if item.name == "ml/training/hosts_reporting")
+    assert alarm.queries[0].expression == (
+        'SELECT COUNT(Heartbeat) FROM SCHEMA("InfraWatch", AutoScalingGroupName, Cluster, Component, InstanceId) '
+        "WHERE AutoScalingGroupName = 'train' AND Cluster = 'a' AND Component = 'agent'")
+    # Agents publishing every 30 s send 2 heartbeats a minute each: 95 hosts are 190 of them.
+    assert (alarm.queries[0].period, alarm.threshold, alarm.comparison) == (60, 190.0, "LessThanThreshold")
+    assert (alarm.datapoints_to_alarm, alarm.evaluation_periods, alarm.treat_missing_data) == (3, 3, "breaching")
+    assert (alarm.alarm_actions, alarm.ok_actions) == ((), ())  # a paged fleet's child notifies nothing
+    critical = next(item for item in stack.composites if item.name == "ml/training/critical")
+    assert 'ALARM("ml/training/hosts_reporting")' in critical.rule
+    assert stack.series["ml/training/hosts_reporting"] == 100  # counted against the Metrics Insights quotas
+    slow = desired(fleet_spec(extra=REPORTING.format(min_hosts=95) + "publish_interval = 90\n"))
+    slow_alarm = next(item for item in slow.alarms if item.name == "ml/training/hosts_reporting")
+    # Every 90 s: a 120 s period holds at least one heartbeat of each live host.
+    assert (slow_alarm.queries[0].period, slow_alarm.threshold) == (120, 95.0)
+    assert "ml/training/hosts_reporting" not in {item.name for item in desired(fleet_spec()).alarms}
+
+
+def test_the_fleet_dashboard_graphs_each_query_and_shows_the_fleets_alarms_and_composites() -> None:
+    stack = desired(fleet_spec(extra=PAGED + REPORTING.format(min_hosts=95)))
+    assert [dashboard.name for dashboard in stack.dashboards] == ["ml-us-east-1-fleet"]
+    widgets = json.loads(stack.dashboards[0].body)["widgets"]
+    graphs = [widget for widget in widgets if widget["type"] == "metric"]
+    queries = {alarm.name.removeprefix("ml/training/"): alarm.queries[0] for alarm in stack.alarms}
+    assert [graph["properties"]["title"] for graph in graphs] == [f"training: {key}" for key in queries]
+    temperature = next(graph for graph in graphs if graph["properties"]["title"] == "training: gpu_temperature_high")
+    assert temperature["properties"]["metrics"] == [[{
+        "expression": queries["gpu_temperature_high"].expression, "id": "q0", "label": "gpu_temperature_high"}]]
+    assert temperature["properties"]["period"] == queries["gpu_temperature_high"].period
+    statuses = [widget for widget in widgets if widget["type"] == "alarm"]
+    arn = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:ml/training/"
+    assert [status["properties"]["alarms"] for status in statuses] == [
+        [arn + key for key in queries] + [arn + "critical", arn + "warning"]]
+    assert validate.dashboard_problems(stack.dashboards[0]) == []
+
+
+def other_stacks_insights_alarms(provisioner: Provisioner, count: int) -> None:
+    cloudwatch = provisioner.client("cloudwatch")
+    query = 'SELECT MAX(CPUUtilization) FROM SCHEMA("AWS/EC2", InstanceId) GROUP BY InstanceId'
+    for index in range(count):
+        cloudwatch.put_metric_alarm(
+            AlarmName=f"other/{index}", EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+            Metrics=[{"Id": "q", "ReturnData": True, "Period": 60, "Expression": query}],
+        )
+    cloudwatch.put_metric_alarm(  # metric math is not a Metrics Insights alarm
+        AlarmName="other/math", EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+        Metrics=[{"Id": "m", "ReturnData": False, "MetricStat": {
+            "Metric": {"Namespace": "AWS/EC2", "MetricName": "CPUUtilization"}, "Period": 60, "Stat": "Average"}},
+                 {"Id": "e", "ReturnData": True, "Expression": "m * 2"}],
+    )
+
+
+def test_the_regions_200_insights_alarms_count_other_stacks_only_when_this_run_creates_some(
+    provisioner: Provisioner,
+) -> None:
+    ours = len(desired(fleet_spec()).series)
+    other_stacks_insights_alarms(provisioner, 200 - ours)
+    at = provisioner.run(fleet_spec(), "--yes")  # exactly 200 in the Region: allowed
+    assert at.code == 0, at.err
+    rerun = provisioner.run(fleet_spec(), "--yes")  # creates no Metrics Insights alarm: no Region-wide read
+    assert (rerun.code, provisioner.recorder.calls.count("DescribeAlarms")) == (0, 1)
+    grown = provisioner.run(fleet_spec(extra=REPORTING.format(min_hosts=90)), "--yes")  # one more: 201
+    assert grown.code == 2
+    assert grown.err.splitlines() == [
+        f"fleets: 201 Metrics Insights alarms in us-east-1 after this run ({ours + 1} of this spec, {200 - ours} "
+        "already there from other stacks or kept), more than the 200 CloudWatch allows per account and Region; "
+        "nothing was written"]
+    assert provisioner.recorder.writes == Counter()
+    # 200 - ours + ours + the math alarm, 100 a page (086c3d7 counted this spec's alarms only, and applied).
+    assert provisioner.recorder.calls.count("DescribeAlarms") == 1 + 3

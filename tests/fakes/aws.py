@@ -62,6 +62,45 @@ class CallRecorder:
         self.requests.clear()
 
 
+MAX_ALARMS_PER_PAGE = 100  # DescribeAlarms' MaxRecords: 1..100 in the service model
+
+
+class AlarmPages:
+    """DescribeAlarms paged as CloudWatch pages it: at most MaxRecords alarms (metric, then composite) a response,
+    with a NextToken for the rest. moto answers every alarm in one response, which hides the page count a rerun
+    pays on CloudWatch. Each page is a call of its own (seen by `before-call` counters registered earlier); the
+    alarms come from `backend`, a client outside `session` (not counted), asked for everything once per page."""
+
+    def __init__(self, session: boto3.Session, backend: Any) -> None:
+        self._backend = backend
+        self._params: dict[str, Any] = {}
+        session.events.register("before-parameter-build.cloudwatch.DescribeAlarms", self._remember)
+        session.events.register_last("before-call", self._page)  # after the counters: each page is counted
+
+    def _remember(self, params: dict[str, Any], **_: Any) -> None:
+        self._params = dict(params)
+
+    def _page(self, model: Any, **_: Any) -> Any:
+        if model.name != "DescribeAlarms":
+            return None
+        params = {key: value for key, value in self._params.items() if key not in ("NextToken", "MaxRecords")}
+        found = self._backend.describe_alarms(**params)  # moto: every alarm, no NextToken
+        alarms = [("MetricAlarms", item) for item in found.get("MetricAlarms", [])]
+        alarms += [("CompositeAlarms", item) for item in found.get("CompositeAlarms", [])]
+        start = int(self._params.get("NextToken", "0"))
+        end = start + int(self._params.get("MaxRecords", MAX_ALARMS_PER_PAGE))
+        page: dict[str, Any] = {"MetricAlarms": [], "CompositeAlarms": [], "ResponseMetadata": {"HTTPStatusCode": 200}}
+        for key, item in alarms[start:end]:
+            page[key].append(item)
+        if end < len(alarms):
+            page["NextToken"] = str(end)
+
+        class Response:
+            status_code = 200
+
+        return Response(), page
+
+
 DASHBOARD_OPERATIONS = ("put_dashboard", "get_dashboard", "list_dashboards", "delete_dashboards")
 
 
@@ -139,6 +178,7 @@ class Provisioner:
     def __init__(self, directory: Path, region: str = "us-east-1") -> None:
         self.session = session_with_shared_models(region)
         self.recorder = CallRecorder(self.session)
+        AlarmPages(self.session, boto3.Session(region_name=region).client("cloudwatch", config=CLIENT_CONFIG))
         self.clients = GlobalDashboardClients(self.session)
         self.clock = FakeClock()
         self._spec = directory / "alarms.toml"
