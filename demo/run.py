@@ -106,9 +106,7 @@ def run(tmp: Path, env: dict[str, str], processes: Processes, seconds: float) ->
     metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
     config.write_text(
         "[collect]\ninterval = 1\n"
-        # The first flush 2 to 3 s after start, not at a random phase up to 10 s in: the heartbeat the alarms
-        # wait for is there sooner.
-        f"[publish]\ninterval = 10\nhigh_resolution = true\nphase = {(int(time.time()) + 3) % 10}\n"
+        "[publish]\ninterval = 10\nhigh_resolution = true\n"
         f'[spool]\npath = "{tmp / "spool.db"}"\n'  # the demo leaves nothing in /var/lib/infrawatch
         f'[statsd]\naddress = "{statsd_address}"\n'
         f'[prometheus]\nenabled = true\naddress = "{metrics_url.split("/")[2]}"\n'

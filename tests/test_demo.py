@@ -19,7 +19,7 @@ def start_demo(seconds: int) -> subprocess.Popen[str]:
 
 
 def test_the_demo_publishes_provisions_and_receives_the_test_notification() -> None:
-    demo = start_demo(1)  # it runs on until the alarms are provisioned and notified, however short --seconds is
+    demo = start_demo(12)
     output, _ = demo.communicate(timeout=180)
     assert demo.returncode == 0, output[-3000:]
     lines = output.splitlines()
