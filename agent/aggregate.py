@@ -80,15 +80,22 @@ class Aggregator:
         """Add samples taken at `timestamp` (epoch seconds); returns how many were kept."""
         bucket = int(timestamp // self._resolution) * self._resolution
         kept = 0
+        merged: dict[Dimensions, Dimensions] = {}  # a batch's samples share few dimension sets: sort each once
+        buckets = self._buckets
         for sample in samples:
             if not publishable(sample.value):  # CloudWatch would refuse the whole request for it
                 self._on_drop("out_of_range", 1)
                 continue
-            dims = tuple(sorted(host_dimensions + sample.dimensions)) if host_dimensions else sample.dimensions
+            if host_dimensions:
+                dims = merged.get(sample.dimensions)
+                if dims is None:
+                    dims = merged[sample.dimensions] = tuple(sorted(host_dimensions + sample.dimensions))
+            else:
+                dims = sample.dimensions
             key = (sample.name, dims, sample.unit, bucket)
-            values = self._buckets.get(key)
+            values = buckets.get(key)
             if values is None:
-                self._buckets[key] = Distribution(sample.value, sample.count)
+                buckets[key] = Distribution(sample.value, sample.count)
             else:
                 self._budget.add(values, sample.value, sample.count)
             kept += 1

@@ -23,7 +23,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import structlog
@@ -87,7 +86,7 @@ def _with_suffix(base: str, suffix: str) -> str:
 
 def exposition(name: str, unit: str) -> Exposition | None:
     """Where the series `name` (in CloudWatch's `unit`) goes on the endpoint, or None when it is left out."""
-    if name in NOT_EXPOSED:
+    if name in NOT_EXPOSED or _statsd_rate(name, unit):
         return None
     metric = METRICS.get(name)
     if metric is None:  # StatsD: the job's name, kind told by the unit (agent.catalogue's StatsD rule)
@@ -95,8 +94,6 @@ def exposition(name: str, unit: str) -> Exposition | None:
         if unit in (COUNT, BYTES):
             return Exposition(_with_suffix(base, "bytes") if unit == BYTES else base, COUNTER, 1.0,
                               f"StatsD counter {name} from jobs on this host.")
-        if unit in (COUNT_PER_SECOND, BYTES_PER_SECOND):
-            return None
         if unit == MILLISECONDS:
             return Exposition(_with_suffix(base, "seconds"), SUMMARY, 0.001, f"StatsD timer {name}, in seconds.")
         return Exposition(base, GAUGE, 1.0, f"StatsD gauge {name}: its latest value.")
@@ -115,18 +112,40 @@ def exposition(name: str, unit: str) -> Exposition | None:
     return Exposition(base, kind, scale, metric.description)
 
 
+def _statsd_rate(name: str, unit: str) -> bool:
+    """A StatsD counter's `PerSecond` twin: not served, `rate()` does it."""
+    return unit in (COUNT_PER_SECOND, BYTES_PER_SECOND) and name not in METRICS
+
+
 def labels(sample: Sample) -> tuple[tuple[str, str], ...]:
     return tuple((snake_case(key), value) for key, value in sample.dimensions)
 
 
-@dataclass
-class _Series:
+class _Place(NamedTuple):
+    """Where the samples of one identity (name, unit, dimensions) go: worked out once per series, not once per
+    sample, since a series' identity never changes (the naming regexes cost more than all the rest of an update)."""
+
     exposed: Exposition
-    labels: tuple[tuple[str, str], ...]
-    value: float = 0.0  # gauges: latest; counters: total since start
-    count: float = 0.0  # summaries
-    total: float = 0.0  # summaries: sum
-    updated: float = 0.0
+    key: tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
+    labelled: dict[str, str]  # the labels as prometheus_client takes them; shared, never changed
+
+
+class _Series(NamedTuple):
+    """One served series at one moment; immutable, so a table swapped in whole stays as it was."""
+
+    place: _Place
+    value: float  # gauges: latest; counters: total since start
+    count: float  # type: ignore[assignment]  # summaries; shadows tuple.count, which nothing calls here
+    total: float  # summaries: sum
+    updated: float
+
+    @property
+    def exposed(self) -> Exposition:
+        return self.place.exposed
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return self.place.key[1]
 
 
 class Snapshot:
@@ -145,41 +164,64 @@ class Snapshot:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        # Sample identity -> its place (None: not exposed), and each set of dimensions as labels, shared by the
+        # series that carry it; both forgotten with the series, at the same sweep.
+        self._places: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Place | None] = {}
+        self._label_sets: dict[tuple[tuple[str, str], ...], tuple[tuple[tuple[str, str], ...], dict[str, str]]] = {}
         self._next_forget = monotonic() + self._forget_after
 
     def update(self, samples: Iterable[Sample]) -> None:
         now = self._monotonic()
         with self._lock:
             series = dict(self._series)  # a new table, swapped in whole: a scrape never sees half a batch
+            places = self._places
             for sample in samples:
-                exposed = exposition(sample.name, sample.unit)
-                if exposed is None:
+                if _statsd_rate(sample.name, sample.unit):  # half of StatsD's samples: no place to remember
                     continue
-                key = (exposed.name, labels(sample))
-                known = series.get(key)
-                entry = _Series(exposed, key[1]) if known is None else _Series(**vars(known))
+                identity = (sample.name, sample.unit, sample.dimensions)
+                try:
+                    place = places[identity]
+                except KeyError:
+                    place = places[identity] = self._place(sample)
+                if place is None:
+                    continue
+                exposed = place.exposed
+                known = series.get(place.key)
                 value = sample.value * exposed.scale
-                weight = sample.count  # observations the sample stands for (a sampled StatsD timer: 1/rate)
                 if exposed.kind == GAUGE:
-                    entry.value = value
+                    entry = _Series(place, value, 0.0, 0.0, now)
                 elif exposed.kind == COUNTER:
-                    entry.value += value
-                else:
-                    entry.count += weight
-                    entry.total += value * weight
-                entry.updated = now
-                series[key] = entry
+                    entry = _Series(place, value + (known.value if known else 0.0), 0.0, 0.0, now)
+                else:  # a summary; a sample stands for `count` observations (a sampled StatsD timer: 1/rate)
+                    weight = sample.count
+                    count, total = (known.count, known.total) if known else (0.0, 0.0)
+                    entry = _Series(place, 0.0, count + weight, total + value * weight, now)
+                series[place.key] = entry
             if now >= self._next_forget:  # a sweep at most every forget_after: updates stay O(batch)
                 cutoff = now - self._forget_after
                 series = {key: entry for key, entry in series.items() if entry.updated >= cutoff}
+                self._places = {identity: place for identity, place in places.items()
+                                if place is not None and place.key in series}
+                kept = {dims for _, _, dims in self._places}
+                self._label_sets = {dims: shared for dims, shared in self._label_sets.items() if dims in kept}
                 self._next_forget = now + self._forget_after
             self._series = series
+
+    def _place(self, sample: Sample) -> _Place | None:
+        exposed = exposition(sample.name, sample.unit)
+        if exposed is None:
+            return None
+        shared = self._label_sets.get(sample.dimensions)
+        if shared is None:
+            labelled = labels(sample)
+            shared = self._label_sets[sample.dimensions] = (labelled, dict(labelled))
+        return _Place(exposed, (exposed.name, shared[0]), shared[1])
 
     def series(self) -> list[_Series]:
         with self._lock:
             table = self._series
         cutoff = self._monotonic() - self._stale_after
-        return [entry for entry in table.values() if entry.exposed.kind != GAUGE or entry.updated >= cutoff]
+        return [entry for entry in table.values() if entry.place.exposed.kind != GAUGE or entry.updated >= cutoff]
 
 
 class SnapshotCollector:
@@ -189,20 +231,24 @@ class SnapshotCollector:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
+        families: dict[str, tuple[Metric, tuple[str, ...]]] = {}
         for entry in self._snapshot.series():  # grouped by family below; Prometheus needs no order
-            exposed = entry.exposed
+            place = entry.place
+            exposed = place.exposed
             family = families.get(exposed.name)
             if family is None:
-                family = families[exposed.name] = Metric(exposed.name, exposed.help, exposed.kind)
+                names: tuple[str, ...] = ((exposed.name + "_count", exposed.name + "_sum") if exposed.kind == SUMMARY
+                                          else (exposed.name + ("_total" if exposed.kind == COUNTER else ""),))
+                family = families[exposed.name] = (Metric(exposed.name, exposed.help, exposed.kind), names)
+            metric, names = family
             # add_sample, not add_metric: series of one family may carry different labels (StatsD tags)
-            labelled = dict(entry.labels)
             if exposed.kind == SUMMARY:
-                family.add_sample(exposed.name + "_count", labelled, entry.count)
-                family.add_sample(exposed.name + "_sum", labelled, entry.total)
+                metric.add_sample(names[0], place.labelled, entry.count)
+                metric.add_sample(names[1], place.labelled, entry.total)
             else:
-                family.add_sample(exposed.name + ("_total" if exposed.kind == COUNTER else ""), labelled, entry.value)
-        yield from families.values()
+                metric.add_sample(names[0], place.labelled, entry.value)
+        for metric, _ in families.values():
+            yield metric
 
 
 class EndpointError(Exception):

@@ -38,7 +38,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("statsd_ingest.py", [], ["--repeats", "1"]),
     ("statsd_memory.py", [], ["--seconds", "20"]),
     ("meter_add.py", [], ["--runs", "3"]),
-    ("prometheus_scrape.py", ["--seconds", "60"], ["--seconds", "15"]),
+    ("prometheus_scrape.py", ["--seconds", "60", "--runs", "3"], ["--seconds", "60"]),
     ("report_scale.py", ["--hosts", "10,100,1000"], ["--hosts", "10"]),
 ]
 

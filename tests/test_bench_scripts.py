@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -22,3 +23,26 @@ def test_bench_script_imports_and_has_a_main(script: str) -> None:
     finally:
         del sys.modules[spec.name]
     assert callable(module.main)
+
+
+def _load(script: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{script[:-3]}", BENCH / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_prometheus_bench_measures_whole_minutes_and_names_where_the_cpu_goes() -> None:
+    """A 30 s window held one flush or none (the flush is a fifth of the agent's CPU there); the breakdown
+    runs the agent's own parts in process and names each."""
+    bench = _load("prometheus_scrape.py")
+    assert [bench.measured_seconds(s) for s in (15, 30, 60, 61, 150)] == [60, 60, 60, 120, 180]
+    parts = bench.components(1)
+    assert sorted(parts) == sorted([
+        bench.OPENMETRICS, bench.SINK, bench.GPU_SWEEP, "host collectors", "StatsD drain (2,000 samples)",
+        "StatsD parsing (1,000 lines)", "Prometheus snapshot update", "naming and aggregation",
+        "scrape rendering, text format (collect + generate_latest)", "flush: draining the minute's datums",
+        "flush: packing (each request's body measured as botocore serializes it)",
+    ])
+    assert min(parts.values()) > 0

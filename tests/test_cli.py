@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -9,13 +10,14 @@ import re
 import signal
 import subprocess
 import sys
+import weakref
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from agent.cli import Signals, build_collectors, main, retry_deadline, run_once
+from agent.cli import Signals, build_collectors, freeze_heap, main, retry_deadline, run_once
 from agent.config import load, parse
 from agent.dryrun import PrintingClient
 from agent.host import HostContext
@@ -261,3 +263,25 @@ def test_a_signal_before_the_agent_is_built_is_kept_and_the_handlers_are_given_b
     finally:
         signals.close()
     assert signal.getsignal(signal.SIGHUP) is before
+
+
+class _Node:
+    """An object in a reference cycle: only the cyclic garbage collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_start_up_is_frozen_out_of_full_collections_and_a_reload_frees_what_the_old_build_left() -> None:
+    node = _Node()
+    gone = weakref.ref(node)
+    try:
+        frozen = freeze_heap()
+        assert frozen == gc.get_freeze_count() and frozen > 0
+        del node
+        gc.collect()
+        assert gone() is not None  # frozen: full collections no longer walk it (nor free it)
+        freeze_heap()  # the next reload: unfrozen and collected before freezing again
+        assert gone() is None
+    finally:
+        gc.unfreeze()
