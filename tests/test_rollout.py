@@ -136,7 +136,7 @@ class FirstInstall:
 @pytest.fixture(scope="module")
 def first_install(tmp_path_factory: pytest.TempPathFactory, built_wheel: Path, lent_dependencies: Path,
                   moto_upstream: str) -> FirstInstall:
-    """Release 0.1.0 installed once for the module (two venvs, about 8 s). A test that starts from an
+    """Release 0.1.0 installed once for the module (the agent's venv, about 5 s). A test that starts from an
     installed agent gets this root back, copied to the same path, instead of installing it again."""
     base = tmp_path_factory.mktemp("rollout")
     newer = rebranded(built_wheel, "0.1.1", base)
@@ -215,6 +215,22 @@ def test_a_wrong_checksum_is_refused_and_nothing_changes(instance: Instance, bui
     assert refused.stderr.splitlines()[-1] == (
         f"infrawatch-manage: checksum mismatch for {built_wheel.name}: expected {'0' * 64}, got "
         f"{sha256(built_wheel)}; nothing changed")
+    assert instance.files() == set()
+
+
+def test_a_wheel_without_the_installer_is_refused_and_nothing_changes(instance: Instance, built_wheel: Path,
+                                                                     tmp_path: Path) -> None:
+    stripped = tmp_path / built_wheel.name
+    with zipfile.ZipFile(built_wheel) as source, zipfile.ZipFile(stripped, "w") as target:
+        for name in source.namelist():
+            if not name.endswith("/share/infrawatch/install.sh"):
+                target.writestr(name, source.read(name))
+    boto3.client("s3").upload_file(str(stripped), BUCKET, f"stripped/{stripped.name}")
+    refused = instance.run(action="install", version=VERSION, source=f"s3://{BUCKET}/stripped/{stripped.name}",
+                           sha256=sha256(stripped), pipOptions="--no-deps --no-index")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1] == (
+        f"infrawatch-manage: no share/infrawatch/install.sh in {stripped.name}")
     assert instance.files() == set()
 
 
