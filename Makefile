@@ -34,10 +34,12 @@ $(MIN_STAMP): pyproject.toml .ci/min_constraints.py | $(STAMP)
 	$(call pip,$(VENV_MIN),--constraint $(VENV_MIN)/constraints.txt -e '.[dev]')
 	@touch $(MIN_STAMP)
 
+# Two workers (pytest-xdist), each taking whole files, so a module's shared fixtures are set up once: about
+# half the suite's time is spent waiting on subprocesses, servers and sockets, which the other worker fills.
 test: $(STAMP)
 	@bash .ci/os-tools
 	@echo "make: running the test suite"
-	@$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The publisher, GPU and StatsD tests against the oldest versions pyproject.toml admits.
 test-min: $(MIN_STAMP)

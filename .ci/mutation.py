@@ -235,6 +235,15 @@ def collect(module: str, tests: list[str], equivalents: list[dict[str, str]]) ->
     return result
 
 
+KEPT = "\n# Suite time\n"  # a hand-written section of the same page (the suite's timings), after this report
+
+
+def kept_sections(path: Path) -> str:
+    """What the page holds from the hand-written section on, kept as it is when the report is rewritten."""
+    text = path.read_text() if path.exists() else ""
+    return text[text.index(KEPT):] if KEPT in text else ""
+
+
 def report(results: list[ModuleResult], jobs: int) -> str:
     lines = [
         "# Mutation testing",
@@ -302,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {result.missing or f'{result.score:.1%} of {len(result.scored)} in {result.seconds:.0f} s'}",
               flush=True)
     results = [collect(module, tests, equivalents) for module, tests in MODULES.items()]
-    args.report.write_text(report(results, args.jobs))
+    args.report.write_text(report(results, args.jobs) + kept_sections(args.report))
     print(f"wrote {args.report}")
     return 0 if all(result.missing or result.score >= TARGET for result in results if result.module in chosen) else 1
 

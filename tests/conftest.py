@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -41,13 +42,18 @@ def strict_cloudwatch() -> Iterator[None]:
     botocore.handlers.BUILTIN_HANDLERS.remove(hook)
 
 
+def use_fake_aws(patch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and region, no profile, config file or endpoint from the developer's environment."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH", "AWS_CONFIG_FILE"):
+        patch.delenv(name, raising=False)
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    for name, value in FAKE_AWS_ENV.items():
+        patch.setenv(name, value)
+
+
 @pytest.fixture(autouse=True)
 def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH", "AWS_CONFIG_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+    use_fake_aws(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
@@ -72,13 +78,23 @@ def tool(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The release wheel, built once per session by the real build backend (`make dist` builds the same)."""
+    """The release wheel, built once per run by the real build backend (`make dist` builds the same).
+
+    Under pytest-xdist (`make test` runs two workers) the first worker to get here builds it into the run's
+    shared temporary directory while holding a lock, and the other takes that wheel: two builds at once
+    would also share the checkout's build/ directory, which setuptools writes into."""
+    import fcntl
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
-                   check=True, capture_output=True, timeout=300)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    out = tmp_path_factory.mktemp("dist") if worker is None else tmp_path_factory.getbasetemp().parent / "dist"
+    out.mkdir(exist_ok=True)
+    with (out / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not list(out.glob("infrawatch-*.whl")):
+            subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
+                           check=True, capture_output=True, timeout=300)
     (wheel,) = out.glob("infrawatch-*.whl")
     return wheel
 
@@ -89,26 +105,43 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    """A moto server over real HTTP on loopback, behind the strict fault proxy (no faults: it refuses what
-    CloudWatch would); yields the proxy's URL. State is per test."""
+@pytest.fixture(scope="session")
+def moto_upstream() -> Iterator[str]:
+    """One moto server over real HTTP on loopback for the whole run: stopping one takes half a second
+    (werkzeug's poll interval), and tests that use it reset its state as they start (`serving_moto`)."""
     from moto.server import ThreadedMotoServer
-
-    from tests.faultproxy import FaultProxy
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    url = f"http://127.0.0.1:{port}"
-    # moto's backends are global to the process, shared by every server it starts: reset them so one
-    # test never reads another's metrics.
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
     try:
-        with FaultProxy(url, check_timestamps=False) as strict:  # tests' datums carry simulated times
-            yield strict.url
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def reset_moto(upstream: str) -> None:
+    """Empty every moto backend: they are global to the process, shared by every server it starts and by
+    mock_aws, so one test never reads another's metrics."""
+    urllib.request.urlopen(urllib.request.Request(f"{upstream}/moto-api/reset", method="POST"), timeout=10).close()
+
+
+@contextlib.contextmanager
+def serving_moto(upstream: str) -> Iterator[str]:
+    """The moto server at `upstream`, emptied, behind the strict fault proxy (no faults: it refuses what
+    CloudWatch would); yields the proxy's URL."""
+    from tests.faultproxy import FaultProxy
+
+    reset_moto(upstream)
+    with FaultProxy(upstream, check_timestamps=False) as strict:  # tests' datums carry simulated times
+        yield strict.url
+
+
+@pytest.fixture
+def moto_server(moto_upstream: str) -> Iterator[str]:
+    """`serving_moto`, one per test: state is per test."""
+    with serving_moto(moto_upstream) as url:
+        yield url
 
 
 @pytest.fixture

@@ -88,7 +88,9 @@ class FaultProxy:
         self.outcomes: Counter[str] = Counter()  # "forwarded", "refused" or a Fault's value, per request
         self.refused: list[str] = []  # CloudWatch's message for each refused request
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="faultproxy", daemon=True)
+        # A short poll interval: shutdown() waits for the serving loop to look, 0.5 s by default, in every test.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="faultproxy", daemon=True)
 
     @property
     def url(self) -> str:
@@ -148,6 +150,9 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+            # The headers and the body leave in two writes; with Nagle's algorithm on, the body waits for the
+            # client's delayed ACK of the headers (40 ms on Linux), on every request a test makes.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: object) -> None:
                 return

@@ -24,6 +24,7 @@ import pytest
 
 from agent.aggregate import Datum
 from agent.spool import decode
+from tests.conftest import free_port
 from tests.faultproxy import Fault, FaultProxy
 
 REPO = Path(__file__).parent.parent
@@ -31,7 +32,7 @@ NAMESPACE = "InfraWatch"
 
 
 def write_config(path: Path, spool: Path, run: str, *, first_flush_in: float, shutdown_timeout: float = 10) -> Path:
-    phase = (time.time() + first_flush_in) % 10
+    phase = round(time.time() + first_flush_in, 3) % 10  # never "10.000", which is not below the interval
     path.write_text(
         f'shutdown_timeout = {shutdown_timeout}\n'
         f'[dimensions]\nRun = "{run}"\n'
@@ -39,6 +40,8 @@ def write_config(path: Path, spool: Path, run: str, *, first_flush_in: float, sh
         f'[publish]\ninterval = 10\nphase = {phase:.3f}\n'
         f'[spool]\npath = "{spool}"\n'
         "[storage]\nenabled = false\n[diskio]\nenabled = false\n[network]\nenabled = false\n"
+        # Not the default 127.0.0.1:8125, which an agent in a test running beside this one may hold.
+        f'[statsd]\naddress = "127.0.0.1:{free_port()}"\n'
     )
     return path
 

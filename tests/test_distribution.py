@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.distribution import Distribution, ValueBudget
@@ -73,12 +73,16 @@ def test_a_group_mean_stays_within_its_members() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(-1000, 1000), st.sampled_from([1.0, 0.5, 2.0, 0.25, 10.0])),
                 min_size=1, max_size=400))
+# Hypothesis found it: 1 is merged away, then arrives again and is held again.
+@example([(0, 1.0), *((sign * value, 1.0) for value in range(1, 12) for sign in (1, -1)), (1, 1.0)])
 def test_past_the_per_series_limit_statistics_stay_exact(observations: list[tuple[int, float]]) -> None:
     merged: list[int] = []
     first_value, first_count = observations[0]
     held = Distribution(float(first_value), first_count)
     budget = ValueBudget(lambda: [held], per_series=20, total=10_000, on_merge=merged.append)
+    arrivals = 1  # values added while not held: a value merged away and seen again arrives again
     for value, count in observations[1:]:
+        arrivals += float(value) not in {held_value for held_value, _ in held.items()}
         budget.add(held, float(value), count)
     items = held.items()
     assert len(items) <= 20 + 2
@@ -88,10 +92,11 @@ def test_past_the_per_series_limit_statistics_stay_exact(observations: list[tupl
     # Values are integers and counts dyadic, so every sum is exact in floats; only a mean rounds.
     assert math.isclose(total, math.fsum(v * c for v, c in observations), rel_tol=1e-12, abs_tol=1e-9)
     assert (low, high) == (min(v for v, _ in observations), max(v for v, _ in observations))
-    # Each merged-away value is counted; a later value can also land exactly on a group's mean and join it
-    # without any merging, so the distinct values seen may exceed what was held plus what was merged.
+    # Each merged-away value is counted. Not always the distinct values less those held: a value merged
+    # away arrives again as a new one (0, 1, -1, ..., 11, -11, then 1 again merges 12 and holds 12 of 23).
+    # Merged means that meet fold together without a count, hence at most.
     distinct = len({v for v, _ in observations})
-    assert sum(merged) <= distinct - len(items)
+    assert sum(merged) <= arrivals - len(items)
     assert (sum(merged) > 0) == (distinct > 22)
 
 

@@ -68,3 +68,23 @@ def test_make_shows_what_pip_said_when_the_install_fails(tmp_path: Path) -> None
         "Collecting boto3>=1.34", "Successfully installed boto3-1.34.0",
         "make: pip install failed in .venv (its output is above)",
     ]
+
+
+def test_make_mutation_rewrites_its_report_and_keeps_the_suite_time_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutation", REPO / ".ci" / "mutation.py")
+    assert spec is not None and spec.loader is not None
+    mutation = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "mutation", mutation)  # its dataclasses look their module up there
+    spec.loader.exec_module(mutation)
+    page = tmp_path / "quality.md"
+    assert mutation.kept_sections(page) == ""  # no page yet
+    page.write_text("# Mutation testing\n\n| old table |\n\n# Suite time\n\nmeasured by hand\n")
+    assert mutation.kept_sections(page) == "\n# Suite time\n\nmeasured by hand\n"
+    page.write_text("# Mutation testing\n")
+    assert mutation.kept_sections(page) == ""
+    # The page as committed has the section after the report.
+    assert mutation.kept_sections(REPO / "docs" / "quality.md").startswith("\n# Suite time\n")

@@ -11,7 +11,7 @@ from moto import mock_aws
 from provisioning.aws import DEFAULT_RATES, Caller, RateLimiter
 from provisioning.discovery import Discovery, Host, Inventory, Variant
 from provisioning.spec import parse
-from tests.fakes.aws import Provisioner
+from tests.fakes.aws import Provisioner, an_image
 
 A, B, C = "i-0000000000000000a", "i-0000000000000000b", "i-0000000000000000c"
 
@@ -63,7 +63,7 @@ def test_discover_devices_reads_each_hosts_gpu_indexes_and_mounts(provisioner: P
 
 def test_an_auto_scaling_group_is_its_in_service_instances(provisioner: Provisioner) -> None:
     ec2 = provisioner.client("ec2")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = an_image(ec2)
     ec2.create_launch_template(LaunchTemplateName="gpu", LaunchTemplateData={"ImageId": image,
                                                                              "InstanceType": "g5.2xlarge"})
     provisioner.client("autoscaling").create_auto_scaling_group(

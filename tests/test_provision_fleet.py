@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from provisioning.plan import Planner
 from provisioning.spec import parse
 from provisioning.stack import desired_stack
 from provisioning.state import ActualStack
-from tests.fakes.aws import Provisioner
+from tests.fakes.aws import Provisioner, Run
 from tests.fakes.host import FakeClock
 
 ACCOUNT = Account("123456789012", "us-east-1", "aws")
@@ -315,35 +316,72 @@ def test_fleet_scope_without_a_host_count_counts_the_hosts_publishing_now(provis
 # --- the CloudFormation export -------------------------------------------------------------------------
 
 
+SUBSCRIPTIONS = ('[[notifications.critical.subscriptions]]\nprotocol = "email"\nendpoint = "oncall@example.com"\n'
+                 '[events]\ntarget_arn = "arn:aws:lambda:us-east-1:123456789012:function:respond"\n')
+EXAMPLE = Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml"
+ROLLOUT = f'[rollout]\nenabled = true\nversion = "0.2.0"\ntag_value = "training"\nsha256 = "{"ab" * 32}"\n'
+
+
+@dataclass(frozen=True)
+class Export:
+    run: Run  # provision-alarms --export cloudformation
+    dry: Run | None  # provision-alarms --dry-run on the same spec and account, where a test compares the plan
+    lint: list[str]  # what cfn-lint found in this template alone
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Export]:
+    """Every template this module lints, exported once and checked by one cfn-lint process: its start-up
+    (loading the resource schemas, about 2 s) is most of a lint, so one process per template cost that each
+    time. Findings are told apart by the file cfn-lint names in each (`--format json`)."""
+    directory = tmp_path_factory.mktemp("exports")
+    runs: dict[str, tuple[Run, Run | None]] = {}
+    for naming in ("native", "cwagent"):
+        with mock_aws():
+            provisioner = Provisioner(directory)
+            heartbeats(provisioner, 2, naming)
+            for scope in ("fleet", "host"):
+                # A paged host-scope fleet needs the rule not to page by name (its children are named like [[hosts]]).
+                routing = "notify_critical_topic = false\n" if scope == "host" else ""
+                text = fleet_spec(naming, scope, extra=PAGED) + SUBSCRIPTIONS + routing
+                runs[f"{naming}-{scope}"] = (provisioner.run(text, "--export", "cloudformation"),
+                                             provisioner.run(text, "--dry-run"))
+    with mock_aws():
+        runs["example"] = (Provisioner(directory).run(EXAMPLE.read_text() + ROLLOUT, "--export", "cloudformation"),
+                           None)
+    names = {}
+    for name, (run, _) in runs.items():
+        path = directory / f"{name}.json"
+        path.write_text(run.out)
+        names[str(path)] = name
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")  # the dev extra installs it beside the interpreter
+    lint = subprocess.run([str(cfn_lint), "--format", "json", *names], capture_output=True, text=True, check=False)
+    found: dict[str, list[str]] = {name: [] for name in runs}
+    for match in json.loads(lint.stdout):
+        found[names[match["Filename"]]].append(
+            f"{match['Rule']['Id']} line {match['Location']['Start']['LineNumber']}: {match['Message']}")
+    # cfn-lint exits 0 exactly when it found nothing at any level; anything else with no finding is a crash.
+    assert (lint.returncode == 0) == (not any(found.values())), lint.stderr
+    return {name: Export(run, dry, found[name]) for name, (run, dry) in runs.items()}
+
+
 @pytest.mark.parametrize("naming", ["native", "cwagent"])
 def test_the_export_is_cfn_lint_clean_for_both_scopes_and_holds_the_plans_resources(
-    provisioner: Provisioner, tmp_path: Path, naming: str
+    exports: dict[str, Export], naming: str
 ) -> None:
-    heartbeats(provisioner, 2, naming)
-    subscriptions = ('[[notifications.critical.subscriptions]]\nprotocol = "email"\nendpoint = "oncall@example.com"\n'
-                     '[events]\ntarget_arn = "arn:aws:lambda:us-east-1:123456789012:function:respond"\n')
-    files = []
     for scope in ("fleet", "host"):
-        # A paged host-scope fleet needs the rule not to page by name (its children are named like [[hosts]]).
-        routing = "notify_critical_topic = false\n" if scope == "host" else ""
-        text = fleet_spec(naming, scope, extra=PAGED) + subscriptions + routing
-        run = provisioner.run(text, "--export", "cloudformation")
-        assert run.code == 0, run.err
-        template = json.loads(run.out)
-        path = tmp_path / f"{scope}.json"
-        path.write_text(run.out)
-        files.append(str(path))
-        dry = provisioner.run(text, "--dry-run")
-        planned = {tuple(line.split(" ", 3)[2:4]) for line in dry.lines if line.startswith("+ create ")}
+        exported = exports[f"{naming}-{scope}"]
+        assert exported.run.code == 0, exported.run.err
+        template = json.loads(exported.run.out)
+        assert exported.dry is not None
+        planned = {tuple(line.split(" ", 3)[2:4]) for line in exported.dry.lines if line.startswith("+ create ")}
         assert export.resources(template, ACCOUNT) == planned
         assert template["Parameters"]["CriticalSubscription1"]["Default"] == "oncall@example.com"
         assert template["Parameters"]["AutomatedResponseArn"]["Default"].endswith(":function:respond")
         kinds = Counter(resource["Type"] for resource in template["Resources"].values())
         assert kinds["AWS::CloudWatch::CompositeAlarm"] == 2
         assert kinds["AWS::SNS::TopicPolicy"] == kinds["AWS::SNS::Topic"] == 2
-    cfn_lint = Path(sys.executable).with_name("cfn-lint")  # the dev extra installs it beside the interpreter
-    lint = subprocess.run([str(cfn_lint), *files], capture_output=True, text=True, check=False)
-    assert (lint.returncode, lint.stdout) == (0, "")
+        assert (scope, exported.lint) == (scope, [])
 
 
 def test_the_export_names_the_account_and_region_only_through_cloudformation(provisioner: Provisioner) -> None:
@@ -363,24 +401,17 @@ def test_the_export_names_the_account_and_region_only_through_cloudformation(pro
     assert provisioner.recorder.writes == Counter()
 
 
-def test_the_example_exports_every_resource_kind(provisioner: Provisioner, tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parent.parent / "provisioning" / "examples" / "alarms.toml"
-    rollout = ("[rollout]\nenabled = true\nversion = \"0.2.0\"\ntag_value = \"training\"\n"
-               f"sha256 = \"{'ab' * 32}\"\n")
-    run = provisioner.run(example.read_text() + rollout, "--export", "cloudformation")
-    assert run.code == 0, run.err
-    kinds = Counter(resource["Type"] for resource in json.loads(run.out)["Resources"].values())
+def test_the_example_exports_every_resource_kind(exports: dict[str, Export]) -> None:
+    exported = exports["example"]
+    assert exported.run.code == 0, exported.run.err
+    kinds = Counter(resource["Type"] for resource in json.loads(exported.run.out)["Resources"].values())
     assert kinds == Counter({
         "AWS::CloudWatch::Alarm": 118 + 4, "AWS::CloudWatch::CompositeAlarm": 2, "AWS::CloudWatch::Dashboard": 2,
         "AWS::SNS::Topic": 2, "AWS::SNS::TopicPolicy": 2, "AWS::SNS::Subscription": 3, "AWS::Events::Rule": 2,
         "AWS::SSM::Document": 1 + 1, "AWS::SSM::Association": 1,  # rollout's document and the response's
         "AWS::IAM::Role": 2,  # the responses: 4 status check alarms, document, 2 roles, rule
     })
-    path = tmp_path / "example.json"
-    path.write_text(run.out)
-    lint = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True,
-                          text=True, check=False)
-    assert (lint.returncode, lint.stdout) == (0, "")
+    assert exported.lint == []
 
 
 # --- every quota at its limit and one past it ------------------------------------------------------------

@@ -31,6 +31,16 @@ from provisioning.plan import (
     pruned_hosts,
     stale,
 )
+from provisioning.responses import (
+    ActualDocument,
+    ActualResponses,
+    ActualRole,
+    DesiredResponses,
+    DocumentDefinition,
+    ReplaceResponse,
+    RoleDefinition,
+)
+from provisioning.spec import ReplaceUnhealthyGpuHost
 from provisioning.stack import DesiredStack
 from provisioning.state import ActualAlarm, ActualDashboard, ActualRule, ActualStack, ActualSubscription, ActualTopic
 from tests.fakes.aws import Provisioner
@@ -566,3 +576,201 @@ def test_an_existing_composite_is_unchanged_or_rewritten_never_created_again() -
     assert rewritten.lines()[0] == (
         "~ update composite ml/fleet/critical (AlarmRule 'ALARM(\"ml/a\")' -> 'ALARM(\"ml/b\")')")
     assert rewritten.changes[0].writes == (Write("cloudwatch", "PutCompositeAlarm", moved.request()),)
+
+
+# --- automated responses: the document, its two roles and their rule, planned alone -------------------
+
+DOCUMENT = DocumentDefinition("ml-ReplaceUnhealthyGpuHost", '{"schemaVersion":"0.3"}')
+RESPONSE_RULE = RuleDefinition("ml-replace-gpu-host", f"arn:aws:events:us-east-1:{ACCOUNT}:rule/ml-replace-gpu-host",
+                               '{"source":["aws.cloudwatch"]}', "replace of ml")
+ROLE_TAGS = [{"Key": "team", "Value": "ml-platform"}]
+
+
+def role(name: str = "ml-us-east-1-replace-gpu-host", **changed: str) -> RoleDefinition:
+    defined = RoleDefinition(name, f"arn:aws:iam::{ACCOUNT}:role/{name}", "runs the Automation",
+                             '{"Statement":["ssm"]}', "replace-unhealthy-gpu-host", '{"Statement":["asg"]}')
+    return replace(defined, **changed)
+
+
+def responses(*roles: RoleDefinition, document: DocumentDefinition = DOCUMENT) -> ReplaceResponse:
+    return ReplaceResponse(document, roles, RESPONSE_RULE, (), ReplaceUnhealthyGpuHost())
+
+
+def planned_responses(wanted: ReplaceResponse | None, *, document: ActualDocument | None = None,
+                      roles: tuple[ActualRole, ...] = (), rule: ActualRule | None = None,
+                      prune: bool = False) -> Plan:
+    desired = DesiredStack(STACK, WANTED_TAGS, {}, (), (), None, responses=DesiredResponses(wanted, ()))
+    found = ActualResponses(document, {item.definition.name: item for item in roles})
+    actual = ActualStack({}, {}, {}, None, {}, found, rule)
+    return Planner(desired, actual, prune=prune).plan()
+
+
+def test_a_response_role_is_created_with_its_trust_description_tags_and_policy() -> None:
+    created = planned_responses(responses(role()), document=ActualDocument(DOCUMENT.name, DOCUMENT.content, "1", OURS),
+                                rule=ActualRule(RESPONSE_RULE, OURS))
+    assert created.lines() == [
+        "= unchanged document ml-ReplaceUnhealthyGpuHost",
+        "+ create role ml-us-east-1-replace-gpu-host",
+        "= unchanged rule ml-replace-gpu-host",
+        "Plan: 1 to create, 0 to update, 0 to delete, 2 unchanged.",
+    ]
+    assert created.changes[1].writes == (
+        Write("iam", "CreateRole", {"RoleName": "ml-us-east-1-replace-gpu-host",
+                                    "AssumeRolePolicyDocument": '{"Statement":["ssm"]}',
+                                    "Description": "runs the Automation", "Tags": ROLE_TAGS}),
+        Write("iam", "PutRolePolicy", {"RoleName": "ml-us-east-1-replace-gpu-host",
+                                       "PolicyName": "replace-unhealthy-gpu-host",
+                                       "PolicyDocument": '{"Statement":["asg"]}'}),
+    )
+
+
+def test_a_drifted_response_role_gets_one_write_per_drifted_part_and_loses_inline_policies_it_should_not_have(
+) -> None:
+    name = "ml-us-east-1-replace-gpu-host"
+    same = planned_responses(responses(role()), roles=(ActualRole(role(), OURS, ("replace-unhealthy-gpu-host",)),))
+    assert (same.lines()[1], same.changes[1].details, same.changes[1].writes) == (
+        f"= unchanged role {name}", (), ())
+    drifted = ActualRole(role(trust='{"Statement":["anyone"]}', description="edited", policy_name="old",
+                              policy='{"Statement":["*"]}'),
+                         {"managed-by": "infrawatch", "infrawatch:stack": STACK, "team": "other"},
+                         ("old", "added-by-hand"))
+    updated = planned_responses(responses(role()), roles=(drifted,))
+    assert updated.lines()[1] == (
+        f"~ update role {name} (AssumeRolePolicyDocument; Description; policy replace-unhealthy-gpu-host; Tags)")
+    assert updated.changes[1].writes == (
+        Write("iam", "UpdateAssumeRolePolicy", {"RoleName": name, "PolicyDocument": '{"Statement":["ssm"]}'}),
+        Write("iam", "UpdateRole", {"RoleName": name, "Description": "runs the Automation"}),
+        Write("iam", "PutRolePolicy", {"RoleName": name, "PolicyName": "replace-unhealthy-gpu-host",
+                                       "PolicyDocument": '{"Statement":["asg"]}'}),
+        Write("iam", "DeleteRolePolicy", {"RoleName": name, "PolicyName": "old"}),
+        Write("iam", "DeleteRolePolicy", {"RoleName": name, "PolicyName": "added-by-hand"}),
+        Write("iam", "TagRole", {"RoleName": name, "Tags": ROLE_TAGS}),
+    )
+    # Each part alone: only its own write, and the role's own policy is never deleted.
+    policy = ("replace-unhealthy-gpu-host",)
+    for actual, detail, write in (
+        (role(trust="{}"), "AssumeRolePolicyDocument",
+         Write("iam", "UpdateAssumeRolePolicy", {"RoleName": name, "PolicyDocument": '{"Statement":["ssm"]}'})),
+        (role(description="edited"), "Description",
+         Write("iam", "UpdateRole", {"RoleName": name, "Description": "runs the Automation"})),
+        (role(policy="{}"), "policy replace-unhealthy-gpu-host",
+         Write("iam", "PutRolePolicy", {"RoleName": name, "PolicyName": "replace-unhealthy-gpu-host",
+                                        "PolicyDocument": '{"Statement":["asg"]}'})),
+    ):
+        change = planned_responses(responses(role()), roles=(ActualRole(actual, OURS, policy),)).changes[1]
+        assert (change.action, change.details, change.writes) == (UPDATE, (detail,), (write,))
+    tagged = planned_responses(responses(role()), roles=(ActualRole(role(), {**OURS, "team": "x"}, policy),))
+    assert (tagged.changes[1].action, tagged.changes[1].details, tagged.changes[1].writes) == (
+        UPDATE, ("Tags",), (Write("iam", "TagRole", {"RoleName": name, "Tags": ROLE_TAGS}),))
+
+
+def test_a_response_role_not_this_stacks_is_a_conflict_and_a_removed_one_loses_its_policies_then_itself() -> None:
+    name = "ml-us-east-1-replace-gpu-host"
+    theirs = ActualRole(role(), {"managed-by": "infrawatch"}, ("replace-unhealthy-gpu-host",))
+    conflict = planned_responses(responses(role()), roles=(theirs,))
+    assert conflict.lines()[1] == f"! conflict role {name} (exists without this stack's tags; left alone)"
+    assert conflict.changes[1].writes == ()
+    assert planned_responses(None, roles=(theirs,), prune=True).changes == ()
+
+    ours = ActualRole(role(), OURS, ("replace-unhealthy-gpu-host", "extra"))
+    assert planned_responses(None, roles=(ours,)).lines() == [
+        f"! keep role {name} (no longer in the spec; --prune deletes it)",
+        "Plan: 0 to create, 0 to update, 0 to delete, 0 unchanged, 1 kept.",
+    ]
+    assert planned_responses(None, roles=(ours,), prune=True).changes == (Change(DELETE, "role", name, writes=(
+        Write("iam", "DeleteRolePolicy", {"RoleName": name, "PolicyName": "replace-unhealthy-gpu-host"}),
+        Write("iam", "DeleteRolePolicy", {"RoleName": name, "PolicyName": "extra"}),
+        Write("iam", "DeleteRole", {"RoleName": name}),
+    )),)
+
+
+def test_the_response_document_is_created_its_content_and_tags_reconciled_and_removed_only_with_prune() -> None:
+    name = DOCUMENT.name
+    created = planned_responses(responses())
+    assert created.lines()[:2] == [f"+ create document {name}", "+ create rule ml-replace-gpu-host"]
+    assert created.changes[0].writes == (Write("ssm", "CreateDocument", {
+        "Name": name, "Content": DOCUMENT.content, "DocumentType": "Automation", "DocumentFormat": "JSON",
+        "Tags": ROLE_TAGS}),)
+    same = planned_responses(responses(), document=ActualDocument(name, DOCUMENT.content, "7", OURS))
+    assert (same.changes[0].action, same.changes[0].details, same.changes[0].writes) == (UNCHANGED, (), ())
+    # The rule targets `$DEFAULT`: the version UpdateDocument makes (the latest plus one) becomes the default.
+    edited = ActualDocument(name, '{"schemaVersion":"0.2"}', "7", {**OURS, "team": "x"})
+    updated = planned_responses(responses(), document=edited)
+    assert updated.lines()[0] == f"~ update document {name} (Content; Tags)"
+    assert updated.changes[0].writes == (
+        Write("ssm", "UpdateDocument", {"Name": name, "Content": DOCUMENT.content, "DocumentVersion": "$LATEST",
+                                        "DocumentFormat": "JSON"}),
+        Write("ssm", "UpdateDocumentDefaultVersion", {"Name": name, "DocumentVersion": "8"}),
+        Write("ssm", "AddTagsToResource", {"ResourceId": name, "ResourceType": "Document", "Tags": ROLE_TAGS}),
+    )
+    retagged = planned_responses(responses(), document=replace(edited, content=DOCUMENT.content)).changes[0]
+    assert (retagged.action, retagged.details, retagged.writes) == (UPDATE, ("Tags",), (
+        Write("ssm", "AddTagsToResource", {"ResourceId": name, "ResourceType": "Document", "Tags": ROLE_TAGS}),))
+
+    theirs = ActualDocument(name, DOCUMENT.content, "1", {})
+    assert planned_responses(responses(), document=theirs).lines()[0] == (
+        f"! conflict document {name} (exists without this stack's tags; left alone)")
+    assert planned_responses(None, document=theirs, prune=True).changes == ()
+    ours = ActualDocument(name, DOCUMENT.content, "1", OURS)
+    assert planned_responses(None, document=ours).lines()[0] == (
+        f"! keep document {name} (no longer in the spec; --prune deletes it)")
+    assert planned_responses(None, document=ours, prune=True).changes == (
+        Change(DELETE, "document", name, writes=(Write("ssm", "DeleteDocument", {"Name": name}),)),)
+
+
+def test_responses_are_planned_document_roles_by_name_then_rule_and_pruned_after_the_rules() -> None:
+    automation, events = role(), role("ml-us-east-1-start-replace", policy_name="start")
+    gone = role("ml-us-east-1-old")
+    document = ActualDocument(DOCUMENT.name, DOCUMENT.content, "1", OURS)
+    plan = planned_responses(responses(automation, events), document=document, roles=(
+        ActualRole(gone, OURS, ()), ActualRole(automation, OURS, ("replace-unhealthy-gpu-host",))))
+    assert plan.lines() == [
+        f"= unchanged document {DOCUMENT.name}",
+        "! keep role ml-us-east-1-old (no longer in the spec; --prune deletes it)",
+        "= unchanged role ml-us-east-1-replace-gpu-host",
+        "+ create role ml-us-east-1-start-replace",
+        "+ create rule ml-replace-gpu-host",
+        "Plan: 2 to create, 0 to update, 0 to delete, 2 unchanged, 1 kept.",
+    ]
+    # The whole stack pruned: rules first (they target the document, the role, the topic), then dashboards,
+    # the responses' roles and document, composites, alarms, subscriptions, topics.
+    child = alarm("ml/a")
+    composite = CompositeDefinition("ml/fleet/critical", f"Fleet. {ownership_marker(STACK)}", 'ALARM("ml/a")')
+    subscription = ActualSubscription("email", "a@example.com", f"{TOPIC_ARN}:1")
+    everything = ActualStack(
+        {child.name: actual_alarm(child)},
+        {"ml-warning": actual_topic(subscriptions=(subscription,)), "ml-critical": actual_topic(name="ml-critical")},
+        {"ml-us-east-1-old": ActualDashboard("ml-us-east-1-old", "{}", owned=True)},
+        ActualRule(rule(), OURS), {composite.name: ActualAlarm(composite, "arn:composite")},
+        ActualResponses(document, {gone.name: ActualRole(gone, OURS, ())}),
+        ActualRule(RESPONSE_RULE, OURS),
+    )
+    desired = DesiredStack(STACK, WANTED_TAGS, {"warning": topic()}, (), (), None)
+    assert Planner(desired, everything, prune=True).plan().lines() == [
+        "= unchanged topic ml-warning",
+        "- delete rule ml-alarm-state",
+        "- delete rule ml-replace-gpu-host",
+        "- delete dashboard ml-us-east-1-old",
+        f"- delete document {DOCUMENT.name}",
+        "- delete role ml-us-east-1-old",
+        "- delete composite ml/fleet/critical",
+        "- delete alarm ml/a",
+        "- delete subscription ml-warning email:a@example.com",
+        "- delete topic ml-critical",
+        "Plan: 0 to create, 0 to update, 9 to delete, 1 unchanged.",
+    ]
+
+
+def test_stale_names_this_stacks_topics_with_drifted_attributes_and_rules_with_drifted_targets() -> None:
+    attributes = (("KmsMasterKeyId", "alias/ours"), ("Policy", ""))
+    target = Target("t1", TOPIC_ARN)
+    desired = DesiredStack(STACK, WANTED_TAGS, {"warning": topic(attributes)}, (), (), rule(target),
+                           responses=DesiredResponses(responses(), ()))
+    # An attribute the topic lacks reads as "" (GetTopicAttributes omits an empty Policy): no drift.
+    same = ActualStack({}, {"ml-warning": actual_topic({"KmsMasterKeyId": "alias/ours"})}, {},
+                       ActualRule(rule(target), None), {}, response_rule=ActualRule(RESPONSE_RULE, None))
+    assert stale(desired, same) == set()
+    drifted = ActualStack({}, {"ml-warning": actual_topic({"KmsMasterKeyId": "alias/theirs"})}, {},
+                          ActualRule(rule(Target("t1", CRITICAL)), None), {},
+                          response_rule=ActualRule(replace(RESPONSE_RULE, description="edited"), None))
+    assert stale(desired, drifted) == {"ml-warning", "ml-alarm-state", "ml-replace-gpu-host"}

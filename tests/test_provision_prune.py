@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from tests.fakes.aws import Provisioner
+from tests.fakes.aws import Provisioner, an_image
 
 SPEC = """
 stack = "ml"
@@ -27,7 +27,7 @@ def provisioner(tmp_path: Path) -> Iterator[Provisioner]:
 
 def launch(provisioner: Provisioner, count: int) -> list[str]:
     ec2 = provisioner.client("ec2")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = an_image(ec2)
     instances = ec2.run_instances(ImageId=image, MinCount=count, MaxCount=count)["Instances"]
     return sorted(instance["InstanceId"] for instance in instances)
 

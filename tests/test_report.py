@@ -23,8 +23,11 @@ import parliament
 import pytest
 
 from provisioning.alarms import ownership_marker
+from provisioning.aws import Clients, sdk_region
 from report import iam
 from report.cli import main
+from tests.conftest import reset_moto
+from tests.fakes.aws import an_image, session_with_shared_models
 
 MINUTES = 180
 GAP = range(130, 167)  # 37 minutes without anything from host A
@@ -39,7 +42,7 @@ TAGS = [{"Key": "managed-by", "Value": "infrawatch"}, {"Key": "infrawatch:stack"
 class Fleet:
     def __init__(self, endpoint: str) -> None:
         ec2: Any = boto3.client("ec2")
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        image = an_image(ec2)
         self.host_a = ec2.run_instances(ImageId=image, InstanceType="g5.12xlarge", MinCount=1,
                                         MaxCount=1)["Instances"][0]["InstanceId"]
         launched = dt.datetime.now(dt.timezone.utc)
@@ -94,17 +97,10 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def server() -> Any:
-    """One moto server for the module: loading the fleet's 2,000 datums once keeps the tests quick."""
-    from moto.server import ThreadedMotoServer
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    yield f"http://127.0.0.1:{port}"
-    moto.stop()
+def server(moto_upstream: str) -> str:
+    """The run's moto server, emptied for this module, which loads the fleet's 2,000 datums into it once."""
+    reset_moto(moto_upstream)
+    return moto_upstream
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +139,14 @@ def aws(server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return server
 
 
+def clients() -> Clients:
+    """What `main` makes without `clients=`, with the run's parsed service models (see the fake)."""
+    return Clients(session_with_shared_models(sdk_region()))
+
+
 def run(fleet: Fleet, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(fleet.args(*args), now=fleet.now, out=out, err=err)
+    code = main(fleet.args(*args), clients=clients(), now=fleet.now, out=out, err=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -386,8 +387,6 @@ class PercentileCloudWatch:
 
 class EndpointClients:
     def __init__(self, cloudwatch: Any) -> None:
-        from provisioning.aws import Clients
-
         self._clients = Clients()
         self._cloudwatch = cloudwatch
 
@@ -507,7 +506,7 @@ def test_a_progress_bar_follows_the_batches_on_a_terminal(fleet: Fleet, aws: str
     err = Terminal()
     args = [arg for arg in fleet.args() if arg != "--no-progress"]
     out = io.StringIO()
-    assert main([*args, "--format", "json"], now=fleet.now, out=out, err=err) == 0
+    assert main([*args, "--format", "json"], clients=clients(), now=fleet.now, out=out, err=err) == 0
     # The fleet's 28 queries, and 5 more per SageMaker variant another test of this module may have published
     # (the report finds endpoints by their metrics): counted from the report itself, whatever the order.
     queries = 28 + 5 * len(json.loads(out.getvalue())["endpoints"])
@@ -538,12 +537,12 @@ def test_cwagent_names_and_dimensions_are_read_through_the_naming_profile() -> N
 
 
 def test_a_terminated_instance_ends_when_ec2_says_it_was_terminated(fleet: Fleet, aws: str) -> None:
-    from provisioning.aws import Caller, Clients, RateLimiter
+    from provisioning.aws import Caller, RateLimiter
     from report.fetch import Reader
     from report.hosts import describe_instances
 
     ec2: Any = boto3.client("ec2")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = an_image(ec2)
     gone = ec2.run_instances(ImageId=image, InstanceType="p4d.24xlarge", MinCount=1,
                              MaxCount=1)["Instances"][0]["InstanceId"]
     ec2.terminate_instances(InstanceIds=[gone])
@@ -557,7 +556,7 @@ def test_a_terminated_instance_ends_when_ec2_says_it_was_terminated(fleet: Fleet
 
 @pytest.mark.parametrize(("queries", "calls"), [(500, 1), (501, 2)])
 def test_get_metric_data_takes_500_queries_a_call(aws: str, queries: int, calls: int) -> None:
-    from provisioning.aws import Caller, Clients, RateLimiter
+    from provisioning.aws import Caller, RateLimiter
     from report.fetch import MAX_QUERIES_PER_CALL, Query, Reader
 
     assert MAX_QUERIES_PER_CALL == 500

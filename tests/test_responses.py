@@ -22,7 +22,7 @@ from provisioning.aws import Account
 from provisioning.discovery import Host, Inventory
 from provisioning.responses import replace_response, shipped_document
 from provisioning.spec import parse
-from tests.fakes.aws import Provisioner
+from tests.fakes.aws import Provisioner, an_image
 
 HOST = "i-0000000000000000a"
 ACCOUNT = Account("123456789012", "us-east-1", "aws")
@@ -188,7 +188,7 @@ def test_parliament_would_catch_a_wildcard_action() -> None:
 
 def test_an_instance_type_ec2_cannot_recover_is_named(provisioner: Provisioner) -> None:
     ec2 = provisioner.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
+    image = an_image(ec2)
     instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="p5.48xlarge")
     instance_id = instance["Instances"][0]["InstanceId"]
     spec = BASE.replace(f'"{HOST}"', f'"{instance_id}", "{HOST}"') + RESPONSES

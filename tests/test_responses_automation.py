@@ -23,6 +23,7 @@ from provisioning.discovery import Host, Inventory
 from provisioning.responses import ReplaceResponse, replace_response, shipped_document
 from provisioning.spec import parse
 from tests.fakes.automation import Automation, ScalingHistory, transform
+from tests.fakes.aws import an_image
 
 ACCOUNT = Account("123456789012", "us-east-1", "aws")
 NOW = dt.datetime(2026, 12, 6, 17, 30, tzinfo=dt.UTC)
@@ -81,7 +82,7 @@ def world() -> Iterator[World]:
     with mock_aws():
         session = boto3.Session(region_name="us-east-1")
         ec2 = session.client("ec2")
-        image = ec2.describe_images()["Images"][0]["ImageId"]
+        image = an_image(ec2)
         ec2.create_launch_template(
             LaunchTemplateName="gpu-host", LaunchTemplateData={"ImageId": image, "InstanceType": "p5.48xlarge"}
         )
@@ -156,7 +157,7 @@ def test_a_host_already_marked_unhealthy_is_not_marked_twice(world: World) -> No
 
 def test_a_host_in_no_group_is_stopped_only_when_the_spec_says_so(world: World) -> None:
     ec2 = world.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
+    image = an_image(ec2)
     alone = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
 
     def state() -> str:

@@ -9,11 +9,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -22,7 +23,7 @@ from botocore.stub import Stubber
 
 from provisioning.rollout import DOCUMENT, document, rendered_document, template
 from provisioning.spec import parse
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_moto, use_fake_aws
 
 BUCKET = "infrawatch-releases"
 PARAMETER = "/infrawatch/agent.toml"
@@ -113,23 +114,64 @@ def lent_dependencies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lent
 
 
-@pytest.fixture
-def instance(moto_server: str, tmp_path: Path, built_wheel: Path, monkeypatch: pytest.MonkeyPatch,
-             lent_dependencies: Path) -> Iterator[Instance]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+def publish_releases(built_wheel: Path, newer: Path) -> None:
+    """What a release pipeline leaves in S3 and Parameter Store, on the server AWS_ENDPOINT_URL names."""
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.upload_file(str(built_wheel), BUCKET, f"{VERSION}/{built_wheel.name}")
-    newer = rebranded(built_wheel, "0.1.1", tmp_path)
     s3.upload_file(str(newer), BUCKET, f"0.1.1/{newer.name}")
     for wheel in (built_wheel, newer):  # a wheelhouse holding both releases
         s3.upload_file(str(wheel), BUCKET, f"wheelhouse/{wheel.name}")
     boto3.client("ssm").put_parameter(Name=PARAMETER, Type="String", Value='naming = "cwagent"\n')
-    root = tmp_path / "root"
+
+
+@dataclass(frozen=True)
+class FirstInstall:
+    result: subprocess.CompletedProcess[str]
+    root: Path  # every test's staging root: a venv's scripts name their own path, so it never moves
+    snapshot: Path  # the root as the first install left it
+    newer: Path
+
+
+@pytest.fixture(scope="module")
+def first_install(tmp_path_factory: pytest.TempPathFactory, built_wheel: Path, lent_dependencies: Path,
+                  moto_upstream: str) -> FirstInstall:
+    """Release 0.1.0 installed once for the module (the agent's venv, about 5 s). A test that starts from an
+    installed agent gets this root back, copied to the same path, instead of installing it again."""
+    base = tmp_path_factory.mktemp("rollout")
+    newer = rebranded(built_wheel, "0.1.1", base)
+    root, work = base / "root", base / "work"
     root.mkdir()
+    work.mkdir()
+    with pytest.MonkeyPatch.context() as patch, serving_moto(moto_upstream) as endpoint:
+        use_fake_aws(patch)
+        patch.setenv("AWS_ENDPOINT_URL", endpoint)
+        publish_releases(built_wheel, newer)
+        result = install(Instance(root, endpoint, work, newer, lent_dependencies), built_wheel)
+    shutil.copytree(root, base / "installed", symlinks=True)
+    return FirstInstall(result, root, base / "installed", newer)
+
+
+@pytest.fixture
+def instance(moto_server: str, tmp_path: Path, built_wheel: Path, monkeypatch: pytest.MonkeyPatch,
+             lent_dependencies: Path, first_install: FirstInstall) -> Instance:
+    """An instance with nothing installed; the releases published on this test's moto server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    publish_releases(built_wheel, first_install.newer)
+    shutil.rmtree(first_install.root)
+    first_install.root.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    yield Instance(root, moto_server, work, newer, lent_dependencies)
+    return Instance(first_install.root, moto_server, work, first_install.newer, lent_dependencies)
+
+
+@pytest.fixture
+def installed(instance: Instance, first_install: FirstInstall) -> Instance:
+    """`instance` as `install(instance, built_wheel)` leaves it, which `first_install` checks."""
+    assert first_install.result.returncode == 0, first_install.result.stderr
+    shutil.rmtree(instance.root)
+    shutil.copytree(first_install.snapshot, instance.root, symlinks=True)
+    return instance
 
 
 def install(instance: Instance, wheel: Path, version: str = VERSION, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -142,25 +184,25 @@ def test_the_committed_document_is_the_rendered_script() -> None:
 
 
 def test_install_from_s3_with_config_from_parameter_store_then_nothing_on_a_rerun(
-    instance: Instance, built_wheel: Path
+    first_install: FirstInstall, installed: Instance, built_wheel: Path
 ) -> None:
-    first = install(instance, built_wheel)
+    first = first_install.result
     assert first.returncode == 0, first.stderr
-    venv = instance.root / "opt/infrawatch/venv"
+    venv = installed.root / "opt/infrawatch/venv"
     assert first.stdout.splitlines() == [
         f"installed infrawatch {VERSION} into {venv}",
-        f"wrote {instance.root}/etc/infrawatch/agent.toml",
-        f"installed and enabled {instance.root}/etc/systemd/system/infrawatch-agent.service",
+        f"wrote {installed.root}/etc/infrawatch/agent.toml",
+        f"installed and enabled {installed.root}/etc/systemd/system/infrawatch-agent.service",
         "restarted infrawatch-agent.service",
         f"infrawatch-manage: config from {PARAMETER} installed; reloading",
     ]
-    assert (instance.root / "etc/infrawatch/agent.toml").read_text() == 'naming = "cwagent"\n'
-    assert instance.version() == VERSION
-    again = install(instance, built_wheel)
+    assert (installed.root / "etc/infrawatch/agent.toml").read_text() == 'naming = "cwagent"\n'
+    assert installed.version() == VERSION
+    again = install(installed, built_wheel)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines() == [
         f"infrawatch {VERSION} already installed in {venv}",
-        f"kept {instance.root}/etc/infrawatch/agent.toml",
+        f"kept {installed.root}/etc/infrawatch/agent.toml",
         "infrawatch-agent.service unchanged; not restarted",
         "infrawatch-manage: config unchanged",
     ]
@@ -176,42 +218,54 @@ def test_a_wrong_checksum_is_refused_and_nothing_changes(instance: Instance, bui
     assert instance.files() == set()
 
 
-def test_an_invalid_config_keeps_the_running_one_and_fails_the_command(instance: Instance, built_wheel: Path
-                                                                       ) -> None:
-    assert install(instance, built_wheel).returncode == 0
+def test_a_wheel_without_the_installer_is_refused_and_nothing_changes(instance: Instance, built_wheel: Path,
+                                                                     tmp_path: Path) -> None:
+    stripped = tmp_path / built_wheel.name
+    with zipfile.ZipFile(built_wheel) as source, zipfile.ZipFile(stripped, "w") as target:
+        for name in source.namelist():
+            if not name.endswith("/share/infrawatch/install.sh"):
+                target.writestr(name, source.read(name))
+    boto3.client("s3").upload_file(str(stripped), BUCKET, f"stripped/{stripped.name}")
+    refused = instance.run(action="install", version=VERSION, source=f"s3://{BUCKET}/stripped/{stripped.name}",
+                           sha256=sha256(stripped), pipOptions="--no-deps --no-index")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1] == (
+        f"infrawatch-manage: no share/infrawatch/install.sh in {stripped.name}")
+    assert instance.files() == set()
+
+
+def test_an_invalid_config_keeps_the_running_one_and_fails_the_command(installed: Instance) -> None:
     boto3.client("ssm").put_parameter(Name=PARAMETER, Type="String", Value='naming = "cwagnet"\n', Overwrite=True)
-    refused = instance.run(action="configure", config=PARAMETER)
+    refused = installed.run(action="configure", config=PARAMETER)
     assert refused.returncode == 1  # MaxErrors counts it
     assert refused.stderr.splitlines()[-1] == (
         f"infrawatch-manage: the config in {PARAMETER} is invalid (above); "
-        f"kept {instance.root}/etc/infrawatch/agent.toml")
+        f"kept {installed.root}/etc/infrawatch/agent.toml")
     assert 'naming: must be "native" or "cwagent", got "cwagnet"' in refused.stderr.splitlines()
-    assert (instance.root / "etc/infrawatch/agent.toml").read_text() == 'naming = "cwagent"\n'
+    assert (installed.root / "etc/infrawatch/agent.toml").read_text() == 'naming = "cwagent"\n'
 
 
-def test_an_upgrade_restarts_once_and_a_wheelhouse_rolls_back(instance: Instance, built_wheel: Path) -> None:
-    assert install(instance, built_wheel).returncode == 0
-    upgraded = install(instance, instance.newer, version="0.1.1")
+def test_an_upgrade_restarts_once_and_a_wheelhouse_rolls_back(installed: Instance, built_wheel: Path) -> None:
+    upgraded = install(installed, installed.newer, version="0.1.1")
     assert upgraded.returncode == 0, upgraded.stderr
-    venv = instance.root / "opt/infrawatch/venv"
+    venv = installed.root / "opt/infrawatch/venv"
     assert upgraded.stdout.splitlines()[0] == f"installed infrawatch 0.1.1 into {venv} (was {VERSION})"
     assert upgraded.stdout.splitlines().count("restarted infrawatch-agent.service") == 1
-    assert instance.version() == "0.1.1"
-    back = instance.run(action="install", version=VERSION, source=f"s3://{BUCKET}/wheelhouse/",
-                        sha256=sha256(built_wheel), pipOptions="--no-deps")
+    assert installed.version() == "0.1.1"
+    back = installed.run(action="install", version=VERSION, source=f"s3://{BUCKET}/wheelhouse/",
+                         sha256=sha256(built_wheel), pipOptions="--no-deps")
     assert back.returncode == 0, back.stderr
     assert back.stdout.splitlines()[0] == f"installed infrawatch {VERSION} into {venv} (was 0.1.1)"
-    assert instance.version() == VERSION
+    assert installed.version() == VERSION
 
 
-def test_status_and_uninstall(instance: Instance, built_wheel: Path) -> None:
-    assert install(instance, built_wheel).returncode == 0
-    status = instance.run(action="status")
+def test_status_and_uninstall(installed: Instance) -> None:
+    status = installed.run(action="status")
     assert (status.returncode, status.stdout) == (0, f"infrawatch-agent {VERSION}\n")
-    removed = instance.run(action="uninstall")
+    removed = installed.run(action="uninstall")
     assert removed.returncode == 0, removed.stderr
-    assert not (instance.root / "opt/infrawatch/venv").exists()
-    assert (instance.root / "etc/infrawatch/agent.toml").exists()  # kept, as install.sh --uninstall keeps it
+    assert not (installed.root / "opt/infrawatch/venv").exists()
+    assert (installed.root / "etc/infrawatch/agent.toml").exists()  # kept, as install.sh --uninstall keeps it
 
 
 def test_parameters_that_could_break_out_of_the_script_are_refused_by_their_patterns() -> None:

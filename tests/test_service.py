@@ -22,7 +22,10 @@ from tests.fakes.systemd import NotifySocket
 
 REPO = Path(__file__).parent.parent
 def agent_toml(namespace: str) -> str:
-    return f'namespace = "{namespace}"\n[collect]\ninterval = 1\n[publish]\ninterval = 300\n[ec2]\nidentity = false\n'
+    # No StatsD listener on the default 127.0.0.1:8125, which an agent in a test running beside this one
+    # (make test runs two at a time) or the host's own may hold.
+    return (f'namespace = "{namespace}"\n[collect]\ninterval = 1\n[publish]\ninterval = 300\n[ec2]\nidentity = false\n'
+            '[statsd]\nenabled = false\n')
 
 
 class AgentProcess:

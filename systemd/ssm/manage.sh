@@ -52,12 +52,15 @@ install_agent() {
             installer_source=("--source" "$wheel")
         fi
     fi
-    # The installer travels in the wheel (<venv>/share/infrawatch): unpack it into a throwaway venv.
-    python3 -m venv "$work/boot"
-    "$work/boot/bin/python" -m pip install --quiet --no-deps --no-index "$wheel"
+    # The installer travels in the wheel, beside the unit and example config it installs (the data files
+    # that land in <venv>/share/infrawatch). A wheel is a zip: python3's zipfile unpacks it (unzip is not on
+    # every AMI), in a fraction of the time a throwaway venv and pip took.
+    python3 -m zipfile -e "$wheel" "$work/wheel"
+    local installer=("$work"/wheel/infrawatch-*.data/data/share/infrawatch/install.sh)
+    [ -f "${installer[0]}" ] || fail "no share/infrawatch/install.sh in $(basename "$wheel")"
     pip_args=()
     for option in ${pip_options[@]+"${pip_options[@]}"}; do pip_args+=("--pip-arg" "$option"); done
-    bash "$work/boot/share/infrawatch/install.sh" ${root:+--root "$root"} "${installer_source[@]}" \
+    bash "${installer[0]}" ${root:+--root "$root"} "${installer_source[@]}" \
         ${pip_args[@]+"${pip_args[@]}"}
 }
 

@@ -9,10 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 
 from provisioning.aws import CLIENT_CONFIG, Clients
 from provisioning.cli import main
 from tests.fakes.host import FakeClock
+
+# An Amazon image in moto's catalogue (moto/ec2/resources/amis.json). Asked for by ID: listing the whole
+# catalogue (1,366 images) to take the first costs moto about a second per call.
+MOTO_IMAGE = "ami-03cf127a"
+
+
+def an_image(ec2: Any) -> str:
+    """The ID of an image EC2 (moto) knows, to launch instances from."""
+    return str(ec2.describe_images(ImageIds=[MOTO_IMAGE])["Images"][0]["ImageId"])
+
 
 WRITE_VERBS = ("Put", "Create", "Delete", "Set", "Tag", "Untag", "Remove", "Subscribe", "Unsubscribe", "Publish")
 
@@ -145,11 +157,26 @@ class Run:
         return [line for line in self.err.splitlines() if not line.startswith("warning: ")]
 
 
+# botocore parses a service's model (EC2's is megabytes of JSON) once per session, and every Provisioner is
+# a new session: one loader for the run keeps the parsed models, as botocore's own cache does in a session.
+_MODELS = botocore.loaders.create_loader()
+
+
+def session_with_shared_models(region: str) -> boto3.Session:
+    """A new boto3 session (its own events, credentials and clients) whose models come from `_MODELS`."""
+    core = botocore.session.Session()
+    core.register_component("data_loader", _MODELS)
+    session = boto3.Session(botocore_session=core, region_name=region)
+    # boto3 appends its own data directory to the loader's search path for every session: once is enough.
+    _MODELS.search_paths[:] = list(dict.fromkeys(_MODELS.search_paths))
+    return session
+
+
 class Provisioner:
     """`provision-alarms` in-process against moto (call inside `mock_aws`), never sleeping, calls recorded."""
 
     def __init__(self, directory: Path, region: str = "us-east-1") -> None:
-        self.session = boto3.Session(region_name=region)
+        self.session = session_with_shared_models(region)
         self.recorder = CallRecorder(self.session)
         AlarmPages(self.session, boto3.Session(region_name=region).client("cloudwatch", config=CLIENT_CONFIG))
         self.clients = GlobalDashboardClients(self.session)
