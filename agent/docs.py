@@ -16,7 +16,7 @@ from agent.catalogue import CATALOGUE, Metric
 from agent.config import AgentConfig
 from agent.cwagent import CWA_METRICS
 from agent.naming import CWAGENT, NATIVE, profile
-from agent.prometheus import COUNTER, exposition
+from agent.prometheus import exposition
 from agent.schema import describe, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def _prometheus_name(metric: Metric) -> str:
     exposed = exposition(metric.name, metric.unit)
     if exposed is None:
         return "— (`up`)"
-    return f"`{exposed.name}{'_total' if exposed.kind == COUNTER else ''}`"
+    return ", ".join(f"`{name}`" for name in exposed.sample_names)
 
 
 def metrics_table() -> str:

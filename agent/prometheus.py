@@ -79,6 +79,13 @@ class Exposition(NamedTuple):
     scale: float
     help: str
 
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """The names its samples are served under: a counter's `_total`, a summary's `_count` and `_sum`."""
+        if self.kind == SUMMARY:
+            return (self.name + "_count", self.name + "_sum")
+        return (self.name + ("_total" if self.kind == COUNTER else ""),)
+
 
 def _with_suffix(base: str, suffix: str) -> str:
     return base if base.endswith("_" + suffix) else f"{base}_{suffix}"
@@ -237,9 +244,8 @@ class SnapshotCollector:
             exposed = place.exposed
             family = families.get(exposed.name)
             if family is None:
-                names: tuple[str, ...] = ((exposed.name + "_count", exposed.name + "_sum") if exposed.kind == SUMMARY
-                                          else (exposed.name + ("_total" if exposed.kind == COUNTER else ""),))
-                family = families[exposed.name] = (Metric(exposed.name, exposed.help, exposed.kind), names)
+                family = families[exposed.name] = (Metric(exposed.name, exposed.help, exposed.kind),
+                                                   exposed.sample_names)
             metric, names = family
             # add_sample, not add_metric: series of one family may carry different labels (StatsD tags)
             if exposed.kind == SUMMARY:
