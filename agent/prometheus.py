@@ -180,7 +180,7 @@ class _Family(NamedTuple):
 
     exposed: Exposition
     members: dict[tuple[tuple[str, str], ...], _Series]  # by labels, in the order first written; never changed
-    version: int  # the update (Snapshot generation) that last wrote or swept it: unique even across a forget
+    version: int  # the update (Snapshot generation) that last changed or swept it: unique even across a forget
 
     def served(self, cutoff: float) -> _Served:
         if self.exposed.kind != GAUGE:  # counters and summaries are served until forgotten
@@ -231,7 +231,8 @@ class Snapshot:
         with self._lock:
             generation = self._generation + 1
             families = dict(self._families)  # a new table, swapped in whole: a scrape never sees half a batch
-            written: dict[str, dict[tuple[tuple[str, str], ...], _Series]] = {}  # new members of changed families
+            written: dict[str, dict[tuple[tuple[str, str], ...], _Series]] = {}  # new members of written families
+            changed: set[str] = set()  # the written families whose served text may differ: a new version
             places = self._places
             for sample in samples:
                 if _statsd_rate(sample.name, sample.unit):  # half of StatsD's samples: no place to remember
@@ -260,8 +261,14 @@ class Snapshot:
                     count, total = (known.count, known.total) if known else (0.0, 0.0)
                     entry = _Series(place, 0.0, count + weight, total + value * weight, now)
                 members[labelled] = entry
+                # A counter or summary written with nothing new (an idle StatsD counter's 0, a GPU's 0 Xid errors)
+                # serves what it did; a gauge rewritten may come back from stale, so it always makes a version.
+                if known is None or exposed.kind == GAUGE or entry[1:4] != known[1:4]:
+                    changed.add(name)
             for name, members in written.items():
-                families[name] = _Family(next(iter(members.values())).exposed, members, generation)
+                family = families.get(name)
+                version = generation if family is None or name in changed else family.version
+                families[name] = _Family(next(iter(members.values())).exposed, members, version)
             if now >= self._next_forget:  # a sweep at most every forget_after: updates stay O(batch)
                 families = self._forget(families, now - self._forget_after, generation)
                 self._next_forget = now + self._forget_after

@@ -48,7 +48,7 @@ def registry_of(snapshot: Snapshot) -> CollectorRegistry:
 # One write: (kind, which series, value). Gauges and counters per GPU, StatsD counters, gauges and timers with
 # tags, so families gain and lose series between scrapes.
 WRITES = st.tuples(st.sampled_from(["gpu_gauge", "gpu_counter", "statsd_counter", "statsd_gauge", "timer"]),
-                   st.integers(0, 9), st.integers(0, 1000))
+                   st.integers(0, 9), st.integers(0, 3))  # repeated values and 0: writes that change nothing
 STEPS = st.lists(st.one_of(
     st.lists(WRITES, max_size=6).map(lambda writes: ("update", writes)),
     # Around stale_after (30 s) and forget_after (120 s), so gauges go stale and series are forgotten.
@@ -136,6 +136,33 @@ def test_a_scrape_encodes_only_the_families_that_changed_since_the_last_one() ->
     assert counting.encoded == []
 
 
+def test_a_counter_written_with_nothing_new_keeps_its_text_and_a_gauge_rewritten_does_not() -> None:
+    """An idle StatsD counter is written as 0 at every drain, a GPU's Xid errors as 0 at every sweep: their
+    families serve what they did. A gauge rewritten with its value may come back from stale: encoded again."""
+    clock = FakeClock()
+    snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
+    counting = Counting()
+    pages = Pages(snapshot, choose=counting)
+    registry = registry_of(snapshot)
+
+    def write(requests: float, steps: float, gpu: float) -> None:
+        snapshot.update([Sample("Requests", requests, COUNT), Sample("StepTime", steps, MILLISECONDS, count=0.0),
+                         METRICS["GPUXidErrors"].sample(0, GPU="0"), METRICS["GPUUtilization"].sample(gpu, GPU="0")])
+
+    write(5.0, 100.0, 70.0)
+    assert pages.render(TEXT)[0] == generate_latest(registry)
+    counting.encoded.clear()
+    clock.advance(1)
+    write(0.0, 250.0, 70.0)  # a summary sample of weight 0 adds nothing either
+    assert pages.render(TEXT)[0] == generate_latest(registry)
+    assert counting.encoded == ["infrawatch_gpu_utilization_percent"]
+    counting.encoded.clear()
+    clock.advance(1)
+    write(1.0, 250.0, 70.0)
+    assert pages.render(TEXT)[0] == generate_latest(registry)
+    assert counting.encoded == ["infrawatch_job_requests", "infrawatch_gpu_utilization_percent"]
+
+
 def test_a_gauge_going_stale_ends_its_familys_cached_text_without_an_update() -> None:
     clock = FakeClock()
     snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
@@ -159,6 +186,9 @@ def test_a_gauge_going_stale_ends_its_familys_cached_text_without_an_update() ->
     assert pages.render(TEXT)[0].decode().splitlines() == [
         "# HELP infrawatch_job_requests_total StatsD counter Requests from jobs on this host.",
         "# TYPE infrawatch_job_requests_total counter", "infrawatch_job_requests_total 1.0"]
+    snapshot.update([METRICS["GPUUtilization"].sample(70, GPU="0")])  # the same value as before it went stale
+    assert [line for line in pages.render(TEXT)[0].decode().splitlines() if line.startswith("infrawatch_gpu")] == [
+        'infrawatch_gpu_utilization_percent{gpu="0"} 70.0']
 
 
 def test_a_scrape_that_read_the_clock_earlier_is_not_served_a_later_scrapes_staleness() -> None:
