@@ -142,7 +142,7 @@ class _Place(NamedTuple):
     sample, since a series' identity never changes (the naming regexes cost more than all the rest of an update)."""
 
     exposed: Exposition
-    key: tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
+    key: tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series (Key)
     labelled: dict[str, str]  # the labels as prometheus_client takes them; shared, never changed
 
 
@@ -175,31 +175,33 @@ class _Served(NamedTuple):
     until: float
 
 
-class _Family(NamedTuple):
-    """The series of one family; immutable once in a table, so a scrape reads it without the lock."""
+Key = tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
 
-    exposed: Exposition
-    members: dict[tuple[tuple[str, str], ...], _Series]  # by labels, in the order first written; never changed
-    version: int  # the update (Snapshot generation) that last changed or swept it: unique even across a forget
 
-    def served(self, cutoff: float) -> _Served:
-        if self.exposed.kind != GAUGE:  # counters and summaries are served until forgotten
-            return _Served(list(self.members.values()), -math.inf, math.inf)
+class View(NamedTuple):
+    """What one scrape reads: the tables of one update (never changed once published, so read without the lock)
+    and the cutoff before which a gauge is stale."""
+
+    series: dict[Key, _Series]
+    families: dict[str, tuple[Key, ...]]  # each family's series, in the order first written; never empty
+    versions: dict[str, int]  # the update (Snapshot generation) that last changed each family: never reused
+    cutoff: float
+
+    def exposed(self, family: str) -> Exposition:
+        return self.series[self.families[family][0]].place.exposed
+
+    def served(self, family: str) -> _Served:
+        members = [self.series[key] for key in self.families[family]]
+        if members[0].place.exposed.kind != GAUGE:  # counters and summaries are served until forgotten
+            return _Served(members, -math.inf, math.inf)
         series, after, until = [], -math.inf, math.inf
-        for entry in self.members.values():
-            if entry.updated >= cutoff:
+        for entry in members:
+            if entry.updated >= self.cutoff:
                 series.append(entry)
                 until = min(until, entry.updated)
             else:
                 after = max(after, entry.updated)
         return _Served(series, after, until)
-
-
-class View(NamedTuple):
-    """What one scrape reads: the families of one update, and the cutoff before which a gauge is stale."""
-
-    families: dict[str, _Family]  # never changed once published; in the order first written
-    cutoff: float
 
 
 class Snapshot:
@@ -208,7 +210,7 @@ class Snapshot:
     A gauge not updated for `stale_after` seconds (a GPU that fell off the bus, an expired StatsD series)
     is no longer served; counters and summaries are, as Prometheus expects of them, until `forget_after`
     seconds without an update, when every kind is forgotten, so series that come and go (StatsD tags) do not
-    pile up. Each family carries the version of the update that last changed it, so a scrape re-renders only
+    pile up. Each family carries the number of the update that last changed it, so a scrape re-renders only
     the families that changed (`Pages`).
     """
 
@@ -218,7 +220,9 @@ class Snapshot:
         self._forget_after = max(forget_after, stale_after)
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._families: dict[str, _Family] = {}
+        self._series: dict[Key, _Series] = {}
+        self._families: dict[str, tuple[Key, ...]] = {}
+        self._versions: dict[str, int] = {}
         self._generation = 0
         # Sample identity -> its place (None: not exposed), and each set of dimensions as labels, shared by the
         # series that carry it; both forgotten with the series, at the same sweep.
@@ -230,9 +234,9 @@ class Snapshot:
         now = self._monotonic()
         with self._lock:
             generation = self._generation + 1
-            families = dict(self._families)  # a new table, swapped in whole: a scrape never sees half a batch
-            written: dict[str, dict[tuple[tuple[str, str], ...], _Series]] = {}  # new members of written families
-            changed: set[str] = set()  # the written families whose served text may differ: a new version
+            series = dict(self._series)  # new tables, swapped in whole: a scrape never sees half a batch
+            versions = dict(self._versions)
+            grown: dict[str, list[Key]] = {}  # the families that gain series in this batch
             places = self._places
             for sample in samples:
                 if _statsd_rate(sample.name, sample.unit):  # half of StatsD's samples: no place to remember
@@ -245,12 +249,8 @@ class Snapshot:
                 if place is None:
                     continue
                 exposed = place.exposed
-                name, labelled = place.key
-                members = written.get(name)
-                if members is None:
-                    family = families.get(name)
-                    members = written[name] = dict(family.members) if family else {}
-                known = members.get(labelled)
+                key = place.key
+                known = series.get(key)
                 value = sample.value * exposed.scale
                 if exposed.kind == GAUGE:
                     entry = _Series(place, value, 0.0, 0.0, now)
@@ -260,35 +260,44 @@ class Snapshot:
                     weight = sample.count
                     count, total = (known.count, known.total) if known else (0.0, 0.0)
                     entry = _Series(place, 0.0, count + weight, total + value * weight, now)
-                members[labelled] = entry
+                series[key] = entry
+                if known is None:
+                    keys = grown.get(key[0])
+                    if keys is None:
+                        keys = grown[key[0]] = list(self._families.get(key[0], ()))
+                    keys.append(key)
+                    versions[key[0]] = generation
                 # A counter or summary written with nothing new (an idle StatsD counter's 0, a GPU's 0 Xid errors)
                 # serves what it did; a gauge rewritten may come back from stale, so it always makes a version.
-                if known is None or exposed.kind == GAUGE or entry[1:4] != known[1:4]:
-                    changed.add(name)
-            for name, members in written.items():
-                family = families.get(name)
-                version = generation if family is None or name in changed else family.version
-                families[name] = _Family(next(iter(members.values())).exposed, members, version)
+                elif exposed.kind == GAUGE or (
+                        entry.value != known.value or entry.count != known.count or entry.total != known.total):
+                    versions[key[0]] = generation
+            families = self._families
+            if grown:
+                families = {**families, **{name: tuple(keys) for name, keys in grown.items()}}
             if now >= self._next_forget:  # a sweep at most every forget_after: updates stay O(batch)
-                families = self._forget(families, now - self._forget_after, generation)
+                series, families = self._forget(series, families, versions, now - self._forget_after, generation)
                 self._next_forget = now + self._forget_after
-            self._families = families
-            self._generation = generation
+            self._series, self._families, self._versions, self._generation = series, families, versions, generation
 
-    def _forget(self, families: dict[str, _Family], cutoff: float, generation: int) -> dict[str, _Family]:
-        """`families` without the series last written before `cutoff`; a family that lost some is a new version."""
-        kept: dict[str, _Family] = {}
-        for name, family in families.items():
-            members = {labelled: entry for labelled, entry in family.members.items() if entry.updated >= cutoff}
-            if len(members) == len(family.members):
-                kept[name] = family
-            elif members:
-                kept[name] = _Family(family.exposed, members, generation)
+    def _forget(self, series: dict[Key, _Series], families: dict[str, tuple[Key, ...]], versions: dict[str, int],
+                cutoff: float, generation: int) -> tuple[dict[Key, _Series], dict[str, tuple[Key, ...]]]:
+        """The tables without the series last written before `cutoff`; a family that lost some is changed."""
+        series = {key: entry for key, entry in series.items() if entry.updated >= cutoff}
+        kept: dict[str, tuple[Key, ...]] = {}
+        for name, keys in families.items():
+            left = tuple(key for key in keys if key in series)
+            if left:
+                kept[name] = left
+                if len(left) < len(keys):
+                    versions[name] = generation
+            else:
+                del versions[name]
         self._places = {identity: place for identity, place in self._places.items()
-                        if place is not None and place.key[0] in kept and place.key[1] in kept[place.key[0]].members}
+                        if place is not None and place.key in series}
         dimensions_kept = {dims for _, _, dims in self._places}
         self._label_sets = {dims: shared for dims, shared in self._label_sets.items() if dims in dimensions_kept}
-        return kept
+        return series, kept
 
     def _place(self, sample: Sample) -> _Place | None:
         exposed = exposition(sample.name, sample.unit)
@@ -302,12 +311,12 @@ class Snapshot:
 
     def view(self) -> View:
         with self._lock:
-            families = self._families
-        return View(families, self._monotonic() - self._stale_after)
+            series, families, versions = self._series, self._families, self._versions
+        return View(series, families, versions, self._monotonic() - self._stale_after)
 
     def series(self) -> list[_Series]:
         view = self.view()
-        return [entry for family in view.families.values() for entry in family.served(view.cutoff).series]
+        return [entry for family in view.families for entry in view.served(family).series]
 
 
 def _metric(exposed: Exposition, served: Iterable[_Series], names: Container[str] | None = None) -> Metric | None:
@@ -338,8 +347,8 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         view = self._snapshot.view()
-        for family in view.families.values():
-            metric = _metric(family.exposed, family.served(view.cutoff).series)
+        for family in view.families:
+            metric = _metric(view.exposed(family), view.served(family).series)
             if metric is not None:
                 yield metric
 
@@ -402,20 +411,21 @@ class Pages:
         cached = kept.families if kept is not None else {}
         rendered: dict[str, _Rendered] = {}
         parts = []
-        for name, family in view.families.items():
+        for name in view.families:
             if names is not None:
-                wanted = [sample_name in names for sample_name in family.exposed.sample_names]
+                exposed = view.exposed(name)
+                wanted = [sample_name in names for sample_name in exposed.sample_names]
                 if not any(wanted):
                     continue
                 if not all(wanted):  # part of a family (a summary's `_count` alone): rendered, not kept
-                    some = _metric(family.exposed, family.served(view.cutoff).series, names)
-                    parts.append(_encode(encoder, trailer, some))
+                    parts.append(_encode(encoder, trailer, _metric(exposed, view.served(name).series, names)))
                     continue
+            version = view.versions[name]
             entry = cached.get(name)
-            if entry is None or entry.version != family.version or not entry.after < view.cutoff <= entry.until:
-                served = family.served(view.cutoff)
-                text = _encode(encoder, trailer, _metric(family.exposed, served.series))
-                entry = _Rendered(family.version, served.after, served.until, text)
+            if entry is None or entry.version != version or not entry.after < view.cutoff <= entry.until:
+                served = view.served(name)
+                text = _encode(encoder, trailer, _metric(view.exposed(name), served.series))
+                entry = _Rendered(version, served.after, served.until, text)
             rendered[name] = entry
             parts.append(entry.text)
         parts.append(trailer)
