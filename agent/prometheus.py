@@ -137,12 +137,15 @@ def labels(sample: Sample) -> tuple[tuple[str, str], ...]:
     return tuple((snake_case(key), value) for key, value in sample.dimensions)
 
 
+Key = tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
+
+
 class _Place(NamedTuple):
     """Where the samples of one identity (name, unit, dimensions) go: worked out once per series, not once per
     sample, since a series' identity never changes (the naming regexes cost more than all the rest of an update)."""
 
     exposed: Exposition
-    key: tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series (Key)
+    key: Key
     labelled: dict[str, str]  # the labels as prometheus_client takes them; shared, never changed
 
 
@@ -173,9 +176,6 @@ class _Served(NamedTuple):
     series: list[_Series]
     after: float
     until: float
-
-
-Key = tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
 
 
 class View(NamedTuple):
@@ -372,7 +372,7 @@ class _Rendered(NamedTuple):
 
 
 class _Format(NamedTuple):
-    """The rendered families of one format (one content type), as of the newest scrape that stored them."""
+    """The rendered families of one format (one content type), as the last scrape of it left them."""
 
     trailer: bytes  # what the encoder writes after the last family (OpenMetrics' `# EOF`); nothing for text
     families: dict[str, _Rendered]
