@@ -435,7 +435,8 @@ class Pages:
 
     def _store(self, content_type: str, rendered: _Format) -> None:
         with self._lock:
-            if content_type not in self._formats and len(self._formats) >= MAX_FORMATS:
+            self._formats.pop(content_type, None)  # stored last: the format scraped longest ago goes first
+            if len(self._formats) >= MAX_FORMATS:
                 del self._formats[next(iter(self._formats))]
             self._formats[content_type] = rendered
 

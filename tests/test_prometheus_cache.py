@@ -22,15 +22,16 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import CollectorRegistry
 
 from agent.catalogue import COUNT, METRICS, MILLISECONDS, NONE
-from agent.prometheus import Endpoint, Pages, Snapshot, SnapshotCollector
+from agent.prometheus import MAX_FORMATS, Endpoint, Pages, Snapshot, SnapshotCollector
 from agent.samples import Sample, dimensions
 from tests.conftest import free_port
 from tests.fakes.host import FakeClock
 
 TEXT = ""  # no Accept header: text format 0.0.4
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-# What prometheus_client also negotiates: text 1.0.0 and OpenMetrics with a name escaping, OpenMetrics unversioned.
-OTHER_FORMATS = ("text/plain; version=1.0.0; escaping=allow-utf-8", "application/openmetrics-text",
+# What prometheus_client also negotiates: text 1.0.0 and OpenMetrics with a name escaping. With the two above,
+# as many formats as the cache keeps (MAX_FORMATS): a fifth would evict one at every scrape of this test.
+OTHER_FORMATS = ("text/plain; version=1.0.0; escaping=allow-utf-8",
                  "application/openmetrics-text; version=1.0.0; escaping=dots")
 STALE_AFTER, FORGET_AFTER = 30.0, 120.0
 # Label values prometheus_client must escape (quote, backslash, newline), and a tag that comes and goes.
@@ -49,7 +50,7 @@ def registry_of(snapshot: Snapshot) -> CollectorRegistry:
 # tags, so families gain and lose series between scrapes.
 WRITES = st.tuples(st.sampled_from(["gpu_gauge", "gpu_counter", "statsd_counter", "statsd_gauge", "timer"]),
                    st.integers(0, 9), st.integers(0, 3))  # repeated values and 0: writes that change nothing
-STEPS = st.lists(st.one_of(
+STEPS = st.lists(st.tuples(st.one_of(
     st.lists(WRITES, max_size=6).map(lambda writes: ("update", writes)),
     # Around stale_after (30 s) and forget_after (120 s), so gauges go stale and series are forgotten.
     st.sampled_from([1.0, 10.0, 29.0, 30.0, 31.0, 90.0, 121.0]).map(lambda seconds: ("advance", seconds)),
@@ -57,7 +58,7 @@ STEPS = st.lists(st.one_of(
                               "infrawatch_job_requests0_total", "infrawatch_job_step_time_seconds_count",
                               "infrawatch_job_step_time_seconds_sum", "infrawatch_job_queue_depth"]),
              min_size=1, max_size=3).map(lambda names: ("names", names)),
-), max_size=25)
+), st.booleans()), max_size=25)  # whether the pages are compared after the step: the cache sees several at once
 
 
 def sample_of(kind: str, which: int, value: int) -> Sample:
@@ -75,12 +76,13 @@ def sample_of(kind: str, which: int, value: int) -> Sample:
 
 @settings(max_examples=150, deadline=None)
 @given(STEPS)
-def test_the_cached_page_is_what_prometheus_client_renders_after_any_updates(steps: list[tuple[str, Any]]) -> None:
+def test_the_cached_page_is_what_prometheus_client_renders_after_any_updates(
+        steps: list[tuple[tuple[str, Any], bool]]) -> None:
     clock = FakeClock()
     snapshot = Snapshot(stale_after=STALE_AFTER, forget_after=FORGET_AFTER, monotonic=clock)
     pages = Pages(snapshot)
     registry = registry_of(snapshot)
-    for step, argument in steps:
+    for (step, argument), compare in steps:
         if step == "update":
             snapshot.update(sample_of(*write) for write in argument)
         elif step == "advance":
@@ -88,11 +90,35 @@ def test_the_cached_page_is_what_prometheus_client_renders_after_any_updates(ste
         else:  # ?name[]=...: what prometheus_client's restricted registry serves
             page, _ = pages.render(TEXT, argument)
             assert page == generate_latest(registry.restricted_registry(argument))
+        if not compare:
+            continue
         assert pages.render(TEXT) == (generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
         assert pages.render(OPENMETRICS) == (openmetrics_latest(registry), OPENMETRICS + "; escaping=underscores")
         for accept in OTHER_FORMATS:
             encoder, content_type = choose_encoder(accept)
             assert pages.render(accept) == (encoder(registry), content_type)
+
+
+def test_the_cache_keeps_the_formats_scraped_last_and_serves_the_others_rendered_afresh() -> None:
+    """The scraper names the format (its version and escaping): at most MAX_FORMATS are kept."""
+    clock = FakeClock()
+    snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
+    counting = Counting()
+    pages = Pages(snapshot, choose=counting)
+    registry = registry_of(snapshot)
+    snapshot.update([*gpus_at(70), Sample("Requests", 1.0, COUNT)])
+    formats = [TEXT, OPENMETRICS, *OTHER_FORMATS, "application/openmetrics-text"]
+    assert len(formats) == MAX_FORMATS + 1
+    for accept in formats:  # the fifth evicts TEXT, the format scraped longest ago
+        pages.render(accept)
+    pages.render(OPENMETRICS)  # now scraped last
+    counting.encoded.clear()
+    for accept in formats:
+        encoder, content_type = choose_encoder(accept)
+        assert pages.render(accept) == (encoder(registry), content_type)
+    # TEXT is rendered afresh and stored, evicting the 1.0.0 text format, rendered afresh in turn, and so on:
+    # only OPENMETRICS, scraped last before the loop, is served from the cache.
+    assert counting.encoded == 4 * ["infrawatch_gpu_utilization_percent", "infrawatch_job_requests"]
 
 
 class Counting:
@@ -111,7 +137,7 @@ class Counting:
         return counted, content_type
 
 
-def statsd_and_gpus(gpu_value: float) -> list[Sample]:
+def gpus_at(gpu_value: float) -> list[Sample]:
     return [METRICS["GPUUtilization"].sample(gpu_value, GPU=str(gpu)) for gpu in range(8)]
 
 
@@ -121,12 +147,12 @@ def test_a_scrape_encodes_only_the_families_that_changed_since_the_last_one() ->
     counting = Counting()
     pages = Pages(snapshot, choose=counting)
     registry = registry_of(snapshot)
-    snapshot.update([*statsd_and_gpus(70), *(Sample(f"Series{index}", 1.0, COUNT) for index in range(1000))])
+    snapshot.update([*gpus_at(70), *(Sample(f"Series{index}", 1.0, COUNT) for index in range(1000))])
     assert pages.render(OPENMETRICS)[0] == openmetrics_latest(registry)
     assert len(counting.encoded) == 1001
     counting.encoded.clear()
     clock.advance(1)
-    snapshot.update(statsd_and_gpus(71))  # a collection between two StatsD flushes
+    snapshot.update(gpus_at(71))  # a collection between two StatsD flushes
     assert pages.render(OPENMETRICS)[0] == openmetrics_latest(registry)
     assert pages.render(TEXT)[0] == generate_latest(registry)  # the first text scrape: every family
     assert counting.encoded == ["infrawatch_gpu_utilization_percent", "infrawatch_gpu_utilization_percent",
@@ -272,13 +298,13 @@ def test_an_update_landing_during_a_scrape_is_not_in_that_page() -> None:
             if first[0] and list(collector.collect()):  # at the first family of the first two scrapes
                 first[0] = False
                 landed.append(len(landed) + 2)
-                snapshot.update([*statsd_and_gpus(landed[-1]), Sample("Requests", 1.0, COUNT)])
+                snapshot.update([*gpus_at(landed[-1]), Sample("Requests", 1.0, COUNT)])
             return encoder(collector)
 
         return interrupted, content_type
 
     pages = Pages(snapshot, choose=choose)
-    snapshot.update([*statsd_and_gpus(1), Sample("Requests", 1.0, COUNT)])
+    snapshot.update([*gpus_at(1), Sample("Requests", 1.0, COUNT)])
     for gpus, requests in ((1, 1), (2, 2), (3, 3)):  # the first two scrapes miss the update made during them
         page = pages.render(TEXT)[0].decode().splitlines()
         assert [line.rsplit(" ", 1)[1] for line in page if not line.startswith("#")] == [
@@ -319,7 +345,7 @@ def test_concurrent_scrapes_each_serve_one_batch_while_updates_run() -> None:
         thread.start()
     try:
         for batch in range(1, batches + 1):
-            samples = [*statsd_and_gpus(batch), *(METRICS["GPUXidErrors"].sample(1, GPU=str(g)) for g in range(8))]
+            samples = [*gpus_at(batch), *(METRICS["GPUXidErrors"].sample(1, GPU=str(g)) for g in range(8))]
             if batch % 10 == 0:
                 samples += [Sample(f"Series{index}", 1.0, COUNT) for index in range(100)]
             snapshot.update(samples)
