@@ -74,14 +74,35 @@ def sample_of(kind: str, which: int, value: int) -> Sample:
     return Sample("StepTime", float(value), MILLISECONDS, dimensions(model=tag), count=1 + which % 3)
 
 
+class Counting:
+    """prometheus_client's negotiation, counting the families its encoders are handed."""
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []
+
+    def __call__(self, accept: str) -> tuple[Callable[[Any], bytes], str]:
+        encoder, content_type = choose_encoder(accept)
+
+        def counted(collector: Any) -> bytes:
+            self.encoded.extend(metric.name for metric in collector.collect())
+            return encoder(collector)
+
+        return counted, content_type
+
+
+def scrapes(forget_after: float = 3600.0) -> tuple[FakeClock, Snapshot, Counting, Pages, CollectorRegistry]:
+    """A snapshot on a fake clock, its cached pages (counting what they encode), and the reference registry."""
+    clock = FakeClock()
+    snapshot = Snapshot(stale_after=STALE_AFTER, forget_after=forget_after, monotonic=clock)
+    counting = Counting()
+    return clock, snapshot, counting, Pages(snapshot, choose=counting), registry_of(snapshot)
+
+
 @settings(max_examples=150, deadline=None)
 @given(STEPS)
 def test_the_cached_page_is_what_prometheus_client_renders_after_any_updates(
         steps: list[tuple[tuple[str, Any], bool]]) -> None:
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, forget_after=FORGET_AFTER, monotonic=clock)
-    pages = Pages(snapshot)
-    registry = registry_of(snapshot)
+    clock, snapshot, _counting, pages, registry = scrapes(FORGET_AFTER)
     for (step, argument), compare in steps:
         if step == "update":
             snapshot.update(sample_of(*write) for write in argument)
@@ -101,11 +122,7 @@ def test_the_cached_page_is_what_prometheus_client_renders_after_any_updates(
 
 def test_the_cache_keeps_the_formats_scraped_last_and_serves_the_others_rendered_afresh() -> None:
     """The scraper names the format (its version and escaping): at most MAX_FORMATS are kept."""
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
-    counting = Counting()
-    pages = Pages(snapshot, choose=counting)
-    registry = registry_of(snapshot)
+    _clock, snapshot, counting, pages, registry = scrapes()
     snapshot.update([*gpus_at(70), Sample("Requests", 1.0, COUNT)])
     formats = [TEXT, OPENMETRICS, *OTHER_FORMATS, "application/openmetrics-text"]
     assert len(formats) == MAX_FORMATS + 1
@@ -121,32 +138,12 @@ def test_the_cache_keeps_the_formats_scraped_last_and_serves_the_others_rendered
     assert counting.encoded == 4 * ["infrawatch_gpu_utilization_percent", "infrawatch_job_requests"]
 
 
-class Counting:
-    """prometheus_client's negotiation, counting the families its encoders are handed."""
-
-    def __init__(self) -> None:
-        self.encoded: list[str] = []
-
-    def __call__(self, accept: str) -> tuple[Callable[[Any], bytes], str]:
-        encoder, content_type = choose_encoder(accept)
-
-        def counted(collector: Any) -> bytes:
-            self.encoded.extend(metric.name for metric in collector.collect())
-            return encoder(collector)
-
-        return counted, content_type
-
-
 def gpus_at(gpu_value: float) -> list[Sample]:
     return [METRICS["GPUUtilization"].sample(gpu_value, GPU=str(gpu)) for gpu in range(8)]
 
 
 def test_a_scrape_encodes_only_the_families_that_changed_since_the_last_one() -> None:
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
-    counting = Counting()
-    pages = Pages(snapshot, choose=counting)
-    registry = registry_of(snapshot)
+    clock, snapshot, counting, pages, registry = scrapes()
     snapshot.update([*gpus_at(70), *(Sample(f"Series{index}", 1.0, COUNT) for index in range(1000))])
     assert pages.render(OPENMETRICS)[0] == openmetrics_latest(registry)
     assert len(counting.encoded) == 1001
@@ -165,11 +162,7 @@ def test_a_scrape_encodes_only_the_families_that_changed_since_the_last_one() ->
 def test_a_counter_written_with_nothing_new_keeps_its_text_and_a_gauge_rewritten_does_not() -> None:
     """An idle StatsD counter is written as 0 at every drain, a GPU's Xid errors as 0 at every sweep: their
     families serve what they did. A gauge rewritten with its value may come back from stale: encoded again."""
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
-    counting = Counting()
-    pages = Pages(snapshot, choose=counting)
-    registry = registry_of(snapshot)
+    clock, snapshot, counting, pages, registry = scrapes()
 
     def write(requests: float, steps: float, gpu: float) -> None:
         snapshot.update([Sample("Requests", requests, COUNT), Sample("StepTime", steps, MILLISECONDS, count=0.0),
@@ -190,10 +183,7 @@ def test_a_counter_written_with_nothing_new_keeps_its_text_and_a_gauge_rewritten
 
 
 def test_a_gauge_going_stale_ends_its_familys_cached_text_without_an_update() -> None:
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
-    counting = Counting()
-    pages = Pages(snapshot, choose=counting)
+    clock, snapshot, counting, pages, _registry = scrapes()
     snapshot.update([METRICS["GPUUtilization"].sample(70, GPU="0")])
     clock.advance(10)
     snapshot.update([METRICS["GPUUtilization"].sample(71, GPU="1"), Sample("Requests", 1.0, COUNT)])
@@ -220,10 +210,7 @@ def test_a_gauge_going_stale_ends_its_familys_cached_text_without_an_update() ->
 def test_a_scrape_that_read_the_clock_earlier_is_not_served_a_later_scrapes_staleness() -> None:
     """Scrapes run concurrently and read the clock in any order: the one with the earlier cutoff still
     serves the gauge another one found stale."""
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, monotonic=clock)
-    pages = Pages(snapshot)
-    registry = registry_of(snapshot)
+    clock, snapshot, _counting, pages, registry = scrapes()
     snapshot.update([METRICS["GPUUtilization"].sample(70, GPU="0"), Sample("Requests", 1.0, COUNT)])
     clock.advance(31)
     assert b"gpu_utilization" not in pages.render(TEXT)[0]
@@ -236,9 +223,7 @@ def test_a_scrape_that_read_the_clock_earlier_is_not_served_a_later_scrapes_stal
 def test_a_family_forgotten_and_written_again_is_rendered_again() -> None:
     """A version counted per family would start again after the forget sweep and match the old cached text;
     versions are the snapshot's update count, never reused."""
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, forget_after=FORGET_AFTER, monotonic=clock)
-    pages = Pages(snapshot)
+    clock, snapshot, _counting, pages, _registry = scrapes(FORGET_AFTER)
     snapshot.update([Sample("Requests", 5.0, COUNT)])
     assert pages.render(TEXT)[0].endswith(b"infrawatch_job_requests_total 5.0\n")
     clock.advance(FORGET_AFTER + 1)
@@ -249,9 +234,7 @@ def test_a_family_forgotten_and_written_again_is_rendered_again() -> None:
 
 
 def test_a_family_that_loses_series_at_the_forget_sweep_is_rendered_again() -> None:
-    clock = FakeClock()
-    snapshot = Snapshot(stale_after=STALE_AFTER, forget_after=FORGET_AFTER, monotonic=clock)
-    pages = Pages(snapshot)
+    clock, snapshot, _counting, pages, _registry = scrapes(FORGET_AFTER)
     snapshot.update([Sample("Requests", 5.0, COUNT, dimensions(route="/a"))])
     clock.advance(60)
     snapshot.update([Sample("Requests", 1.0, COUNT, dimensions(route="/b"))])
