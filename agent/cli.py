@@ -417,6 +417,12 @@ def freeze_heap() -> int:
     return gc.get_freeze_count()
 
 
+def prometheus_snapshot(config: AgentConfig, monotonic: Callable[[], float] = time.monotonic) -> Snapshot:
+    """The latest readings the endpoint serves. A gauge goes stale after three of its updates missed: the
+    self-metrics are read once per flush, StatsD gauges once per statsd.flush_interval."""
+    return Snapshot(stale_after=3 * max(config.publish.interval, config.statsd.flush_interval), monotonic=monotonic)
+
+
 def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Collector], host: HostContext,
                 signals: Signals, config_path: Path | None = None,
                 rebuild: Callable[[AgentConfig], list[Collector]] = build_collectors, durable: bool = True,
@@ -431,8 +437,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
     settings. `monotonic` and `wall_clock` drive the loop, the aggregator's timestamps and StatsD's windows.
     """
     stats = AgentStats()
-    # Self-metrics are read once per flush, StatsD gauges once per statsd.flush_interval.
-    snapshot = Snapshot(stale_after=3 * max(config.publish.interval, config.statsd.flush_interval))
+    snapshot = prometheus_snapshot(config)
     try:
         endpoint = replace_endpoint(None, config, snapshot)
     except EndpointError as error:

@@ -16,7 +16,7 @@ import pytest
 
 from agent.aggregate import Aggregator, Datum
 from agent.catalogue import METRICS
-from agent.cli import Signals, run_forever
+from agent.cli import Signals, prometheus_snapshot, run_forever
 from agent.config import parse
 from agent.host import HostContext
 from agent.loop import Agent
@@ -159,6 +159,21 @@ def test_the_collector_drains_at_every_collection_unless_collections_come_faster
     settings: dict[str, Any], expected: int | None
 ) -> None:
     assert flush_interval(parse(settings)) == expected
+
+
+@pytest.mark.parametrize(("publish_interval", "flush", "served_until"), [(10, 60, 180), (60, 10, 180), (10, 10, 30)])
+def test_a_statsd_gauge_stays_on_the_endpoint_until_three_flush_windows_are_missed(
+    publish_interval: int, flush: int, served_until: int
+) -> None:
+    clock = FakeClock()
+    snapshot = prometheus_snapshot(parse({"collect": {"interval": 1}, "publish": {"interval": publish_interval},
+                                          "statsd": {"flush_interval": flush}}), monotonic=clock)
+    snapshot.update([Sample("QueueDepth", 3.0, "None")])
+    clock.advance(served_until)
+    served = [(entry.place.exposed.name, entry.value) for entry in snapshot.series()]
+    assert served == [("infrawatch_job_queue_depth", 3.0)]
+    clock.advance(0.001)
+    assert snapshot.series() == []
 
 
 class JobUntilStop:
