@@ -153,7 +153,10 @@ class Agent:
         kept = 0
         for collector in self.collectors:
             try:
-                samples = collector.drain() if final and isinstance(collector, Buffered) else collector.collect()
+                if final and isinstance(collector, Buffered):
+                    samples = collector.collect_final()
+                else:
+                    samples = collector.collect()
             except Exception as error:
                 self.stats.add_collector_error(collector.name)
                 self._warn.warning(("collector", collector.name), "collector_failed", variant=type(error).__name__,

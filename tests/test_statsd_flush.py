@@ -111,7 +111,7 @@ def test_self_metrics_go_with_their_window_and_are_counted_once() -> None:
     assert statsd.collect() == self_metrics(parse_errors=0)
     statsd.receive(b"Rows:1|q")
     clocks.advance(3)
-    assert statsd.drain() == self_metrics(parse_errors=1)
+    assert statsd.collect_final() == self_metrics(parse_errors=1)
 
 
 def test_a_drain_takes_what_is_held_and_the_next_window_starts_there() -> None:
@@ -121,7 +121,8 @@ def test_a_drain_takes_what_is_held_and_the_next_window_starts_there() -> None:
         statsd.receive(b"JobsDone:2|c")
         clocks.advance(1)
         assert statsd.collect() == []
-    assert statsd.drain()[:2] == [Sample("JobsDone", 6.0, "Count"), Sample("JobsDonePerSecond", 2.0, "Count/Second")]
+    assert statsd.collect_final()[:2] == [Sample("JobsDone", 6.0, "Count"),
+                                          Sample("JobsDonePerSecond", 2.0, "Count/Second")]
     for _ in range(6):
         statsd.receive(b"JobsDone:7|c")
         clocks.advance(1)

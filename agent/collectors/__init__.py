@@ -18,7 +18,7 @@ class Collector(Protocol):
 @runtime_checkable
 class Buffered(Protocol):
     """A collector that holds what it reads until a flush of its own is due (StatsD's flush_interval): its
-    `collect` returns nothing before then, `drain` returns what it holds at once. The agent's last collection,
-    at a stop or a reload, drains it, so nothing it holds is lost."""
+    `collect` returns nothing before then, `collect_final` returns what it holds at once. The agent's last
+    collection, at a stop or a reload, calls `collect_final`, so nothing it holds is lost."""
 
-    def drain(self) -> list[Sample]: ...
+    def collect_final(self) -> list[Sample]: ...

@@ -2,8 +2,8 @@
 
 The listener thread hands each datagram to `receive`; the first `collect` in each wall-clock multiple of
 `flush_interval` drains what arrived since the previous drain (its window) into samples, which the
-aggregator folds into per-minute Values/Counts; the collects between drains return nothing, and `drain`
-(the agent's last collection, at stop and reload) drains whatever is held, due or not:
+aggregator folds into per-minute Values/Counts; the collects between drains return nothing, and
+`collect_final` (the agent's last collection, at stop and reload) drains whatever is held, due or not:
 
 - a counter `<name>` gives `<name>` (the window's total, Count, or Bytes when its name matches
   `byte_counters`) and `<name>PerSecond` (total / window seconds, Count/Second or Bytes/Second), so the
@@ -355,7 +355,7 @@ class StatsdCollector:
                 return []
             return self._drain_window()
 
-    def drain(self) -> list[Sample]:
+    def collect_final(self) -> list[Sample]:
         """The window's samples now, due or not: the agent's last collection before a stop or a reload."""
         with self._lock:
             return self._drain_window()

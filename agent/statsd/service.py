@@ -18,8 +18,8 @@ log = structlog.get_logger()
 
 
 class StatsdService:
-    """A `Buffered` collector: `collect` drains the collector when its flush is due, `drain` at once; `close`
-    stops the listener thread and frees the port."""
+    """A `Buffered` collector: `collect` drains the collector when its flush is due, `collect_final` at once;
+    `close` stops the listener thread and frees the port."""
 
     name = "statsd"
 
@@ -30,8 +30,8 @@ class StatsdService:
     def collect(self) -> list[Sample]:
         return self.collector.collect()
 
-    def drain(self) -> list[Sample]:
-        return self.collector.drain()
+    def collect_final(self) -> list[Sample]:
+        return self.collector.collect_final()
 
     def close(self) -> None:
         self.listener.close()
