@@ -17,7 +17,7 @@ import pytest
 from agent.aggregate import Aggregator, Datum
 from agent.catalogue import METRICS
 from agent.cli import Signals, prometheus_snapshot, run_forever
-from agent.config import parse
+from agent.config import load, parse
 from agent.host import HostContext
 from agent.loop import Agent
 from agent.samples import Sample
@@ -243,8 +243,7 @@ def test_a_stop_or_a_reload_3s_into_a_window_publishes_those_3s_of_lines(tmp_pat
     port = free_port()
     path = tmp_path / "agent.toml"
     path.write_text(agent_toml("Before", port))
-    config = parse({"namespace": "Before", "collect": {"interval": 1}, "publish": {"interval": 60, "phase": 0},
-                    "ec2": {"identity": False}, "statsd": {"address": f"127.0.0.1:{port}", "flush_interval": 10}})
+    config = load(path)
     clocks = Clocks(MINUTE_START + 45)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
