@@ -19,7 +19,7 @@ import structlog
 from agent import iam, logs
 from agent.aggregate import Aggregator, Datum
 from agent.catalogue import METRICS
-from agent.cloudwatch_rules import NETWORK_ERRORS, REJECTED_CODES
+from agent.cloudwatch_rules import NETWORK_ERRORS, REJECTED_CODES, standard_units
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
 from agent.collectors.cwagent_cpu import CwagentCpuCollector
@@ -266,6 +266,7 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
                 monotonic: Callable[[], float] = time.monotonic,
                 wall_clock: Callable[[], float] = time.time) -> tuple[Agent, Publisher]:
     namer = Namer(config.naming, config.collect.interval)
+    standard_units()  # botocore's model, read at start-up (before freeze_heap) rather than in the first flush
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
                             on_merge=stats.add_merged, publish_as=namer.datum)
     publisher = Publisher(client, config.namespace, stats=stats,
