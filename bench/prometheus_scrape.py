@@ -20,6 +20,7 @@ import argparse
 import gc
 import math
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -49,11 +50,13 @@ from agent.publisher import Publisher
 from agent.samples import Sample
 from agent.selfstats import AgentStats
 from agent.statsd.collector import StatsdCollector
+from agent.statsd.service import flush_interval
 
 SERIES = 1000
 GPUS = 8
 GPU_SWEEP = "GPU sweep (8 fake H100s)"
 OPENMETRICS = "scrape rendering, OpenMetrics"
+STATSD_DRAIN = "StatsD drain (1,000 series to 2,000 samples every 10 s)"
 SINK = "dry-run sink (prints each request as JSON, where a real send serializes it)"
 T = TypeVar("T")
 PUBLISH_INTERVAL = 60  # seconds; the agent's default, written in the config so the window can follow it
@@ -191,6 +194,27 @@ class _TimedSink(PrintingClient):
                                  lambda: super(_TimedSink, self).put_metric_data(**request))
 
 
+class _SimulatedClock:
+    """Monotonic and wall clocks that move one second per simulated second, each collection 0-3 ms late as the
+    real loop's ticks are (so a StatsD window's per-second rate differs from window to window, as it does in the
+    agent), starting just past a minute's start."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._late = random.Random(seed)
+        self._mono_start, self._wall_start = 1000.0, 1_790_000_040.25
+        self.mono, self.wall = self._mono_start, self._wall_start
+
+    def at(self, second: int) -> None:
+        late = self._late.uniform(0.0, 0.003)
+        self.mono, self.wall = self._mono_start + second + late, self._wall_start + second + late
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def wall_clock(self) -> float:
+        return self.wall
+
+
 def receive(statsd: StatsdCollector, datagrams: list[bytes]) -> None:
     for datagram in datagrams:
         statsd.receive(datagram)
@@ -204,18 +228,21 @@ def components(seconds: int) -> dict[str, float]:
     configure("warning", stream=sys.stderr)  # stdout is the report
     seconds = measured_seconds(seconds)  # whole publish intervals: as many flushes as a real minute has
     spent = _Spent()
+    clock = _SimulatedClock()  # the StatsD windows and the aggregator's minutes follow the simulated seconds
     config = parse({"collect": {"interval": 1}, "publish": {"interval": PUBLISH_INTERVAL},
                     "prometheus": {"enabled": True}})
     host = build_collectors(config, fake_gpus=GPUS)
-    statsd = StatsdCollector(max_series=SERIES + 10)
+    statsd = StatsdCollector(max_series=SERIES + 10, flush_interval=flush_interval(config),
+                             monotonic=clock.monotonic, wall_clock=clock.wall_clock)
     collectors: list[Collector] = [
         _TimedCollector(c.name, c.collect, GPU_SWEEP if c.name == "gpu" else "host collectors", spent) for c in host]
-    collectors.append(_TimedCollector("statsd", statsd.collect, "StatsD drain (2,000 samples)", spent))
+    collectors.append(_TimedCollector("statsd", statsd.collect, STATSD_DRAIN, spent))
     snapshot = _TimedSnapshot(spent)
     publishers: list[Publisher] = []  # built with the agent; submit runs after
     agent, publisher = build_agent(
         config, _TimedSink(spent), AgentStats(), collectors, DimensionPlan(identity=None, hostname="bench"),
-        submit=lambda datums: spent.timed("publish", lambda: publishers[0].publish(datums)), snapshot=snapshot)
+        submit=lambda datums: spent.timed("publish", lambda: publishers[0].publish(datums)), snapshot=snapshot,
+        wall_clock=clock.wall_clock)
     publishers.append(publisher)
     freeze_heap()  # as the agent does once it is built
     registry = CollectorRegistry(auto_describe=False)
@@ -227,6 +254,7 @@ def components(seconds: int) -> dict[str, float]:
                 agent.flush()
                 spent.parts.clear()
             spent.timed("StatsD parsing (1,000 lines)", lambda: receive(statsd, lines))
+            clock.at(second + 1)
             spent.timed("collection cycle", agent.collect)
             if (second + 1) % PUBLISH_INTERVAL == 0 and second >= PUBLISH_INTERVAL:
                 spent.timed("flush", agent.flush)
@@ -238,7 +266,7 @@ def components(seconds: int) -> dict[str, float]:
         gc.unfreeze()
     parts = {part: cpu * 1000 / seconds for part, cpu in spent.parts.items()}
     parts[OPENMETRICS] *= seconds  # one, not one a second
-    collected = ("host collectors", GPU_SWEEP, "StatsD drain (2,000 samples)", "Prometheus snapshot update")
+    collected = ("host collectors", GPU_SWEEP, STATSD_DRAIN, "Prometheus snapshot update")
     parts["naming and aggregation"] = parts.pop("collection cycle") - sum(parts.get(part, 0.0) for part in collected)
     publish = parts.pop("publish")
     parts["flush: draining the minute's datums"] = parts.pop("flush") - publish
