@@ -19,7 +19,7 @@ import structlog
 from agent import iam, logs
 from agent.aggregate import Aggregator, Datum
 from agent.catalogue import METRICS
-from agent.cloudwatch_rules import NETWORK_ERRORS, REJECTED_CODES
+from agent.cloudwatch_rules import NETWORK_ERRORS, REJECTED_CODES, standard_units
 from agent.collectors import Collector
 from agent.collectors.cpu import CpuCollector
 from agent.collectors.cwagent_cpu import CwagentCpuCollector
@@ -48,7 +48,7 @@ from agent.schema import ConfigError
 from agent.sdnotify import Notifier, ServiceStatus, Watchdog
 from agent.selfstats import AgentStats, ProcessUsage
 from agent.spool import Spool, open_spool
-from agent.statsd.service import start_statsd
+from agent.statsd.service import StatsdService, start_statsd
 from agent.wakeup import WakeupFlag
 
 log = structlog.get_logger()
@@ -263,8 +263,10 @@ def running_version() -> list[Sample]:
 def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, collectors: list[Collector],
                 plan: DimensionPlan, submit: Any = None, spool: Spool | None = None,
                 snapshot: Snapshot | None = None, retry_sleep: Callable[[float], None] | None = None,
-                monotonic: Callable[[], float] = time.monotonic) -> tuple[Agent, Publisher]:
+                monotonic: Callable[[], float] = time.monotonic,
+                wall_clock: Callable[[], float] = time.time) -> tuple[Agent, Publisher]:
     namer = Namer(config.naming, config.collect.interval)
+    standard_units()  # botocore's model, read at start-up (before freeze_heap) rather than in the first flush
     aggregator = Aggregator(high_resolution=config.publish.high_resolution, on_drop=stats.add_dropped,
                             on_merge=stats.add_merged, publish_as=namer.datum)
     publisher = Publisher(client, config.namespace, stats=stats,
@@ -276,7 +278,7 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
     gauges = [ProcessUsage().samples, *([spool.samples] if spool is not None else []),
               *([running_version] if config.version_series else [])]
     agent = Agent(collectors=collectors, aggregator=aggregator, stats=stats,
-                  submit=submit or publisher.publish, plan=plan, gauges=gauges,
+                  submit=submit or publisher.publish, plan=plan, gauges=gauges, wall_clock=wall_clock,
                   keeps=MetricExclusions(config.exclude_metrics).keeps if config.exclude_metrics else None,
                   # Off, nobody scrapes: no copy of every series' latest reading (at 20,000 StatsD series the
                   # agent's peak RSS went from 148.6 to 130.4 MB without it, bench/statsd_memory.py).
@@ -416,27 +418,39 @@ def freeze_heap() -> int:
     return gc.get_freeze_count()
 
 
+def prometheus_snapshot(config: AgentConfig, monotonic: Callable[[], float] = time.monotonic) -> Snapshot:
+    """The latest readings the endpoint serves. A gauge goes stale after three of its updates missed: the
+    self-metrics are read once per flush, StatsD gauges once per statsd.flush_interval."""
+    return Snapshot(stale_after=3 * max(config.publish.interval, config.statsd.flush_interval), monotonic=monotonic)
+
+
 def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Collector], host: HostContext,
                 signals: Signals, config_path: Path | None = None,
                 rebuild: Callable[[AgentConfig], list[Collector]] = build_collectors, durable: bool = True,
-                log_stream: TextIO | None = None) -> int:
+                log_stream: TextIO | None = None, monotonic: Callable[[], float] = time.monotonic,
+                wall_clock: Callable[[], float] = time.time) -> int:
     """Run until SIGTERM/SIGINT; `durable`: spool what cannot be delivered (not for --dry-run).
 
     On SIGTERM or SIGINT, and on a SIGHUP whose file is valid, the StatsD listener hands over what the
     kernel holds, the agent collects once more and flushes: nothing received is lost. A valid new file then
     replaces the agent and `collectors` (in place); an invalid one is logged and the same agent carries on
     without a pause. The spool is opened once, from the config at start: a reload keeps it and its [spool]
-    settings.
+    settings. `monotonic` and `wall_clock` drive the loop, the aggregator's timestamps and StatsD's windows.
     """
     stats = AgentStats()
-    snapshot = Snapshot(stale_after=3 * config.publish.interval)  # self-metrics are read once per flush
+    snapshot = prometheus_snapshot(config)
     try:
         endpoint = replace_endpoint(None, config, snapshot)
     except EndpointError as error:
         print(error, file=sys.stderr)
         return EXIT_INVALID
-    statsd = start_statsd(config, on_drop=stats.add_dropped, on_merge=stats.add_merged,
-                          on_error=lambda: stats.add_collector_error("statsd"))
+
+    def listen(current: AgentConfig) -> StatsdService | None:
+        return start_statsd(current, on_drop=stats.add_dropped, on_merge=stats.add_merged,
+                            on_error=lambda: stats.add_collector_error("statsd"), monotonic=monotonic,
+                            wall_clock=wall_clock)
+
+    statsd = listen(config)
     watchdog = Watchdog(notifier := Notifier())
     status = ServiceStatus(notifier, watchdog)
     reloader = ConfigReloader(config_path)
@@ -470,14 +484,14 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
             running = [*collectors, *([statsd] if statsd is not None else [])]
             agent, publisher = build_agent(config, client, stats, running, plan,
                                            submit=lambda datums: worker_slot[0].submit(datums), spool=spool,
-                                           snapshot=snapshot)
+                                           snapshot=snapshot, wall_clock=wall_clock)
             replayer = (Replayer(spool, publisher, requests_per_second=config.spool.replay_requests_per_second)
                         if spool is not None else None)
             worker_slot[:] = [PublishWorker(publisher, replayer)]
             freeze_heap()
         phase = config.publish.phase if config.publish.phase >= 0 else random.uniform(0, config.publish.interval)
         agent.run(signals.flag, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
-                  flush_phase=phase, on_cycle=status.cycle_done, on_stop=on_stop)
+                  flush_phase=phase, monotonic=monotonic, on_cycle=status.cycle_done, on_stop=on_stop)
         if stopping:
             log.info("stop_requested", signal=signal.Signals(stopping[0]).name)
             break
@@ -485,8 +499,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
         flushed = worker_slot[0].close(config.shutdown_timeout)
         close_collectors(collectors)
         config, collectors[:] = reloaded.pop()
-        statsd = start_statsd(config, on_drop=stats.add_dropped, on_merge=stats.add_merged,
-                              on_error=lambda: stats.add_collector_error("statsd"))
+        statsd = listen(config)
         endpoint = replace_endpoint(endpoint, config, snapshot)
         logs.configure(config.log_level, stream=log_stream)
         log.info("config_applied", namespace=config.namespace, naming=config.naming, flushed=flushed)

@@ -16,7 +16,7 @@ from agent.prometheus import address_problem as endpoint_address_problem
 from agent.schema import ConfigError, build, load_toml, render, section, setting
 from agent.sdnotify import UNIT_WATCHDOG_SEC
 from agent.statsd.address import split_host_port
-from agent.statsd.collector import DEFAULT_BYTE_COUNTERS, MAX_SERIES
+from agent.statsd.collector import DEFAULT_BYTE_COUNTERS, MAX_SERIES, MINUTE
 from agent.statsd.parser import TAG_KEY
 
 HOST_DIMENSION = "InstanceId"  # the per-host dimension on EC2 by default (`Host` off EC2)
@@ -166,6 +166,14 @@ def _dimension_keys_problem(value: tuple[str, ...]) -> str | None:
     return None
 
 
+def _flush_interval_problem(value: int) -> str | None:
+    if MINUTE % value:
+        divisors = [str(d) for d in range(1, MINUTE + 1) if MINUTE % d == 0]
+        return f"must divide a minute ({', '.join(divisors[:-1])} or {divisors[-1]}) so that no flush window " \
+               "straddles two minutes"
+    return None
+
+
 @dataclass(frozen=True)
 class StatsdConfig:
     enabled: bool = setting(True, "Listen for StatsD/DogStatsD metrics from jobs on this host.")
@@ -188,6 +196,15 @@ class StatsdConfig:
     expire_after: float = setting(
         300.0, "Seconds without a line after which a series is no longer published (counters publish 0 until "
         "then) and stops counting toward max_series.", range=(10, 86_400), unit="seconds",
+    )
+    # Etsy StatsD's flushInterval (10,000 ms), DogStatsD's flush and Telegraf's statsd input (its interval)
+    # all default to 10 s: a job's counters are summed over 10 s windows, whatever the agent samples at.
+    flush_interval: int = setting(
+        10, "Seconds between two StatsD flushes, at wall-clock multiples (a divisor of 60): series are drained "
+        "at the first collection in each, so their windows do not follow a faster collect.interval. Drained at "
+        "every collection when collect.interval is at least this, or with publish.high_resolution (a longer "
+        "window would leave 1 s buckets empty). Etsy StatsD, DogStatsD and Telegraf flush every 10 s.",
+        range=(1, MINUTE), unit="seconds", check=_flush_interval_problem,
     )
 
 

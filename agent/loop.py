@@ -13,7 +13,7 @@ from typing import Protocol
 import structlog
 
 from agent.aggregate import Aggregator, Datum
-from agent.collectors import Collector
+from agent.collectors import Buffered, Collector
 from agent.fleet import DimensionPlan
 from agent.logs import LogOnce
 from agent.publisher import Publisher
@@ -146,13 +146,17 @@ class Agent:
         self._wall_clock = wall_clock
         self._warn = LogOnce(log)
 
-    def collect(self) -> int:
-        """Run every collector once; a failing one is logged once, counted, and the rest carry on."""
+    def collect(self, *, final: bool = False) -> int:
+        """Run every collector once; a failing one is logged once, counted, and the rest carry on. `final`: the
+        last collection before a stop or a reload, which drains what a `Buffered` collector holds."""
         timestamp = self._wall_clock()
         kept = 0
         for collector in self.collectors:
             try:
-                samples = collector.collect()
+                if final and isinstance(collector, Buffered):
+                    samples = collector.collect_final()
+                else:
+                    samples = collector.collect()
             except Exception as error:
                 self.stats.add_collector_error(collector.name)
                 self._warn.warning(("collector", collector.name), "collector_failed", variant=type(error).__name__,
@@ -212,5 +216,5 @@ class Agent:
                 break
         # What came in since the last collection (StatsD lines, counter increases: GPU energy, ECC and Xid
         # errors) exists nowhere else: without this it would be lost on every stop and reload.
-        self.collect()
+        self.collect(final=True)
         self.flush()

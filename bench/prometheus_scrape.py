@@ -1,7 +1,7 @@
 """The Prometheus endpoint's cost: scrape latency, and the agent's CPU with and without one scrape a second.
 
 Runs the real `infrawatch-agent` (dry-run sink, 1 s collection, eight simulated H100s) twice for --seconds
-each, with a sender process keeping 1,000 StatsD series alive (one counter line per series per second):
+each, with a sender process keeping 1,000 StatsD series alive (`--series`; one counter line per series per second):
 once with `[prometheus]` off, once on with a scraper asking `/metrics` every second. Latency is the
 scraper's wall time per request, from connect to the last byte.
 
@@ -20,6 +20,7 @@ import argparse
 import gc
 import math
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -49,11 +50,13 @@ from agent.publisher import Publisher
 from agent.samples import Sample
 from agent.selfstats import AgentStats
 from agent.statsd.collector import StatsdCollector
+from agent.statsd.service import flush_interval
 
 SERIES = 1000
 GPUS = 8
 GPU_SWEEP = "GPU sweep (8 fake H100s)"
 OPENMETRICS = "scrape rendering, OpenMetrics"
+STATSD_DRAIN = "StatsD drain (1,000 series to 2,000 samples every 10 s)"
 SINK = "dry-run sink (prints each request as JSON, where a real send serializes it)"
 T = TypeVar("T")
 PUBLISH_INTERVAL = 60  # seconds; the agent's default, written in the config so the window can follow it
@@ -70,15 +73,15 @@ def cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def datagrams() -> list[bytes]:
+def datagrams(series: int = SERIES) -> list[bytes]:
     """One line per series, 50 lines to a datagram, as a batching client sends them."""
-    lines = [f"bench.series{index}:1|c".encode() for index in range(SERIES)]
-    return [b"\n".join(lines[start:start + 50]) for start in range(0, SERIES, 50)]
+    lines = [f"bench.series{index}:1|c".encode() for index in range(series)]
+    return [b"\n".join(lines[start:start + 50]) for start in range(0, series, 50)]
 
 
-def send_statsd(address: tuple[str, int], stop: threading.Event) -> None:
+def send_statsd(address: tuple[str, int], stop: threading.Event, series: int) -> None:
     """Every series once a second."""
-    lines = datagrams()
+    lines = datagrams(series)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         while not stop.wait(1.0):
             for datagram in lines:
@@ -108,21 +111,21 @@ class Run(NamedTuple):
     load: float  # 1-minute load average at the start
 
 
-def run(seconds: float, prometheus: bool) -> Run:
+def run(seconds: float, prometheus: bool, series: int = SERIES) -> Run:
     statsd_port, metrics_port = free_port(socket.SOCK_DGRAM), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "agent.toml"
         config.write_text(
             "[ec2]\nidentity = false\n[spool]\nenabled = false\n[collect]\ninterval = 1\n"
             f"[publish]\ninterval = {PUBLISH_INTERVAL}\n"
-            f'[statsd]\naddress = "127.0.0.1:{statsd_port}"\nmax_series = {SERIES + 10}\n'
+            f'[statsd]\naddress = "127.0.0.1:{statsd_port}"\nmax_series = {series + 10}\n'
             f'[prometheus]\nenabled = {"true" if prometheus else "false"}\naddress = "127.0.0.1:{metrics_port}"\n'
         )
         agent = subprocess.Popen([sys.executable, "-m", "agent", "--dry-run", "--fake-gpus", str(GPUS),
                                   "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stop = threading.Event()
         latencies: list[float] = []
-        threads = [threading.Thread(target=send_statsd, args=(("127.0.0.1", statsd_port), stop))]
+        threads = [threading.Thread(target=send_statsd, args=(("127.0.0.1", statsd_port), stop, series))]
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         if prometheus:
             threads.append(threading.Thread(target=scrape_latencies, args=(url, stop, latencies)))
@@ -136,10 +139,10 @@ def run(seconds: float, prometheus: bool) -> Run:
             start_cpu, start = cpu_seconds(agent.pid), time.monotonic()
             time.sleep(seconds)
             cpu = (cpu_seconds(agent.pid) - start_cpu) / (time.monotonic() - start) * 100
-            series = 0
+            served = 0
             if prometheus:
                 with urllib.request.urlopen(url, timeout=5) as response:
-                    series = sum(1 for line in response.read().decode().splitlines() if not line.startswith("#"))
+                    served = sum(1 for line in response.read().decode().splitlines() if not line.startswith("#"))
         finally:
             stop.set()
             for thread in threads:
@@ -147,7 +150,7 @@ def run(seconds: float, prometheus: bool) -> Run:
                     thread.join()
             agent.terminate()
             agent.wait(timeout=30)
-    return Run(cpu, latencies, series, load)
+    return Run(cpu, latencies, served, load)
 
 
 class _Spent:
@@ -191,6 +194,27 @@ class _TimedSink(PrintingClient):
                                  lambda: super(_TimedSink, self).put_metric_data(**request))
 
 
+class _SimulatedClock:
+    """Monotonic and wall clocks that move one second per simulated second, each collection 0-3 ms late as the
+    real loop's ticks are (so a StatsD window's per-second rate differs from window to window, as it does in the
+    agent), starting just past a minute's start."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._late = random.Random(seed)
+        self._mono_start, self._wall_start = 1000.0, 1_790_000_040.25
+        self.mono, self.wall = self._mono_start, self._wall_start
+
+    def at(self, second: int) -> None:
+        late = self._late.uniform(0.0, 0.003)
+        self.mono, self.wall = self._mono_start + second + late, self._wall_start + second + late
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def wall_clock(self) -> float:
+        return self.wall
+
+
 def receive(statsd: StatsdCollector, datagrams: list[bytes]) -> None:
     for datagram in datagrams:
         statsd.receive(datagram)
@@ -204,18 +228,21 @@ def components(seconds: int) -> dict[str, float]:
     configure("warning", stream=sys.stderr)  # stdout is the report
     seconds = measured_seconds(seconds)  # whole publish intervals: as many flushes as a real minute has
     spent = _Spent()
+    clock = _SimulatedClock()  # the StatsD windows and the aggregator's minutes follow the simulated seconds
     config = parse({"collect": {"interval": 1}, "publish": {"interval": PUBLISH_INTERVAL},
                     "prometheus": {"enabled": True}})
     host = build_collectors(config, fake_gpus=GPUS)
-    statsd = StatsdCollector(max_series=SERIES + 10)
+    statsd = StatsdCollector(max_series=SERIES + 10, flush_interval=flush_interval(config),
+                             monotonic=clock.monotonic, wall_clock=clock.wall_clock)
     collectors: list[Collector] = [
         _TimedCollector(c.name, c.collect, GPU_SWEEP if c.name == "gpu" else "host collectors", spent) for c in host]
-    collectors.append(_TimedCollector("statsd", statsd.collect, "StatsD drain (2,000 samples)", spent))
+    collectors.append(_TimedCollector("statsd", statsd.collect, STATSD_DRAIN, spent))
     snapshot = _TimedSnapshot(spent)
     publishers: list[Publisher] = []  # built with the agent; submit runs after
     agent, publisher = build_agent(
         config, _TimedSink(spent), AgentStats(), collectors, DimensionPlan(identity=None, hostname="bench"),
-        submit=lambda datums: spent.timed("publish", lambda: publishers[0].publish(datums)), snapshot=snapshot)
+        submit=lambda datums: spent.timed("publish", lambda: publishers[0].publish(datums)), snapshot=snapshot,
+        wall_clock=clock.wall_clock)
     publishers.append(publisher)
     freeze_heap()  # as the agent does once it is built
     registry = CollectorRegistry(auto_describe=False)
@@ -227,6 +254,7 @@ def components(seconds: int) -> dict[str, float]:
                 agent.flush()
                 spent.parts.clear()
             spent.timed("StatsD parsing (1,000 lines)", lambda: receive(statsd, lines))
+            clock.at(second + 1)
             spent.timed("collection cycle", agent.collect)
             if (second + 1) % PUBLISH_INTERVAL == 0 and second >= PUBLISH_INTERVAL:
                 spent.timed("flush", agent.flush)
@@ -238,7 +266,7 @@ def components(seconds: int) -> dict[str, float]:
         gc.unfreeze()
     parts = {part: cpu * 1000 / seconds for part, cpu in spent.parts.items()}
     parts[OPENMETRICS] *= seconds  # one, not one a second
-    collected = ("host collectors", GPU_SWEEP, "StatsD drain (2,000 samples)", "Prometheus snapshot update")
+    collected = ("host collectors", GPU_SWEEP, STATSD_DRAIN, "Prometheus snapshot update")
     parts["naming and aggregation"] = parts.pop("collection cycle") - sum(parts.get(part, 0.0) for part in collected)
     publish = parts.pop("publish")
     parts["flush: draining the minute's datums"] = parts.pop("flush") - publish
@@ -250,6 +278,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0,
                         help=f"measured seconds per run, rounded up to whole publish intervals ({PUBLISH_INTERVAL} s)")
+    parser.add_argument("--series", type=int, default=SERIES,
+                        help="StatsD series kept alive by the sender, one line each a second (0: no StatsD traffic); "
+                        "the breakdown by component always has 1,000")
     parser.add_argument("--runs", type=int, default=1, help="runs of each kind, alternating off and on")
     parser.add_argument("--component-seconds", type=int, default=600,
                         help="simulated seconds of the breakdown by component, rounded up as --seconds (0: none)")
@@ -258,8 +289,8 @@ def main() -> int:
     offs: list[Run] = []
     ons: list[Run] = []
     for _ in range(args.runs):
-        offs.append(run(seconds, prometheus=False))
-        ons.append(run(seconds, prometheus=True))
+        offs.append(run(seconds, prometheus=False, series=args.series))
+        ons.append(run(seconds, prometheus=True, series=args.series))
     latencies = sorted(latency for on in ons for latency in on.latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     off_cpu, on_cpu = statistics.median(r.cpu for r in offs), statistics.median(r.cpu for r in ons)
@@ -273,7 +304,7 @@ def main() -> int:
 
     print(f"## Prometheus scrape ({args.runs} × {seconds:.0f} s per endpoint setting, {os.cpu_count()} cores)")
     print()
-    print(f"{GPUS} simulated H100s, {SERIES:,} live StatsD series, 1 s collection, {PUBLISH_INTERVAL} s publish "
+    print(f"{GPUS} simulated H100s, {args.series:,} live StatsD series, 1 s collection, {PUBLISH_INTERVAL} s publish "
           f"interval, dry-run sink; {ons[-1].samples:,} samples per scrape. Agent CPU from /proc for its own "
           "process; medians of the runs, each run's value in brackets.")
     print()

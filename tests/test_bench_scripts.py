@@ -40,7 +40,7 @@ def test_the_prometheus_bench_measures_whole_minutes_and_names_where_the_cpu_goe
     assert [bench.measured_seconds(s) for s in (15, 30, 60, 61, 150)] == [60, 60, 60, 120, 180]
     parts = bench.components(1)
     assert sorted(parts) == sorted([
-        bench.OPENMETRICS, bench.SINK, bench.GPU_SWEEP, "host collectors", "StatsD drain (2,000 samples)",
+        bench.OPENMETRICS, bench.SINK, bench.GPU_SWEEP, "host collectors", bench.STATSD_DRAIN,
         "StatsD parsing (1,000 lines)", "Prometheus snapshot update", "naming and aggregation",
         "scrape rendering, text format (collect + generate_latest)", "flush: draining the minute's datums",
         "flush: packing (each request's body measured as botocore serializes it)",

@@ -54,6 +54,10 @@ BAD_FILES = [
     ('exclude_metrics = ["GPUPCIe*", "Heart*"]\n',
      ['exclude_metrics: must not exclude Heartbeat: the heartbeat alarm and availability are computed from it, '
       'got ["GPUPCIe*", "Heart*"]']),
+    # A 45 s StatsD window would straddle a minute's turn every other time.
+    ("[statsd]\nflush_interval = 45\n",
+     ["statsd.flush_interval: must divide a minute (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60) so that no flush "
+      "window straddles two minutes, got 45"]),
     # Several problems in one file: every one is reported, in file order.
     ("[collect]\ninterval = -1\n[cpu]\nper_core = 1\nenabled = \"no\"\n",
      ["collect.interval: must be 1..300 seconds, got -1", "cpu.enabled: must be true or false, got \"no\"",

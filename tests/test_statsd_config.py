@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -24,15 +25,24 @@ def test_defaults() -> None:
         max_series=1000,
         byte_counters=("*Bytes*", "*bytes*"),
         expire_after=300.0,
+        flush_interval=10,
     )
 
 
 def test_valid_settings() -> None:
     config = parse({"statsd": {
         "enabled": False, "address": "[::1]:9125", "dimension_keys": ["model", "rank"], "max_series": 50,
-        "byte_counters": [], "expire_after": 60,
+        "byte_counters": [], "expire_after": 60, "flush_interval": 60,
     }})
-    assert config.statsd == StatsdConfig(False, "[::1]:9125", ("model", "rank"), 50, (), 60.0)
+    assert config.statsd == StatsdConfig(False, "[::1]:9125", ("model", "rank"), 50, (), 60.0, 60)
+
+
+def test_every_divisor_of_a_minute_and_nothing_else_is_a_valid_flush_interval() -> None:
+    valid = []
+    for seconds in range(1, 61):
+        with contextlib.suppress(ConfigError):
+            valid.append(parse({"statsd": {"flush_interval": seconds}}).statsd.flush_interval)
+    assert valid == [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60]
 
 
 @pytest.mark.parametrize(
@@ -57,6 +67,12 @@ def test_valid_settings() -> None:
         # 100,000 live series reached 384 MB RSS, past the unit's MemoryMax=256M.
         ({"max_series": 100_000}, "statsd.max_series: must be 1..10000, got 100000"),
         ({"expire_after": 5}, "statsd.expire_after: must be 10..86400 seconds, got 5"),
+        # A 7 s window would straddle two minutes: its counter total could not go to one minute's Sum.
+        ({"flush_interval": 7}, "statsd.flush_interval: must divide a minute (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, "
+                                "30 or 60) so that no flush window straddles two minutes, got 7"),
+        ({"flush_interval": 0}, "statsd.flush_interval: must be 1..60 seconds, got 0"),
+        ({"flush_interval": 120}, "statsd.flush_interval: must be 1..60 seconds, got 120"),
+        ({"flush_interval": 10.0}, "statsd.flush_interval: must be an integer, got 10.0"),
         ({"byte_counters": "*Bytes"}, 'statsd.byte_counters: must be a list of strings, got "*Bytes"'),
         ({"max_seires": 10}, 'statsd.max_seires: unknown key, did you mean "max_series"?'),
     ],

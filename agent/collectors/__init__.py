@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agent.samples import Sample
 
@@ -13,3 +13,12 @@ class Collector(Protocol):
     name: str
 
     def collect(self) -> list[Sample]: ...
+
+
+@runtime_checkable
+class Buffered(Protocol):
+    """A collector that holds what it reads until a flush of its own is due (StatsD's flush_interval): its
+    `collect` returns nothing before then, `collect_final` returns what it holds at once. The agent's last
+    collection, at a stop or a reload, calls `collect_final`, so nothing it holds is lost."""
+
+    def collect_final(self) -> list[Sample]: ...

@@ -1,7 +1,9 @@
-"""Application metrics received over StatsD, turned into samples on every collect.
+"""Application metrics received over StatsD, turned into samples once per flush interval.
 
-The listener thread hands each datagram to `receive`; `collect` drains what arrived since the previous
-collect (its window) into samples, which the aggregator folds into per-minute Values/Counts:
+The listener thread hands each datagram to `receive`; the first `collect` in each wall-clock multiple of
+`flush_interval` drains what arrived since the previous drain (its window) into samples, which the
+aggregator folds into per-minute Values/Counts; the collects between drains return nothing, and
+`collect_final` (the agent's last collection, at stop and reload) drains whatever is held, due or not:
 
 - a counter `<name>` gives `<name>` (the window's total, Count, or Bytes when its name matches
   `byte_counters`) and `<name>PerSecond` (total / window seconds, Count/Second or Bytes/Second), so the
@@ -9,7 +11,7 @@ collect (its window) into samples, which the aggregator folds into per-minute Va
 - a timer `<name>` gives one Milliseconds sample per distinct value received, a histogram or distribution
   one unitless sample per distinct value, each with the number of observations it stands for as its count,
   so CloudWatch computes exact percentiles over them;
-- a gauge `<name>` gives one unitless sample of its current value per collect;
+- a gauge `<name>` gives one unitless sample of its current value per window;
 - a set `<name>` gives the number of its members first seen in the current wall-clock minute (Count), so
   the minute's Sum is the number of distinct members in the minute, as Etsy StatsD and Telegraf count
   them per flush.
@@ -17,8 +19,8 @@ collect (its window) into samples, which the aggregator folds into per-minute Va
 A line sent with sample rate r stands for 1/r lines: a counter adds value / r, a timer or histogram value
 counts 1/r observations, exactly (CloudWatch's Counts are doubles), so 10 lines at DogStatsD's @0.27027...
 (10/37) give a SampleCount of 37. A counter, gauge or set that stops receiving keeps publishing (0, or the
-gauge's last value) until it has been idle for `expire_after` seconds; then it is forgotten, and a later
-line starts it afresh.
+gauge's last value) until it has been idle for `expire_after` seconds, checked at each drain; then it is
+forgotten, and a later line starts it afresh.
 
 Memory is bounded whatever clients send: at most `max_series` series (`MAX_SERIES`, what fits the
 unit's MemoryHigh); a window's timer and histogram values are merged into group means past
@@ -72,7 +74,7 @@ LOGGED_REJECTIONS = 5  # malformed lines logged in full; the rest are only count
 # h and d are the same thing to the agent; a series keeps the family of its first line.
 _FAMILY = {"c": "c", "g": "g", "ms": "ms", "h": "h", "d": "h", "s": "s"}
 _VALUE_UNIT = {"g": NONE, "ms": MILLISECONDS, "h": NONE, "s": COUNT}
-MINUTE = 60.0  # seconds: a set counts the distinct members of one wall-clock minute
+MINUTE = 60  # seconds: a set counts the distinct members of a wall-clock minute; no window straddles two
 
 
 class _Series:
@@ -113,6 +115,7 @@ class StatsdCollector:
         max_dimensions: int = 29,
         byte_counters: tuple[str, ...] = DEFAULT_BYTE_COUNTERS,
         expire_after: float = 300.0,
+        flush_interval: int | None = None,
         max_series_values: int = MAX_SERIES_VALUES,
         max_values: int = MAX_HELD_VALUES,
         max_members: int = DEFAULT_MAX_MEMBERS,
@@ -127,7 +130,9 @@ class StatsdCollector:
         `max_values`: distinct timer/histogram values one series and all of them hold in a window before
         they are merged, counted by `on_merge(n)`. `on_drop(reason, n)` counts datapoints lost to
         `max_members` or to CloudWatch's range, as the aggregator's does. `wall_clock` tells sets which
-        minute a collect belongs to, as the aggregator's buckets do."""
+        minute a drain belongs to, as the aggregator's buckets do. `flush_interval`: seconds, a divisor of a
+        minute; `collect` drains at the first call in each wall-clock multiple of it, so a window never
+        straddles two (None: at every call)."""
         self._max_series = max_series
         self._reserved = reserved
         self._priority = {key: index for index, key in enumerate(dimension_keys)}
@@ -151,7 +156,9 @@ class StatsdCollector:
         # fields (everything after the value) -> name -> (series, its family, sample rate) of lines taken before
         self._routes: dict[str, dict[str, tuple[_Series, str, float]]] = {}
         self._route_count = 0
+        self._flush_interval = flush_interval
         self._window_start = monotonic()
+        self._window_slot = self._slot()
         self._pending_members = 0
         self._series_dropped = 0
         self._parse_errors = 0
@@ -323,7 +330,7 @@ class StatsdCollector:
 
     def _add_member(self, series: _Series, text: str) -> None:
         # A member counted earlier in the minute is held already: it costs no room (at most twice
-        # `max_members` members are held), and is kept in case the minute turns before the next collect.
+        # `max_members` members are held), and is kept in case the minute turns before the next drain.
         member = hash(text)
         if member not in series.members and (member in series.counted or self._hold(series, 1)):
             series.members.add(member)
@@ -337,17 +344,35 @@ class StatsdCollector:
         self._pending_members += 1
         return True
 
+    def _slot(self) -> int:
+        """Which wall-clock multiple of `flush_interval` it is now (0 without one)."""
+        return 0 if self._flush_interval is None else int(self._wall_clock() // self._flush_interval)
+
     def collect(self) -> list[Sample]:
+        """The window's samples when a flush is due, else none: what arrives is held until then."""
         with self._lock:
-            now = self._monotonic()
-            window = now - self._window_start
-            self._window_start = now
-            samples = self._drain(now, window)
-            if len(self._series) < self._max_series:
-                self._warn.reset("cap")
-            samples.append(METRICS["StatsdSeriesDropped"].sample(self._series_dropped, Component=COMPONENT))
-            samples.append(METRICS["StatsdParseErrors"].sample(self._parse_errors, Component=COMPONENT))
-            self._series_dropped = self._parse_errors = 0
+            if self._flush_interval is not None and self._slot() == self._window_slot:
+                return []
+            return self._drain_window()
+
+    def collect_final(self) -> list[Sample]:
+        """The window's samples now, due or not: the agent's last collection before a stop or a reload."""
+        with self._lock:
+            return self._drain_window()
+
+    def _drain_window(self) -> list[Sample]:
+        """Called with the lock held. The StatsD self-metrics go with the window they were counted in, so each
+        dropped series or rejected line is counted once, at the drain after it (the last one included)."""
+        self._window_slot = self._slot()
+        now = self._monotonic()
+        window = now - self._window_start
+        self._window_start = now
+        samples = self._drain(now, window)
+        if len(self._series) < self._max_series:
+            self._warn.reset("cap")
+        samples.append(METRICS["StatsdSeriesDropped"].sample(self._series_dropped, Component=COMPONENT))
+        samples.append(METRICS["StatsdParseErrors"].sample(self._parse_errors, Component=COMPONENT))
+        self._series_dropped = self._parse_errors = 0
         return samples
 
     def _drain(self, now: float, window: float) -> list[Sample]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import structlog
@@ -17,7 +18,8 @@ log = structlog.get_logger()
 
 
 class StatsdService:
-    """A `Collector`: `collect` drains the collector; `close` stops the listener thread and frees the port."""
+    """A `Buffered` collector: `collect` drains the collector when its flush is due, `collect_final` at once;
+    `close` stops the listener thread and frees the port."""
 
     name = "statsd"
 
@@ -28,8 +30,20 @@ class StatsdService:
     def collect(self) -> list[Sample]:
         return self.collector.collect()
 
+    def collect_final(self) -> list[Sample]:
+        return self.collector.collect_final()
+
     def close(self) -> None:
         self.listener.close()
+
+
+def flush_interval(config: AgentConfig) -> int | None:
+    """`statsd.flush_interval` as the collector applies it: None (a drain at every collection) when collections
+    are at least that far apart, and with publish.high_resolution: a 10 s window would leave 9 of every 10
+    one-second buckets without StatsD data."""
+    if config.publish.high_resolution or config.collect.interval >= config.statsd.flush_interval:
+        return None
+    return config.statsd.flush_interval
 
 
 def start_statsd(
@@ -38,6 +52,8 @@ def start_statsd(
     on_drop: Callable[[str, int], None] = lambda reason, count: None,
     on_merge: Callable[[int], None] = lambda merged: None,
     on_error: Callable[[], None] = lambda: None,
+    monotonic: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
 ) -> StatsdService | None:
     """Listening, or None when `statsd.enabled` is false or the address cannot be bound (said once, as a
     warning: the agent runs on without StatsD, as it does without a GPU)."""
@@ -51,8 +67,11 @@ def start_statsd(
         max_dimensions=MAX_DIMENSIONS - max(len(config.append_dimensions), 1) - len(config.dimensions),
         byte_counters=settings.byte_counters,
         expire_after=settings.expire_after,
+        flush_interval=flush_interval(config),
         on_drop=on_drop,
         on_merge=on_merge,
+        monotonic=monotonic,
+        wall_clock=wall_clock,
     )
     try:
         listener = StatsdListener(collector.receive, address=split_host_port(settings.address), on_error=on_error)
