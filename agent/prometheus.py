@@ -17,18 +17,27 @@ distribution is a gauge of its latest value.
 from __future__ import annotations
 
 import errno
+import gzip
 import ipaddress
+import math
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Collection, Container, Iterable, Iterator
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs
+from wsgiref.simple_server import make_server
 
 import structlog
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import (
+    ThreadingWSGIServer,
+    _get_best_family,  # private, in every version pyproject allows (0.20 on): start_wsgi_server's own helpers
+    _SilentHandler,
+    choose_encoder,
+    gzip_accepted,
+)
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import CollectorRegistry
 
 from agent.catalogue import (
     BYTES,
@@ -128,12 +137,15 @@ def labels(sample: Sample) -> tuple[tuple[str, str], ...]:
     return tuple((snake_case(key), value) for key, value in sample.dimensions)
 
 
+Key = tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
+
+
 class _Place(NamedTuple):
     """Where the samples of one identity (name, unit, dimensions) go: worked out once per series, not once per
     sample, since a series' identity never changes (the naming regexes cost more than all the rest of an update)."""
 
     exposed: Exposition
-    key: tuple[str, tuple[tuple[str, str], ...]]  # (family name, labels): one served series
+    key: Key
     labelled: dict[str, str]  # the labels as prometheus_client takes them; shared, never changed
 
 
@@ -155,13 +167,51 @@ class _Series(NamedTuple):
         return self.place.key[1]
 
 
+class _Served(NamedTuple):
+    """The series of a family served at one cutoff, and the cutoffs that serve the same ones: those in
+    (after, until]. A gauge is served while `updated >= cutoff`, so the set changes only when the cutoff passes
+    the oldest served gauge (`until`) or falls back to the newest stale one (`after`: concurrent scrapes read
+    the clock in any order)."""
+
+    series: list[_Series]
+    after: float
+    until: float
+
+
+class View(NamedTuple):
+    """What one scrape reads: the tables of one update (never changed once published, so read without the lock)
+    and the cutoff before which a gauge is stale."""
+
+    series: dict[Key, _Series]
+    families: dict[str, tuple[Key, ...]]  # each family's series, in the order first written; never empty
+    versions: dict[str, int]  # the update (Snapshot generation) that last changed each family: never reused
+    cutoff: float
+
+    def exposed(self, family: str) -> Exposition:
+        return self.series[self.families[family][0]].place.exposed
+
+    def served(self, family: str) -> _Served:
+        members = [self.series[key] for key in self.families[family]]
+        if members[0].place.exposed.kind != GAUGE:  # counters and summaries are served until forgotten
+            return _Served(members, -math.inf, math.inf)
+        series, after, until = [], -math.inf, math.inf
+        for entry in members:
+            if entry.updated >= self.cutoff:
+                series.append(entry)
+                until = min(until, entry.updated)
+            else:
+                after = max(after, entry.updated)
+        return _Served(series, after, until)
+
+
 class Snapshot:
     """The latest reading of every series the agent collected, and running totals of its counters.
 
     A gauge not updated for `stale_after` seconds (a GPU that fell off the bus, an expired StatsD series)
     is no longer served; counters and summaries are, as Prometheus expects of them, until `forget_after`
     seconds without an update, when every kind is forgotten, so series that come and go (StatsD tags) do not
-    pile up.
+    pile up. Each family carries the number of the update that last changed it, so a scrape re-renders only
+    the families that changed (`Pages`).
     """
 
     def __init__(self, *, stale_after: float, forget_after: float = 3600.0,
@@ -170,7 +220,10 @@ class Snapshot:
         self._forget_after = max(forget_after, stale_after)
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, tuple[tuple[str, str], ...]], _Series] = {}
+        self._series: dict[Key, _Series] = {}
+        self._families: dict[str, tuple[Key, ...]] = {}
+        self._versions: dict[str, int] = {}
+        self._generation = 0
         # Sample identity -> its place (None: not exposed), and each set of dimensions as labels, shared by the
         # series that carry it; both forgotten with the series, at the same sweep.
         self._places: dict[tuple[str, str, tuple[tuple[str, str], ...]], _Place | None] = {}
@@ -180,7 +233,10 @@ class Snapshot:
     def update(self, samples: Iterable[Sample]) -> None:
         now = self._monotonic()
         with self._lock:
-            series = dict(self._series)  # a new table, swapped in whole: a scrape never sees half a batch
+            generation = self._generation + 1
+            series = dict(self._series)  # new tables, swapped in whole: a scrape never sees half a batch
+            versions = dict(self._versions)
+            grown: dict[str, list[Key]] = {}  # the families that gain series in this batch
             places = self._places
             for sample in samples:
                 if _statsd_rate(sample.name, sample.unit):  # half of StatsD's samples: no place to remember
@@ -193,7 +249,8 @@ class Snapshot:
                 if place is None:
                     continue
                 exposed = place.exposed
-                known = series.get(place.key)
+                key = place.key
+                known = series.get(key)
                 value = sample.value * exposed.scale
                 if exposed.kind == GAUGE:
                     entry = _Series(place, value, 0.0, 0.0, now)
@@ -203,16 +260,44 @@ class Snapshot:
                     weight = sample.count
                     count, total = (known.count, known.total) if known else (0.0, 0.0)
                     entry = _Series(place, 0.0, count + weight, total + value * weight, now)
-                series[place.key] = entry
+                series[key] = entry
+                if known is None:
+                    keys = grown.get(key[0])
+                    if keys is None:
+                        keys = grown[key[0]] = list(self._families.get(key[0], ()))
+                    keys.append(key)
+                    versions[key[0]] = generation
+                # A counter or summary written with nothing new (an idle StatsD counter's 0, a GPU's 0 Xid errors)
+                # serves what it did; a gauge rewritten may come back from stale, so it always makes a version.
+                elif exposed.kind == GAUGE or (
+                        entry.value != known.value or entry.count != known.count or entry.total != known.total):
+                    versions[key[0]] = generation
+            families = self._families
+            if grown:
+                families = {**families, **{name: tuple(keys) for name, keys in grown.items()}}
             if now >= self._next_forget:  # a sweep at most every forget_after: updates stay O(batch)
-                cutoff = now - self._forget_after
-                series = {key: entry for key, entry in series.items() if entry.updated >= cutoff}
-                self._places = {identity: place for identity, place in places.items()
-                                if place is not None and place.key in series}
-                kept = {dims for _, _, dims in self._places}
-                self._label_sets = {dims: shared for dims, shared in self._label_sets.items() if dims in kept}
+                series, families = self._forget(series, families, versions, now - self._forget_after, generation)
                 self._next_forget = now + self._forget_after
-            self._series = series
+            self._series, self._families, self._versions, self._generation = series, families, versions, generation
+
+    def _forget(self, series: dict[Key, _Series], families: dict[str, tuple[Key, ...]], versions: dict[str, int],
+                cutoff: float, generation: int) -> tuple[dict[Key, _Series], dict[str, tuple[Key, ...]]]:
+        """The tables without the series last written before `cutoff`; a family that lost some is changed."""
+        series = {key: entry for key, entry in series.items() if entry.updated >= cutoff}
+        kept: dict[str, tuple[Key, ...]] = {}
+        for name, keys in families.items():
+            left = tuple(key for key in keys if key in series)
+            if left:
+                kept[name] = left
+                if len(left) < len(keys):
+                    versions[name] = generation
+            else:
+                del versions[name]
+        self._places = {identity: place for identity, place in self._places.items()
+                        if place is not None and place.key in series}
+        dimensions_kept = {dims for _, _, dims in self._places}
+        self._label_sets = {dims: shared for dims, shared in self._label_sets.items() if dims in dimensions_kept}
+        return series, kept
 
     def _place(self, sample: Sample) -> _Place | None:
         exposed = exposition(sample.name, sample.unit)
@@ -224,37 +309,143 @@ class Snapshot:
             shared = self._label_sets[sample.dimensions] = (labelled, dict(labelled))
         return _Place(exposed, (exposed.name, shared[0]), shared[1])
 
-    def series(self) -> list[_Series]:
+    def view(self) -> View:
         with self._lock:
-            table = self._series
-        cutoff = self._monotonic() - self._stale_after
-        return [entry for entry in table.values() if entry.place.exposed.kind != GAUGE or entry.updated >= cutoff]
+            series, families, versions = self._series, self._families, self._versions
+        return View(series, families, versions, self._monotonic() - self._stale_after)
+
+    def series(self) -> list[_Series]:
+        view = self.view()
+        return [entry for family in view.families for entry in view.served(family).series]
+
+
+def _metric(exposed: Exposition, served: Iterable[_Series], names: Container[str] | None = None) -> Metric | None:
+    """One family as prometheus_client takes it from a custom collector; with `names` (`?name[]=`), only the
+    samples so named, as prometheus_client's restricted registry keeps them. None when no sample is left."""
+    metric = Metric(exposed.name, exposed.help, exposed.kind)
+    sample_names = exposed.sample_names
+    if names is not None:
+        sample_names = tuple(name if name in names else "" for name in sample_names)
+    for entry in served:
+        # add_sample, not add_metric: series of one family may carry different labels (StatsD tags)
+        if exposed.kind == SUMMARY:
+            if sample_names[0]:
+                metric.add_sample(sample_names[0], entry.place.labelled, entry.count)
+            if sample_names[1]:
+                metric.add_sample(sample_names[1], entry.place.labelled, entry.total)
+        elif sample_names[0]:
+            metric.add_sample(sample_names[0], entry.place.labelled, entry.value)
+    return metric if metric.samples else None
 
 
 class SnapshotCollector:
-    """prometheus_client's custom-collector protocol: families built from the snapshot at each scrape."""
+    """prometheus_client's custom-collector protocol: families built from the snapshot at each scrape, every
+    one of them (`Pages` renders only those that changed, and must give the same bytes)."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        families: dict[str, tuple[Metric, tuple[str, ...]]] = {}
-        for entry in self._snapshot.series():  # grouped by family below; Prometheus needs no order
-            place = entry.place
-            exposed = place.exposed
-            family = families.get(exposed.name)
-            if family is None:
-                family = families[exposed.name] = (Metric(exposed.name, exposed.help, exposed.kind),
-                                                   exposed.sample_names)
-            metric, names = family
-            # add_sample, not add_metric: series of one family may carry different labels (StatsD tags)
-            if exposed.kind == SUMMARY:
-                metric.add_sample(names[0], place.labelled, entry.count)
-                metric.add_sample(names[1], place.labelled, entry.total)
-            else:
-                metric.add_sample(names[0], place.labelled, entry.value)
-        for metric, _ in families.values():
-            yield metric
+        view = self._snapshot.view()
+        for family in view.families:
+            metric = _metric(view.exposed(family), view.served(family).series)
+            if metric is not None:
+                yield metric
+
+
+class _Given(NamedTuple):
+    """A collector of the families it is given: what an encoder is handed to render one family alone."""
+
+    metrics: tuple[Metric, ...]
+
+    def collect(self) -> tuple[Metric, ...]:
+        return self.metrics
+
+
+class _Rendered(NamedTuple):
+    """One family rendered in one format, valid for its version while the cutoff is in (after, until]."""
+
+    version: int
+    after: float
+    until: float
+    text: bytes
+
+
+class _Format(NamedTuple):
+    """The rendered families of one format (one content type), as the last scrape of it left them."""
+
+    trailer: bytes  # what the encoder writes after the last family (OpenMetrics' `# EOF`); nothing for text
+    families: dict[str, _Rendered]
+
+
+Encoder = Callable[[Any], bytes]  # prometheus_client's: a collector (anything with collect()) to the page
+MAX_FORMATS = 4  # content types cached at once; the scraper names the versions, so they are bounded here
+
+
+class Pages:
+    """The `/metrics` page, rendered by prometheus_client's encoders one family at a time and cached per family
+    and per format: a scrape encodes only the families that changed since the last one (at 1 s collection the
+    host and GPU families; StatsD series change once per flush) and joins the bytes it kept for the others.
+
+    A scrape reads one `View` of the snapshot and uses a kept family only if it was rendered from the same
+    version of that family at a cutoff serving the same gauges, so it serves exactly what
+    `generate_latest` on a registry holding `SnapshotCollector` would have served from that view. Scrapes run
+    on the server's threads, concurrently: each renders into its own table and stores it whole (the last one
+    stored wins: one of an older view costs the next scrape some encoding, never a wrong family).
+    """
+
+    def __init__(self, snapshot: Snapshot, choose: Callable[[str], tuple[Encoder, str]] = choose_encoder) -> None:
+        self._snapshot = snapshot
+        self._choose = choose  # prometheus_client's negotiation; tests count what its encoders are handed
+        self._lock = threading.Lock()
+        self._formats: dict[str, _Format] = {}
+
+    def render(self, accept: str | None, names: Collection[str] | None = None) -> tuple[bytes, str]:
+        """The page and its content type for a request's Accept header (prometheus_client's negotiation), with
+        only the samples `names` lists when the request has `name[]` parameters."""
+        encoder, content_type = self._choose(accept or "")
+        view = self._snapshot.view()
+        with self._lock:
+            kept = self._formats.get(content_type)
+        trailer = kept.trailer if kept is not None else encoder(_Given(()))
+        cached = kept.families if kept is not None else {}
+        rendered: dict[str, _Rendered] = {}
+        parts = []
+        for name in view.families:
+            if names is not None:
+                exposed = view.exposed(name)
+                wanted = [sample_name in names for sample_name in exposed.sample_names]
+                if not any(wanted):
+                    continue
+                if not all(wanted):  # part of a family (a summary's `_count` alone): rendered, not kept
+                    parts.append(_encode(encoder, trailer, _metric(exposed, view.served(name).series, names)))
+                    continue
+            version = view.versions[name]
+            entry = cached.get(name)
+            if entry is None or entry.version != version or not entry.after < view.cutoff <= entry.until:
+                served = view.served(name)
+                text = _encode(encoder, trailer, _metric(view.exposed(name), served.series))
+                entry = _Rendered(version, served.after, served.until, text)
+            rendered[name] = entry
+            parts.append(entry.text)
+        parts.append(trailer)
+        if names is None:
+            self._store(content_type, _Format(trailer, rendered))
+        return b"".join(parts), content_type
+
+    def _store(self, content_type: str, rendered: _Format) -> None:
+        with self._lock:
+            self._formats.pop(content_type, None)  # stored last: the format scraped longest ago goes first
+            if len(self._formats) >= MAX_FORMATS:
+                del self._formats[next(iter(self._formats))]
+            self._formats[content_type] = rendered
+
+
+def _encode(encoder: Encoder, trailer: bytes, metric: Metric | None) -> bytes:
+    """One family as the encoder writes it, without the trailer it writes after every page."""
+    if metric is None:
+        return b""
+    return encoder(_Given((metric,))).removesuffix(trailer)
 
 
 class EndpointError(Exception):
@@ -293,19 +484,52 @@ def address_problem(address: str, allow_remote: bool, can_bind_privileged: Calla
     return None
 
 
+def wsgi_app(pages: Pages) -> Callable[[dict[str, Any], Callable[..., object]], list[bytes]]:
+    """prometheus_client's `make_wsgi_app`, serving `pages` instead of encoding a registry: the same methods,
+    favicon, `name[]` parameters, content negotiation, gzip and headers (prometheus_client/exposition.py)."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., object]) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        headers: list[tuple[str, str]] = []
+        if method == "OPTIONS":
+            status, headers, output = "200 OK", [("Allow", "OPTIONS,GET")], b""
+        elif method != "GET":
+            status, headers = "405 Method Not Allowed", [("Allow", "OPTIONS,GET")]
+            output = f"# HTTP {status}: {method}; use OPTIONS or GET\n".encode()
+        elif environ["PATH_INFO"] == "/favicon.ico":  # an empty answer for browsers, as prometheus_client gives
+            status, output = "200 OK", b""
+        else:  # any other path is the page, as prometheus_client serves it
+            names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
+            output, content_type = pages.render(environ.get("HTTP_ACCEPT"), names)
+            status, headers = "200 OK", [("Content-Type", content_type)]
+            if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
+                output = gzip.compress(output)
+                headers.append(("Content-Encoding", "gzip"))
+        start_response(status, headers)
+        return [output]
+
+    return app
+
+
 class Endpoint:
-    """The HTTP server prometheus_client runs on its own thread, serving text format and OpenMetrics."""
+    """The HTTP server prometheus_client runs (a thread per request, wsgiref), serving `Pages` on its own thread:
+    text format and OpenMetrics."""
 
     def __init__(self, address: str, snapshot: Snapshot) -> None:
         host, port = split_host_port(address)
         self.address = address
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(snapshot))
+        self.pages = Pages(snapshot)
         try:
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            # As prometheus_client's start_wsgi_server: the address family the host needs, requests not logged.
+            class Server(ThreadingWSGIServer):
+                address_family, _ = _get_best_family(host, port)
+
+            self._server = make_server(host, port, wsgi_app(self.pages), Server, handler_class=_SilentHandler)
         except OSError as error:
             reason = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be listened on: {error.strerror}"
             raise EndpointError(f"prometheus.address: {address} {reason}, got \"{address}\"") from error
+        self._thread = threading.Thread(target=self._server.serve_forever, name="prometheus", daemon=True)
+        self._thread.start()
         self.port = self._server.server_port
         log.info("prometheus_listening", address=address, port=self.port)
 
