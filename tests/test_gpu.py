@@ -617,3 +617,12 @@ def test_the_nvidia_smi_comparison_says_no_gpu_on_a_host_without_one() -> None:
     script = Path(__file__).parent.parent / "bench" / "gpu_vs_nvidia_smi.py"
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, "no GPU: nvidia-smi is not installed\n", "")
+
+
+def test_a_metric_series_checks_its_dimensions_once_and_samples_as_the_metric_does() -> None:
+    series = METRICS["GPUUtilization"].series(GPUName="NVIDIA H100 80GB HBM3", GPU="3")
+    expected = Sample("GPUUtilization", 7.0, "Percent", (("GPU", "3"), ("GPUName", "NVIDIA H100 80GB HBM3")))
+    assert series.sample(7) == METRICS["GPUUtilization"].sample(7, GPU="3", GPUName="NVIDIA H100 80GB HBM3") == expected
+    assert type(series.sample(7).value) is float
+    with pytest.raises(ValueError, match=r"^GPUUtilization takes dimensions \('GPU',\), got \('Core',\)$"):
+        METRICS["GPUUtilization"].series(Core="0")
