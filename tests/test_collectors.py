@@ -290,6 +290,21 @@ def test_excluding_a_filesystems_mount_point_does_not_bring_it_back_under_a_bind
     assert mount_paths(collector.collect()) == ["/", "/fsx"]
 
 
+def test_storage_follows_the_mount_table_when_it_changes_between_cycles() -> None:
+    # The filesystems are worked out again only when the table changed: a mount, an unmount, or a mount on
+    # top that hides one must each show in the next cycle.
+    root, data = TRAINING_HOST_MOUNTS[0], TRAINING_HOST_MOUNTS[1]
+    covered = mounts_module.parse(
+        TRAINING_HOST_MOUNTINFO + "40 23 0:24 /systemd/inaccessible/dir /data ro - tmpfs tmpfs rw\n")
+    tables = [[root], [root], [root, data], [root, data], covered, [root]]
+    calls: list[str] = []
+    collector = StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES), mount_table=lambda: tables.pop(0),
+                                 statvfs=statvfs_from(TRAINING_HOST_STATVFS, hang=calls.append))
+    assert [mount_paths(collector.collect()) for _ in range(6)] == [["/"], ["/"], ["/", "/data"], ["/", "/data"],
+                                                                   ["/"], ["/"]]
+    assert calls == ["/", "/", "/", "/data", "/", "/data", "/", "/"]
+
+
 def test_disk_throughput_whole_disks_only_with_wrap_giving_no_sample() -> None:
     clock = FakeClock()
     counters = Sequence(

@@ -19,7 +19,7 @@ import structlog
 
 from agent.catalogue import METRICS
 from agent.collectors.blockdev import BlockDeviceNames
-from agent.collectors.mounts import Mount, filesystems
+from agent.collectors.mounts import Filesystem, Mount, filesystems
 from agent.collectors.mounts import read as read_mountinfo
 from agent.filters import NameFilter
 from agent.logs import LogOnce
@@ -143,6 +143,10 @@ class StorageCollector:
         self._mount_table = mount_table
         self._threads = _StatvfsThreads(statvfs, threads, parked_threads)
         self._hung: dict[str, _Call] = {}  # by statvfs path: calls still out after their cycle's deadline
+        # The mount table of the last cycle and its wanted filesystems: worked out again only when the table
+        # changed (working them out costs twice what reading and parsing the table does).
+        self._table: list[Mount] | None = None
+        self._filesystems: list[Filesystem] = []
         self._warn = LogOnce(log)
         self.skipped: Counter[str] = Counter()  # totals by reason, for tests and the bench
 
@@ -168,7 +172,10 @@ class StorageCollector:
     def collect(self) -> list[Sample]:
         skipped: Counter[str] = Counter()
         wanted: dict[str, Mount] = {}  # statvfs path → the mount that names the filesystem
-        for filesystem in filesystems(self._mount_table(), self._wanted):
+        table = self._mount_table()
+        if table != self._table:
+            self._table, self._filesystems = table, filesystems(table, self._wanted)
+        for filesystem in self._filesystems:
             name = filesystem.mount.mountpoint
             if filesystem.reachable is None:
                 self._warn.info(("hidden", name), "storage_filesystem_hidden", mount=name,
