@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+import psutil
 import pytest
 from structlog.testing import capture_logs
 
@@ -11,7 +13,7 @@ from agent.catalogue import METRICS
 from agent.collectors import mounts as mounts_module
 from agent.collectors.cpu import CpuCollector
 from agent.collectors.diskio import DiskIOCollector
-from agent.collectors.memory import MemoryCollector
+from agent.collectors.memory import MemoryCollector, swap_memory
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import STATVFS_THREADS, StorageCollector
 from agent.config import DEFAULT_IGNORED_FSTYPES, NetworkConfig
@@ -113,6 +115,23 @@ def test_memory_utilization_and_swap_absent_without_swap() -> None:
         swap_memory=lambda: SwapMemory(total=8, used=2),
     )
     assert by_name(with_swap.collect())[("SwapUtilization", ())] == 25.0
+
+
+MEMINFO_HEAD = "MemTotal:       65536000 kB\nMemFree:         1024000 kB\nSwapCached:            0 kB\n"
+
+
+def test_swap_is_read_from_meminfo_as_psutil_reads_it(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(MEMINFO_HEAD + "SwapTotal:       8388608 kB\nSwapFree:        6291456 kB\nZswap: 0 kB\n")
+    assert swap_memory(str(meminfo)) == (8 * 2**30, 2 * 2**30)
+    real = psutil.swap_memory()
+    assert swap_memory()[0] == real.total  # used may move between the two reads; the total does not
+
+
+def test_swap_without_swap_lines_in_meminfo_is_psutils_answer(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(MEMINFO_HEAD)  # psutil then asks sysinfo(2); so does the agent, through psutil
+    assert swap_memory(str(meminfo)).total == psutil.swap_memory().total
 
 
 def test_storage_ignores_pseudo_filesystems_and_computes_df_utilization() -> None:
