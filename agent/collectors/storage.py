@@ -19,8 +19,7 @@ import structlog
 
 from agent.catalogue import METRICS
 from agent.collectors.blockdev import BlockDeviceNames
-from agent.collectors.mounts import Filesystem, Mount, filesystems
-from agent.collectors.mounts import read as read_mountinfo
+from agent.collectors.mounts import Filesystem, Mount, MountTable, filesystems
 from agent.filters import NameFilter
 from agent.logs import LogOnce
 from agent.samples import Sample
@@ -129,7 +128,7 @@ class StorageCollector:
         device_dimensions: bool = False,
         inodes_free: bool = False,
         device_names: BlockDeviceNames | None = None,
-        mount_table: Callable[[], list[Mount]] = read_mountinfo,
+        mount_table: Callable[[], list[Mount]] | None = None,  # MountTable() of /proc/self/mountinfo
         statvfs: Callable[[str], Any] = os.statvfs,
         threads: int = STATVFS_THREADS,
         parked_threads: int = PARKED_THREADS,
@@ -140,7 +139,7 @@ class StorageCollector:
         self._device_dimensions = device_dimensions
         self._inodes_free = inodes_free  # the CloudWatch agent's disk_inodes_free (cwagent)
         self._device_names = device_names or BlockDeviceNames()
-        self._mount_table = mount_table
+        self._mount_table = mount_table or MountTable()
         self._threads = _StatvfsThreads(statvfs, threads, parked_threads)
         self._hung: dict[str, _Call] = {}  # by statvfs path: calls still out after their cycle's deadline
         # The mount table of the last cycle and its wanted filesystems: worked out again only when the table
