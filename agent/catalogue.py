@@ -102,7 +102,7 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("MemoryAvailable", BYTES, (), "MemAvailable",
            "/proc/meminfo (psutil.virtual_memory)", "Memory available to start new work without swapping."),
     Metric("SwapUtilization", PERCENT, (), "swap used / swap total × 100",
-           "/proc/meminfo (psutil.swap_memory)", "Swap in use; not published when the host has no swap."),
+           "/proc/meminfo (SwapTotal, SwapFree)", "Swap in use; not published when the host has no swap."),
     # --- Storage ---------------------------------------------------------------------------------
     # Device and FSType are set only for naming profiles whose dimension sets need them (cwagent).
     Metric("StorageUtilization", PERCENT, ("MountPath",), "(total − free) / (used + available) × 100",
