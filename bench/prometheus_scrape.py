@@ -299,7 +299,8 @@ def main() -> int:
     def loads(runs: list[Run]) -> str:
         return ", ".join(f"{r.load:.1f}" for r in runs)
 
-    print(f"## Prometheus scrape ({args.runs} × {seconds:.0f} s per endpoint setting, {os.cpu_count()} cores)")
+    print(f"## Prometheus scrape, {args.series:,} StatsD series ({args.runs} × {seconds:.0f} s per endpoint setting, "
+          f"{os.cpu_count()} cores)")
     print()
     print(f"{GPUS} simulated H100s, {args.series:,} live StatsD series, 1 s collection, {PUBLISH_INTERVAL} s publish "
           f"interval, dry-run sink; {ons[-1].samples:,} samples per scrape. Agent CPU from /proc for its own "
