@@ -322,6 +322,19 @@ def test_gpu_lost_before_the_first_sweep_has_only_its_index(clock: FakeClock, ma
         METRICS["GPUHealthy"].sample(0, GPU="3")]
 
 
+def test_a_gpu_lost_after_its_first_sweep_keeps_the_dimensions_read_then(
+    clock: FakeClock, make_collector: MakeCollector
+) -> None:
+    # Its series are made once, when it first answers; a lost GPU can no longer say its UUID or name.
+    collector = make_collector(gpu_lost_midrun(lost_gpu=3, lost_at=15.0, clock=clock), uuid_dimension=True,
+                               name_dimension=True)
+    collector.collect()
+    clock.advance(20)
+    dims = {"GPU": "3", "GPUUUID": "GPU-8f3b0003-6c1e-4a7d-9b25-0d4e1f2a3c5b", "GPUName": "NVIDIA H100 80GB HBM3"}
+    assert [s for s in collector.collect() if dict(s.dimensions).get("GPU") == "3"] == [
+        METRICS["GPUHealthy"].sample(0, **dims), METRICS["GPUXidErrors"].sample(0, **dims)]
+
+
 def test_xid_79_is_counted_with_its_code_for_one_interval(clock: FakeClock, make_collector: MakeCollector) -> None:
     fake = xid_79(gpu=5, at=5.0, clock=clock)
     collector = make_collector(fake)
