@@ -283,7 +283,7 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
                   # Off, nobody scrapes: no copy of every series' latest reading (at 20,000 StatsD series the
                   # agent's peak RSS went from 148.6 to 130.4 MB without it, bench/statsd_memory.py).
                   observe=snapshot.update if snapshot is not None and config.prometheus.enabled else None,
-                  sample_as=namer.sample)
+                  sample_as=namer.sample_stage)
     return agent, publisher
 
 

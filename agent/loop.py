@@ -151,6 +151,7 @@ class Agent:
         last collection before a stop or a reload, which drains what a `Buffered` collector holds."""
         timestamp = self._wall_clock()
         kept = 0
+        observed: list[Sample] = []  # the cycle's samples, handed to `observe` as one batch
         for collector in self.collectors:
             try:
                 if final and isinstance(collector, Buffered):
@@ -163,14 +164,20 @@ class Agent:
                                    collector=collector.name, error=repr(error))
                 continue
             self._warn.reset(("collector", collector.name))
-            kept += self._add(samples, timestamp)
+            kept += self._add(samples, timestamp, observed)
+        if self._observe is not None:
+            self._observe(observed)
         self.stats.add_collected(kept)
         return kept
 
-    def _add(self, samples: Sequence[Sample], timestamp: float) -> int:
+    def _add(self, samples: Sequence[Sample], timestamp: float, observed: list[Sample] | None = None) -> int:
+        """`observed`: where a collection cycle gathers what `observe` gets once at its end (one snapshot
+        update a cycle, not one per collector: each update copies the snapshot's tables); None: observe now."""
         if self._keeps is not None:
             samples = [sample for sample in samples if self._keeps(sample.name)]
-        if self._observe is not None:
+        if observed is not None:
+            observed += samples
+        elif self._observe is not None:
             self._observe(samples)
         if self._sample_as is not None:
             samples = [self._sample_as(sample) for sample in samples]

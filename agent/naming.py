@@ -32,7 +32,7 @@ today must not start writing into a host series when the operator switches profi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agent.aggregate import Datum
@@ -273,13 +273,26 @@ class Namer:
     def __init__(self, profile_name: str = "native", collect_interval: float = 10.0) -> None:
         self._profile = profile(profile_name)
         self._collect_interval = collect_interval
+        # Each published metric's constant dimensions, looked up once rather than for every sample of every cycle.
+        self._constants = {name: alias.constant_dimensions for name, alias in self._profile.aliases.items()}
+
+    @property
+    def sample_stage(self) -> Callable[[Sample], Sample] | None:
+        """`sample`, or None under a profile that changes no sample (native): the loop then skips the pass."""
+        return None if self._profile is NATIVE else self.sample
 
     def sample(self, sample: Sample) -> Sample:
         """The sample with the profile's constant dimensions, before roll-ups take only what they list."""
-        if self._profile is NATIVE or sample.name not in METRICS:
+        if self._profile is NATIVE:
             return sample
-        constant = self._profile.alias(sample.name).constant_dimensions
-        return sample._replace(dimensions=tuple(sorted(sample.dimensions + constant))) if constant else sample
+        constant = self._constants.get(sample.name)
+        if constant is None:
+            if sample.name not in METRICS:
+                return sample
+            constant = self._profile.alias(sample.name).constant_dimensions  # raises: the profile does not publish it
+        if not constant:
+            return sample
+        return Sample(sample.name, sample.value, sample.unit, tuple(sorted(sample.dimensions + constant)), sample.count)
 
     def datum(self, datum: Datum) -> Datum:
         if self._profile is NATIVE:

@@ -74,6 +74,26 @@ def test_a_failing_collector_is_counted_and_the_others_carry_on() -> None:
     assert by_name["Heartbeat"].values == (1.0,)
 
 
+def test_the_snapshot_gets_one_batch_per_cycle_with_every_collectors_kept_samples() -> None:
+    # One update per cycle, not per collector: each update copies the snapshot's tables.
+    observed: list[list[tuple[str, float]]] = []
+    agent = Agent(
+        collectors=[Scripted("cpu", "CPUUtilization", [10.0, 20.0]), Scripted("broken", "X", [OSError("gone"), 1.0]),
+                    Scripted("excluded", "CPUSteal", [3.0, 4.0]), Scripted("gpu", "GPUUtilization", [70.0, 75.0])],
+        aggregator=Aggregator(), stats=AgentStats(), submit=lambda d: None, wall_clock=WallClock(MINUTE),
+        keeps=MetricExclusions(("CPUSteal",)).keeps,
+        observe=lambda samples: observed.append([(sample.name, sample.value) for sample in samples]),
+    )
+    agent.collect()
+    agent.collect()
+    assert observed == [[("CPUUtilization", 10.0), ("GPUUtilization", 70.0)],
+                        [("CPUUtilization", 20.0), ("X", 1.0), ("GPUUtilization", 75.0)]]
+    observed.clear()
+    agent.flush()  # the interval's self-metrics: a batch of their own
+    assert len(observed) == 1
+    assert {name for name, _ in observed[0]} >= {"Heartbeat", "DatapointsCollected"}
+
+
 def test_a_collector_that_fails_recovers_and_fails_again_is_logged_again() -> None:
     agent = Agent(
         collectors=[Scripted("flaky", "X", [OSError("gone"), OSError("gone"), 1.0, OSError("gone again")])],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
+import psutil
 import pytest
 from structlog.testing import capture_logs
 
@@ -11,7 +13,7 @@ from agent.catalogue import METRICS
 from agent.collectors import mounts as mounts_module
 from agent.collectors.cpu import CpuCollector
 from agent.collectors.diskio import DiskIOCollector
-from agent.collectors.memory import MemoryCollector
+from agent.collectors.memory import MemoryCollector, swap_memory
 from agent.collectors.network import NetworkCollector
 from agent.collectors.storage import STATVFS_THREADS, StorageCollector
 from agent.config import DEFAULT_IGNORED_FSTYPES, NetworkConfig
@@ -113,6 +115,23 @@ def test_memory_utilization_and_swap_absent_without_swap() -> None:
         swap_memory=lambda: SwapMemory(total=8, used=2),
     )
     assert by_name(with_swap.collect())[("SwapUtilization", ())] == 25.0
+
+
+MEMINFO_HEAD = "MemTotal:       65536000 kB\nMemFree:         1024000 kB\nSwapCached:            0 kB\n"
+
+
+def test_swap_is_read_from_meminfo_as_psutil_reads_it(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(MEMINFO_HEAD + "SwapTotal:       8388608 kB\nSwapFree:        6291456 kB\nZswap: 0 kB\n")
+    assert swap_memory(str(meminfo)) == (8 * 2**30, 2 * 2**30)
+    real = psutil.swap_memory()
+    assert swap_memory()[0] == real.total  # used may move between the two reads; the total does not
+
+
+def test_swap_without_swap_lines_in_meminfo_is_psutils_answer(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(MEMINFO_HEAD)  # psutil then asks sysinfo(2); so does the agent, through psutil
+    assert swap_memory(str(meminfo)).total == psutil.swap_memory().total
 
 
 def test_storage_ignores_pseudo_filesystems_and_computes_df_utilization() -> None:
@@ -288,6 +307,21 @@ def test_excluding_a_filesystems_mount_point_does_not_bring_it_back_under_a_bind
                                  statvfs=statvfs_from({"/": StatVfs(4096, 1000, 500, 400, 100, 50),
                                                        "/fsx": StatVfs(4096, 1000, 500, 400, 0, 0)}))
     assert mount_paths(collector.collect()) == ["/", "/fsx"]
+
+
+def test_storage_follows_the_mount_table_when_it_changes_between_cycles() -> None:
+    # The filesystems are worked out again only when the table changed: a mount, an unmount, or a mount on
+    # top that hides one must each show in the next cycle.
+    root, data = TRAINING_HOST_MOUNTS[0], TRAINING_HOST_MOUNTS[1]
+    covered = mounts_module.parse(
+        TRAINING_HOST_MOUNTINFO + "40 23 0:24 /systemd/inaccessible/dir /data ro - tmpfs tmpfs rw\n")
+    tables = [[root], [root], [root, data], [root, data], covered, [root]]
+    calls: list[str] = []
+    collector = StorageCollector(fstypes=NameFilter(exclude=DEFAULT_IGNORED_FSTYPES), mount_table=lambda: tables.pop(0),
+                                 statvfs=statvfs_from(TRAINING_HOST_STATVFS, hang=calls.append))
+    assert [mount_paths(collector.collect()) for _ in range(6)] == [["/"], ["/"], ["/", "/data"], ["/", "/data"],
+                                                                   ["/"], ["/"]]
+    assert calls == ["/", "/", "/", "/data", "/", "/data", "/", "/"]
 
 
 def test_disk_throughput_whole_disks_only_with_wrap_giving_no_sample() -> None:

@@ -322,6 +322,19 @@ def test_gpu_lost_before_the_first_sweep_has_only_its_index(clock: FakeClock, ma
         METRICS["GPUHealthy"].sample(0, GPU="3")]
 
 
+def test_a_gpu_lost_after_its_first_sweep_keeps_the_dimensions_read_then(
+    clock: FakeClock, make_collector: MakeCollector
+) -> None:
+    # Its series are made once, when it first answers; a lost GPU can no longer say its UUID or name.
+    collector = make_collector(gpu_lost_midrun(lost_gpu=3, lost_at=15.0, clock=clock), uuid_dimension=True,
+                               name_dimension=True)
+    collector.collect()
+    clock.advance(20)
+    dims = {"GPU": "3", "GPUUUID": "GPU-8f3b0003-6c1e-4a7d-9b25-0d4e1f2a3c5b", "GPUName": "NVIDIA H100 80GB HBM3"}
+    assert [s for s in collector.collect() if dict(s.dimensions).get("GPU") == "3"] == [
+        METRICS["GPUHealthy"].sample(0, **dims), METRICS["GPUXidErrors"].sample(0, **dims)]
+
+
 def test_xid_79_is_counted_with_its_code_for_one_interval(clock: FakeClock, make_collector: MakeCollector) -> None:
     fake = xid_79(gpu=5, at=5.0, clock=clock)
     collector = make_collector(fake)
@@ -617,3 +630,12 @@ def test_the_nvidia_smi_comparison_says_no_gpu_on_a_host_without_one() -> None:
     script = Path(__file__).parent.parent / "bench" / "gpu_vs_nvidia_smi.py"
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, "no GPU: nvidia-smi is not installed\n", "")
+
+
+def test_a_metric_series_checks_its_dimensions_once_and_samples_as_the_metric_does() -> None:
+    series = METRICS["GPUUtilization"].series(GPUName="NVIDIA H100 80GB HBM3", GPU="3")
+    expected = Sample("GPUUtilization", 7.0, "Percent", (("GPU", "3"), ("GPUName", "NVIDIA H100 80GB HBM3")))
+    assert series.sample(7) == METRICS["GPUUtilization"].sample(7, GPU="3", GPUName="NVIDIA H100 80GB HBM3") == expected
+    assert type(series.sample(7).value) is float
+    with pytest.raises(ValueError, match=r"^GPUUtilization takes dimensions \('GPU',\), got \('Core',\)$"):
+        METRICS["GPUUtilization"].series(Core="0")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from agent.collectors.mounts import Mount, filesystems, parse
+from agent.collectors.mounts import Mount, MountTable, filesystems, parse
 from tests.fakes.host import SANDBOXED_UNIT_MOUNTS
 
 
@@ -89,3 +91,22 @@ def test_reachability_follows_the_mount_tree_not_the_order_of_the_lines() -> Non
     assert found == [("xfs", "/data", "/data"), ("ext4", "/", "/"), ("tmpfs", "/mnt", "/mnt"),
                      ("ext4", "/mnt/scratch", None), ("xfs", "/srv", "/srv"), ("xfs", "/srv/cache", "/srv/cache"),
                      ("tmpfs", "/srv", None)]
+
+
+def test_the_mount_table_is_parsed_again_only_when_its_text_changed(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    root = "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p1 rw\n"
+    data = "23 22 259:4 / /data rw,noatime shared:2 - xfs /dev/nvme1n1 rw\n"
+    mountinfo.write_text(root)
+    table = MountTable(str(mountinfo))
+    first = table()
+    assert first == [Mount(22, 1, 259, 1, "/", "/", "rw,relatime", "ext4", "/dev/nvme0n1p1")]
+    assert table() is first  # unchanged: the same list, not parsed again
+    mountinfo.write_text(root + data)
+    assert [mount.mountpoint for mount in table()] == ["/", "/data"]
+    mountinfo.write_text(root + "23 22 259:4 / /data rw\n")  # not the kernel's format: refused every call
+    for _ in range(2):
+        with pytest.raises(ValueError, match="mountinfo line 2 is not in the kernel's format"):
+            table()
+    mountinfo.write_text(root)
+    assert table() == first

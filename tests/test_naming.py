@@ -238,3 +238,17 @@ def test_cwagent_makes_the_collectors_set_the_gpu_name_and_storage_device() -> N
     assert collectors["storage"]._device_dimensions is True  # type: ignore[attr-defined]
     native = {collector.name: collector for collector in build_collectors(parse({"gpu": {"enabled": False}}))}
     assert native["storage"]._device_dimensions is False  # type: ignore[attr-defined]
+
+
+def test_the_sample_stage_is_skipped_under_native_and_adds_the_constant_dimensions_under_cwagent() -> None:
+    assert Namer("native").sample_stage is None  # the loop then makes no pass over each batch
+    stage = Namer("cwagent").sample_stage
+    assert stage is not None
+    core = METRICS["CPUCoreUtilization"].sample(12.5, Core="3")
+    assert stage(METRICS["CPUUtilization"].sample(12.5)) == Sample("CPUUtilization", 12.5, "Percent",
+                                                                     (("cpu", "cpu-total"),))
+    assert stage(core) is core  # its `cpu` dimension is the Core renamed, at publish time
+    gpu = METRICS["GPUUtilization"].sample(70, GPU="0")
+    assert stage(gpu) is gpu
+    job = Sample("StepTime", 250.0, "Milliseconds", (("model", "llama"),), 0.5)
+    assert stage(job) is job

@@ -16,7 +16,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
-from agent.catalogue import METRICS
+from agent.catalogue import CATALOGUE, METRICS, Series
 from agent.config import GpuConfig
 from agent.logs import LogOnce
 from agent.nvml import ClocksEvent, Field, FieldValues, GpuLost, Nvml, NvmlError, NvmlUnavailable, XidEvent
@@ -32,11 +32,13 @@ XID_WAIT_MS = 500  # how long one event wait blocks; close() waits at most twice
 # How often GPUs without PCIe byte counters are sampled with the blocking throughput call, off the loop.
 PCIE_THROUGHPUT_INTERVAL_S = 60.0
 
+# Plain ints: `&` on two IntFlags builds a flag through the enum machinery, three times per GPU per sweep.
 _THROTTLES = (
-    ("GPUThrottleThermal", ClocksEvent.SW_THERMAL_SLOWDOWN | ClocksEvent.HW_THERMAL_SLOWDOWN),
-    ("GPUThrottlePowerCap", ClocksEvent.SW_POWER_CAP),
-    ("GPUThrottleHardwareSlowdown", ClocksEvent.HW_SLOWDOWN | ClocksEvent.HW_POWER_BRAKE_SLOWDOWN),
+    ("GPUThrottleThermal", int(ClocksEvent.SW_THERMAL_SLOWDOWN | ClocksEvent.HW_THERMAL_SLOWDOWN)),
+    ("GPUThrottlePowerCap", int(ClocksEvent.SW_POWER_CAP)),
+    ("GPUThrottleHardwareSlowdown", int(ClocksEvent.HW_SLOWDOWN | ClocksEvent.HW_POWER_BRAKE_SLOWDOWN)),
 )
+_READINGS = {field: field.name.lower() for field in Field}  # each field's name in logs and LogOnce keys
 _COUNTERS = ((Field.ECC_UNCORRECTED_VOLATILE, "GPUECCUncorrectableErrors"), (Field.PCIE_REPLAYS, "GPUPCIeReplays"))
 _FLAGS = (
     (Field.REMAPPED_ROWS_PENDING, "GPURemappedRowsPending"),
@@ -52,6 +54,13 @@ _PCIE: tuple[tuple[Literal["rx", "tx"], Field, str], ...] = (
     ("rx", Field.PCIE_RX_BYTES, "GPUPCIeRxBytesPerSecond"),
     ("tx", Field.PCIE_TX_BYTES, "GPUPCIeTxBytesPerSecond"),
 )
+_PER_GPU = tuple(metric for metric in CATALOGUE if metric.dimensions == ("GPU",))
+
+
+def _gpu_series(dimensions: dict[str, str]) -> dict[str, Series]:
+    """Each per-GPU metric's series on one GPU, by metric name: its dimensions are read once, so a sweep
+    samples these instead of checking and sorting the same dimensions for every reading."""
+    return {metric.name: metric.series(**dimensions) for metric in _PER_GPU}
 
 
 class _XidWatcher:
@@ -233,7 +242,7 @@ class GpuCollector:
         self._xid = _XidWatcher(self._nvml, xid_wait_ms)
         self._xid_wait_ms = xid_wait_ms
         self._pcie = _PcieThroughputSampler(self._nvml, pcie_throughput_interval)
-        self._dimensions: dict[int, dict[str, str]] = {}  # per GPU, read once
+        self._series: dict[int, dict[str, Series]] = {}  # per GPU, from its dimensions read once
         self._xid_watched: set[int] = set()
         self._counters = CounterTracker()
         self._once = LogOnce(log)
@@ -271,26 +280,26 @@ class GpuCollector:
 
     def _collect_gpu(self, gpu: int, now: float, xid: tuple[int, int | None]) -> list[Sample]:
         try:
-            dimensions = self._discover(gpu)
-            samples = self._read(gpu, dimensions, now)
+            series = self._discover(gpu)
+            samples = self._read(gpu, series, now)
         except GpuLost:
             self._once.warning(("lost", gpu), "gpu_lost", gpu=gpu)
-            dimensions = self._dimensions.get(gpu, {"GPU": str(gpu)})
-            samples = [METRICS["GPUHealthy"].sample(0, **dimensions)]
+            series = self._series.get(gpu) or _gpu_series({"GPU": str(gpu)})
+            samples = [series["GPUHealthy"].sample(0)]
         else:
             self._once.reset(("lost", gpu))
-            samples.append(METRICS["GPUHealthy"].sample(1, **dimensions))
+            samples.append(series["GPUHealthy"].sample(1))
         # Published for a lost GPU too: Xid 79 is how a GPU says it fell off the bus.
         if gpu in self._xid_watched:
             count, last = xid
-            samples.append(METRICS["GPUXidErrors"].sample(count, **dimensions))
+            samples.append(series["GPUXidErrors"].sample(count))
             if last is not None:
-                samples.append(METRICS["GPULastXid"].sample(last, **dimensions))
+                samples.append(series["GPULastXid"].sample(last))
         return samples
 
-    def _discover(self, gpu: int) -> dict[str, str]:
-        """The GPU's dimensions, and its Xid registration, the first time it answers."""
-        known = self._dimensions.get(gpu)
+    def _discover(self, gpu: int) -> dict[str, Series]:
+        """The GPU's series, from its dimensions, and its Xid registration, the first time it answers."""
+        known = self._series.get(gpu)
         if known is not None:
             return known
         dimensions = {"GPU": str(gpu)}
@@ -305,14 +314,14 @@ class GpuCollector:
             self._xid_watched.add(gpu)
         elif watched is False:
             self._absent(gpu, "xid_events", None)
-        self._dimensions[gpu] = dimensions
-        return dimensions
+        series = self._series[gpu] = _gpu_series(dimensions)
+        return series
 
-    def _read(self, gpu: int, dimensions: dict[str, str], now: float) -> list[Sample]:
+    def _read(self, gpu: int, series: dict[str, Series], now: float) -> list[Sample]:
         samples: list[Sample] = []
 
         def add(metric: str, value: float) -> None:
-            samples.append(METRICS[metric].sample(value, **dimensions))
+            samples.append(series[metric].sample(value))
 
         if self._value(gpu, "mig_mode", self._nvml.mig_enabled):
             self._once.info((gpu, "mig"), "gpu_mig_enabled", gpu=gpu, unpublished="GPUUtilization",
@@ -346,7 +355,7 @@ class GpuCollector:
             add("GPUSMClock", clock)
         if (reasons := self._value(gpu, "clocks_event_reasons", self._nvml.clocks_event_reasons)) is not None:
             for metric, bits in _THROTTLES:
-                add(metric, 1 if reasons & bits else 0)
+                add(metric, 1 if int(reasons) & bits else 0)
 
         for field, metric in _COUNTERS:
             if (value := self._field(gpu, fields, field)) is not None:
@@ -395,9 +404,9 @@ class GpuCollector:
     def _field(self, gpu: int, fields: FieldValues, field: Field) -> float | None:
         value = fields.values.get(field)
         if value is None:
-            self._absent(gpu, field.name.lower(), fields.errors.get(field))
+            self._absent(gpu, _READINGS[field], fields.errors.get(field))
         else:
-            self._once.reset((gpu, field.name.lower()))
+            self._once.reset((gpu, _READINGS[field]))
         return value
 
     def _absent(self, gpu: int, reading: str, error: str | None) -> None:

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
 from agent.catalogue import METRICS, Formulas
 from agent.samples import Sample
+
+MEMINFO = "/proc/meminfo"
+
+
+class Swap(NamedTuple):
+    total: int  # bytes
+    used: int  # bytes
+
+
+def swap_memory(meminfo: str = MEMINFO) -> Any:
+    """Swap in bytes as psutil.swap_memory reads it: SwapTotal, and used = SwapTotal − SwapFree, from
+    /proc/meminfo. psutil's call also scans /proc/vmstat for swap-in and swap-out counts, which the agent does
+    not publish, at four times the cost every cycle. Where the file has no swap lines, psutil's answer (it then
+    asks sysinfo(2))."""
+    total = free = None
+    with open(meminfo, "rb") as file:
+        for line in file:
+            if line.startswith(b"SwapTotal:"):
+                total = int(line.split()[1]) * 1024
+            elif line.startswith(b"SwapFree:"):
+                free = int(line.split()[1]) * 1024
+            if total is not None and free is not None:
+                return Swap(total, total - free)
+    return psutil.swap_memory()
 
 
 def cwagent_used_percent(memory: Any) -> float:
@@ -27,7 +51,7 @@ class MemoryCollector:
         *,
         formulas: Formulas = "native",
         virtual_memory: Callable[[], Any] = psutil.virtual_memory,
-        swap_memory: Callable[[], Any] = psutil.swap_memory,
+        swap_memory: Callable[[], Any] = swap_memory,
     ) -> None:
         self._formulas = formulas
         self._virtual_memory = virtual_memory

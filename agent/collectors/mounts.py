@@ -67,9 +67,31 @@ def parse(text: str) -> list[Mount]:
     return mounts
 
 
-def read(path: str = MOUNTINFO) -> list[Mount]:
+def _text(path: str) -> str:
     with open(path, encoding="utf-8", errors="surrogateescape") as file:
-        return parse(file.read())
+        return file.read()
+
+
+def read(path: str = MOUNTINFO) -> list[Mount]:
+    return parse(_text(path))
+
+
+class MountTable:
+    """The mount table as `read` gives it, read every call but parsed again only when its text changed: the
+    storage collector reads it every collection, and mounts come and go rarely. The same list while the text
+    is the same (callers must not change it), so a caller can tell an unchanged table at a glance."""
+
+    def __init__(self, path: str = MOUNTINFO) -> None:
+        self._path = path
+        self._text: str | None = None
+        self._mounts: list[Mount] = []
+
+    def __call__(self) -> list[Mount]:
+        text = _text(self._path)
+        if text != self._text:
+            self._mounts = parse(text)  # raises before anything is kept: a malformed table raises every call
+            self._text = text
+        return self._mounts
 
 
 class Filesystem(NamedTuple):

@@ -19,8 +19,7 @@ import structlog
 
 from agent.catalogue import METRICS
 from agent.collectors.blockdev import BlockDeviceNames
-from agent.collectors.mounts import Mount, filesystems
-from agent.collectors.mounts import read as read_mountinfo
+from agent.collectors.mounts import Filesystem, Mount, MountTable, filesystems
 from agent.filters import NameFilter
 from agent.logs import LogOnce
 from agent.samples import Sample
@@ -129,7 +128,7 @@ class StorageCollector:
         device_dimensions: bool = False,
         inodes_free: bool = False,
         device_names: BlockDeviceNames | None = None,
-        mount_table: Callable[[], list[Mount]] = read_mountinfo,
+        mount_table: Callable[[], list[Mount]] | None = None,  # MountTable() of /proc/self/mountinfo
         statvfs: Callable[[str], Any] = os.statvfs,
         threads: int = STATVFS_THREADS,
         parked_threads: int = PARKED_THREADS,
@@ -140,9 +139,13 @@ class StorageCollector:
         self._device_dimensions = device_dimensions
         self._inodes_free = inodes_free  # the CloudWatch agent's disk_inodes_free (cwagent)
         self._device_names = device_names or BlockDeviceNames()
-        self._mount_table = mount_table
+        self._mount_table = mount_table or MountTable()
         self._threads = _StatvfsThreads(statvfs, threads, parked_threads)
         self._hung: dict[str, _Call] = {}  # by statvfs path: calls still out after their cycle's deadline
+        # The mount table of the last cycle and its wanted filesystems: worked out again only when the table
+        # changed (working them out costs twice what reading and parsing the table does).
+        self._table: list[Mount] | None = None
+        self._filesystems: list[Filesystem] = []
         self._warn = LogOnce(log)
         self.skipped: Counter[str] = Counter()  # totals by reason, for tests and the bench
 
@@ -168,7 +171,10 @@ class StorageCollector:
     def collect(self) -> list[Sample]:
         skipped: Counter[str] = Counter()
         wanted: dict[str, Mount] = {}  # statvfs path → the mount that names the filesystem
-        for filesystem in filesystems(self._mount_table(), self._wanted):
+        table = self._mount_table()
+        if table != self._table:
+            self._table, self._filesystems = table, filesystems(table, self._wanted)
+        for filesystem in self._filesystems:
             name = filesystem.mount.mountpoint
             if filesystem.reachable is None:
                 self._warn.info(("hidden", name), "storage_filesystem_hidden", mount=name,
