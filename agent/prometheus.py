@@ -241,8 +241,11 @@ class Snapshot:
         self._next_forget = monotonic() + self._forget_after
 
     def update(self, samples: Iterable[Sample]) -> None:
-        now = self._monotonic()
         with self._lock:
+            # Read under the lock, as `view` reads its cutoff: a view taken before this update read an earlier
+            # clock, so a gauge not stale here was served to it (what keeps a rewritten gauge's version sound).
+            now = self._monotonic()
+            fresh_since = now - self._stale_after
             generation = self._generation + 1
             series = dict(self._series)  # new tables, swapped in whole: a scrape never sees half a batch
             versions = dict(self._versions)
@@ -278,10 +281,11 @@ class Snapshot:
                         keys = grown[family] = list(self._families.get(family, ()))
                     keys.append(key)
                     versions[family] = generation
-                # A counter or summary written with nothing new (an idle StatsD counter's 0, a GPU's 0 Xid errors)
-                # serves what it did; a gauge rewritten may come back from stale, so it always makes a version.
-                elif kind == GAUGE or (
-                        entry.value != known.value or entry.count != known.count or entry.total != known.total):
+                # Written with nothing new, a series serves what it did: an idle StatsD counter's 0, a GPU's 0 Xid
+                # errors, a gauge that holds its value (clocks, memory total, storage), unless that gauge was stale
+                # and comes back. About 27 of the 42 host and GPU families at 1 s collection on 8 fake H100s.
+                elif (entry.value != known.value or entry.count != known.count or entry.total != known.total
+                      or (kind == GAUGE and known.updated < fresh_since)):
                     versions[family] = generation
             families = self._families
             if grown:
@@ -321,9 +325,8 @@ class Snapshot:
         return _Place(exposed, (exposed.name, shared[0]), shared[1])
 
     def view(self) -> View:
-        with self._lock:
-            series, families, versions = self._series, self._families, self._versions
-        return View(series, families, versions, self._monotonic() - self._stale_after)
+        with self._lock:  # the clock too: see `update`
+            return View(self._series, self._families, self._versions, self._monotonic() - self._stale_after)
 
     def series(self) -> list[_Series]:
         view = self.view()

@@ -159,9 +159,10 @@ def test_a_scrape_encodes_only_the_families_that_changed_since_the_last_one() ->
     assert counting.encoded == []
 
 
-def test_a_counter_written_with_nothing_new_keeps_its_text_and_a_gauge_rewritten_does_not() -> None:
-    """An idle StatsD counter is written as 0 at every drain, a GPU's Xid errors as 0 at every sweep: their
-    families serve what they did. A gauge rewritten with its value may come back from stale: encoded again."""
+def test_a_series_written_with_nothing_new_keeps_its_familys_text() -> None:
+    """An idle StatsD counter is written as 0 at every drain, a GPU's Xid errors as 0 at every sweep, a GPU's
+    clocks with the value they had: their families serve what they did. (A gauge that comes back from stale
+    with its old value is encoded again: test_a_gauge_going_stale_ends_its_familys_cached_text_without_an_update.)"""
     clock, snapshot, counting, pages, registry = scrapes()
 
     def write(requests: float, steps: float, gpu: float) -> None:
@@ -174,10 +175,9 @@ def test_a_counter_written_with_nothing_new_keeps_its_text_and_a_gauge_rewritten
     clock.advance(1)
     write(0.0, 250.0, 70.0)  # a summary sample of weight 0 adds nothing either
     assert pages.render(TEXT)[0] == generate_latest(registry)
-    assert counting.encoded == ["infrawatch_gpu_utilization_percent"]
-    counting.encoded.clear()
+    assert counting.encoded == []
     clock.advance(1)
-    write(1.0, 250.0, 70.0)
+    write(1.0, 250.0, 71.0)
     assert pages.render(TEXT)[0] == generate_latest(registry)
     assert counting.encoded == ["infrawatch_job_requests", "infrawatch_gpu_utilization_percent"]
 
