@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -198,9 +199,12 @@ def test_hung_mount_parks_one_thread_is_published_and_logged_once_until_it_recov
     hangs.release.set()
     with capture_logs() as logs:
         waited = 0  # cycles until the parked thread has answered /data's old call
+        # Bounded in time, not in cycles: a cycle takes tens of microseconds, and the woken thread waits for the
+        # GIL, which this loop gives up only every 5 ms (sys.getswitchinterval), later still on a busy machine.
+        deadline = time.monotonic() + 10
         while "/data" not in mount_paths(third := collector.collect()):
             waited += 1
-            assert waited < 100
+            assert time.monotonic() < deadline
         assert (mount_paths(third), skipped(third)) == (["/", "/data"], {})
         hangs.release.clear()
         collector.collect()  # hangs again: a new condition, logged again
