@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # A second venv with every runtime dependency at the minimum pyproject.toml declares.
 VENV_MIN := .venv-min
 MIN_STAMP := $(VENV_MIN)/.installed
-MIN_TESTS := tests/test_publisher.py tests/test_gpu.py $(sort $(wildcard tests/test_statsd_*.py))
+MIN_TESTS := tests/test_publisher.py tests/test_gpu.py tests/test_prometheus.py tests/test_prometheus_cache.py \
+	$(sort $(wildcard tests/test_statsd_*.py))
 
 .PHONY: test test-min run demo bench lint docs clean dist dist-check mutation
 
@@ -43,7 +44,7 @@ test: $(STAMP)
 
 # The publisher, GPU and StatsD tests against the oldest versions pyproject.toml admits.
 test-min: $(MIN_STAMP)
-	@echo "make: running the publisher, GPU and StatsD tests at the minimum versions"
+	@echo "make: running the publisher, GPU, Prometheus and StatsD tests at the minimum versions"
 	@$(VENV_MIN)/bin/python -m pytest $(MIN_TESTS)
 
 # This machine's real readings, one collect→publish cycle, printed instead of sent.
