@@ -280,7 +280,8 @@ def test_start_up_is_frozen_out_of_full_collections_and_a_reload_frees_what_the_
     gone = weakref.ref(node)
     try:
         frozen = freeze_heap()
-        assert frozen == gc.get_freeze_count() and frozen > 0
+        # What another thread frees (a server a fixture left running) leaves the frozen generation: never grows.
+        assert 0 < gc.get_freeze_count() <= frozen
         del node
         gc.collect()
         assert gone() is not None  # frozen: full collections no longer walk it (nor free it)
