@@ -195,3 +195,20 @@ def refuse_before_sending(params: dict[str, Any], **_: Any) -> tuple[AWSResponse
         status, code, message = 400, "InvalidParameterValue", refused
     parsed = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
     return AWSResponse(params.get("url", ""), status, {}, _NoBody()), parsed
+
+
+def speaking(protocol: str) -> Any:
+    """botocore's own CloudWatch model, as if it spoke only `protocol`: the installed botocore's shapes, with the
+    metadata its JSON serializer reads (values of CloudWatch's model in botocore 1.35+, where it speaks json) when
+    an older model lacks them. For RequestSizer: its bodies are what botocore writes in that protocol."""
+    import copy
+
+    import botocore.session
+    from botocore.model import ServiceModel
+
+    loader = botocore.session.get_session().get_component("data_loader")
+    model = copy.deepcopy(loader.load_service_model("cloudwatch", "service-2"))
+    model["metadata"].update(protocol=protocol, protocols=[protocol])
+    model["metadata"].setdefault("targetPrefix", "GraniteServiceVersion20100801")
+    model["metadata"].setdefault("jsonVersion", "1.0")
+    return ServiceModel(model, "cloudwatch")
