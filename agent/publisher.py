@@ -30,7 +30,7 @@ from agent.cloudwatch_rules import (
     is_rejection,
     is_retryable,
 )
-from agent.request_bound import BOUNDS, RequestBound
+from agent.request_bound import RequestBound, bound_for
 from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
@@ -61,7 +61,7 @@ class RequestSizer:
         self._serializer = create_serializer(protocol, include_validation=False)
         # What a batch can take at most, without serializing it (None: a protocol with no proven bound, every
         # batch measured).
-        self.bound: RequestBound | None = BOUNDS.get(protocol)
+        self.bound: RequestBound | None = bound_for(protocol)
 
     def body(self, namespace: str, metric_data: list[dict[str, Any]]) -> bytes:
         request = self._serializer.serialize_to_request(

@@ -122,5 +122,8 @@ def _cbor() -> RequestBound:
     )
 
 
-# By botocore's protocol name (ServiceModel.resolved_protocol): CloudWatch's model lists these three.
-BOUNDS = {"query": _query(), "json": _json(), "smithy-rpc-v2-cbor": _cbor()}
+def bound_for(protocol: str) -> RequestBound | None:
+    """The bound for botocore's protocol name (ServiceModel.resolved_protocol): one for each CloudWatch's model
+    lists, None for another (its batches are measured)."""
+    derive = {"query": _query, "json": _json, "smithy-rpc-v2-cbor": _cbor}.get(protocol)
+    return derive() if derive else None

@@ -25,12 +25,13 @@ from agent.cloudwatch_rules import (
     standard_units,
 )
 from agent.publisher import REQUEST_BYTES_BUDGET, RequestSizer
-from agent.request_bound import BOUNDS, FLOAT_REPR
+from agent.request_bound import FLOAT_REPR, RequestBound, bound_for
 from tests.fakes.cloudwatch import speaking
 
 # The protocols CloudWatch's model is spoken in (query before botocore 1.35, json, smithy-rpc-v2-cbor), those
 # the installed botocore can serialize: at the declared minimum (make test-min), query and json.
-PROTOCOLS = [protocol for protocol in BOUNDS if protocol in botocore.serialize.SERIALIZERS]
+PROTOCOLS = [protocol for protocol in ("query", "json", "smithy-rpc-v2-cbor")
+             if protocol in botocore.serialize.SERIALIZERS]
 SIZERS = {protocol: RequestSizer(speaking(protocol)) for protocol in PROTOCOLS}
 T0 = 1_790_000_040.0
 LONGEST = -1.2345678901234567e100  # a repr of 24 characters, the most a double takes; "+" in it percent-encodes
@@ -41,10 +42,18 @@ def exact(protocol: str, namespace: str, datums: list[Datum]) -> int:
     return SIZERS[protocol].body_bytes(namespace, [datum.to_api() for datum in datums])
 
 
-def test_there_is_a_bound_for_every_protocol_cloudwatchs_model_lists() -> None:
+def bound(protocol: str, namespace: str, datums: list[Datum]) -> int:
+    derived = bound_for(protocol)
+    assert derived is not None
+    return derived.request(namespace, datums)
+
+
+def test_there_is_a_bound_for_every_protocol_cloudwatchs_model_lists_and_none_for_another() -> None:
     model = botocore.session.get_session().get_service_model("cloudwatch")
-    assert set(model.metadata.get("protocols", [model.protocol])) <= set(BOUNDS)
+    assert all(isinstance(bound_for(protocol), RequestBound)
+               for protocol in model.metadata.get("protocols", [model.protocol]))
     assert "query" in PROTOCOLS and "json" in PROTOCOLS
+    assert bound_for("ec2") is None
 
 
 def test_every_standard_unit_is_under_24_characters_one_cbor_head_byte() -> None:
@@ -107,7 +116,7 @@ def test_the_bound_is_never_below_the_body_botocore_writes(
     protocol: str, drawn: list[Datum], before: int, namespace: str,
 ) -> None:
     request = [FILLER] * min(before, MAX_DATUMS_PER_REQUEST - len(drawn)) + drawn
-    assert BOUNDS[protocol].request(namespace, request) >= exact(protocol, namespace, request)
+    assert bound(protocol, namespace, request) >= exact(protocol, namespace, request)
 
 
 # What the bound counts beyond the exact body of one WORST datum, part by part, and why it must.
@@ -133,7 +142,7 @@ def test_the_bound_of_the_longest_datum_is_its_exact_size_but_for_what_cannot_al
     if protocol == "json":  # botocore 1.34 writes whole seconds (1790000040), later ones 1790000040.123456
         written = json.loads(SIZERS[protocol].body(NAMESPACE, [WORST.to_api()]))["MetricData"][0]["Timestamp"]
         slack += FLOAT_REPR - len(repr(written))
-    assert BOUNDS[protocol].request(NAMESPACE, [WORST]) - exact(protocol, NAMESPACE, [WORST]) == slack
+    assert bound(protocol, NAMESPACE, [WORST]) - exact(protocol, NAMESPACE, [WORST]) == slack
 
 
 def typical(count: int = MAX_DATUMS_PER_REQUEST) -> list[Datum]:
@@ -153,6 +162,6 @@ TYPICAL = {"query": (1_648_911, 1_095_092), "json": (781_316, 458_060), "smithy-
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_1000_typical_datums_fit_the_budget_by_their_bound_in_json_and_cbor(protocol: str) -> None:
-    bound, size = BOUNDS[protocol].request("InfraWatch", typical()), exact(protocol, "InfraWatch", typical())
-    assert (bound, size) == TYPICAL[protocol]
-    assert (bound <= REQUEST_BYTES_BUDGET) == (protocol != "query")
+    bounded, size = bound(protocol, "InfraWatch", typical()), exact(protocol, "InfraWatch", typical())
+    assert (bounded, size) == TYPICAL[protocol]
+    assert (bounded <= REQUEST_BYTES_BUDGET) == (protocol != "query")
