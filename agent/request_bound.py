@@ -26,6 +26,19 @@ from typing import NamedTuple
 from agent.aggregate import STANDARD_RESOLUTION, Datum
 
 FLOAT_REPR = len("-1.2345678901234567e-100")  # the longest repr of a double: 17 significant digits, 3-digit exponent
+# The members of a request, a datum (Datum.to_api, in its order; tests check they agree) and a dimension, by the
+# names botocore writes: only their lengths count.
+NAMESPACE, METRIC_DATA = "Namespace", "MetricData"
+DATUM = ("MetricName", "Dimensions", "Timestamp", "Values", "Counts", "Unit")
+NUMBERS = ("Values", "Counts")
+RESOLUTION = "StorageResolution"  # written only when it is not 60
+DIMENSION = ("Name", "Value")
+# The query protocol: the parameters before the request's own, and the path of a list's item, "<list>.member.N"
+# from 1, at the longest index of each list: 1,000 datums, 30 dimensions, 150 values (Counts: as long).
+QUERY_ACTION = "Action=PutMetricData&Version=2010-08-01"
+QUERY_DATUM = METRIC_DATA + ".member.1000."
+QUERY_DIMENSION = QUERY_DATUM + "Dimensions.member.30."
+QUERY_NUMBER = QUERY_DATUM + "Values.member.150"
 
 
 class RequestBound(NamedTuple):
@@ -64,16 +77,15 @@ def _query() -> RequestBound:
     def pair(key: str) -> int:
         return len("&") + len(key) + len("=")
 
-    datum = "MetricData.member.1000."
     number = FLOAT_REPR + 2
     return RequestBound(
-        per_request=len("Action=PutMetricData&Version=2010-08-01") + pair("Namespace"),
-        per_datum=(pair(datum + "MetricName") + pair(datum + "Dimensions")  # an empty list is "Dimensions="
-                   + pair(datum + "Timestamp") + 31 + pair(datum + "Unit")),
+        per_request=len(QUERY_ACTION) + pair(NAMESPACE),
+        # An empty Dimensions list is still written, "Dimensions=": counted; Values and Counts are never empty.
+        per_datum=sum(pair(QUERY_DATUM + member) for member in DATUM if member not in NUMBERS) + 31,
         per_char=3,
-        per_dimension=pair(datum + "Dimensions.member.30.Name") + pair(datum + "Dimensions.member.30.Value"),
-        per_number=pair(datum + "Values.member.150") + number,  # Counts.member.150: as long
-        per_resolution=pair(datum + "StorageResolution") + number,
+        per_dimension=sum(pair(QUERY_DIMENSION + member) for member in DIMENSION),
+        per_number=pair(QUERY_NUMBER) + number,
+        per_resolution=pair(QUERY_DATUM + RESOLUTION) + number,
     )
 
 
@@ -88,14 +100,15 @@ def _json() -> RequestBound:
 
     text = len('""')
     return RequestBound(
-        per_request=len("{}") + member("Namespace") + text + member("MetricData") + len("[]"),
-        per_datum=(len("{}, ") + member("MetricName") + text + member("Dimensions") + len("[]")
-                   + member("Timestamp") + FLOAT_REPR + member("Values") + len("[]") + member("Counts") + len("[]")
-                   + member("Unit") + text),
+        per_request=len("{}") + member(NAMESPACE) + text + member(METRIC_DATA) + len("[]"),
+        # Its braces and the ", " before the next datum; the name's quotes, the lists' brackets (dimensions,
+        # values, counts), the timestamp, the unit's quotes.
+        per_datum=(len("{}, ") + sum(member(name) for name in DATUM) + text + len("[]") + FLOAT_REPR
+                   + 2 * len("[]") + text),
         per_char=2,
-        per_dimension=len("{}, ") + member("Name") + text + member("Value") + text,
+        per_dimension=len("{}, ") + sum(member(name) for name in DIMENSION) + 2 * text,
         per_number=FLOAT_REPR + len(", "),
-        per_resolution=member("StorageResolution") + FLOAT_REPR,
+        per_resolution=member(RESOLUTION) + FLOAT_REPR,
     )
 
 
@@ -112,13 +125,14 @@ def _cbor() -> RequestBound:
 
     double = 9
     return RequestBound(
-        per_request=1 + key("Namespace") + 2 + key("MetricData") + 3,
-        per_datum=(1 + key("MetricName") + 2 + key("Dimensions") + 2 + key("Timestamp") + 1 + double
-                   + key("Values") + 2 + key("Counts") + 2 + key("Unit") + 1),
+        per_request=1 + key(NAMESPACE) + 2 + key(METRIC_DATA) + 3,
+        # The map's head, then the heads of the name (2), the dimensions (2), the timestamp's tag and value
+        # (1 + 9), the values and counts (2 + 2), the unit (1).
+        per_datum=1 + sum(key(name) for name in DATUM) + 2 + 2 + 1 + double + 2 + 2 + 1,
         per_char=1,
-        per_dimension=1 + key("Name") + 2 + key("Value") + 3,
+        per_dimension=1 + sum(key(name) for name in DIMENSION) + 2 + 3,
         per_number=double,
-        per_resolution=key("StorageResolution") + 9,  # an integer: at most 9 bytes
+        per_resolution=key(RESOLUTION) + 9,  # an integer: at most 9 bytes
     )
 
 

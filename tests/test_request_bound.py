@@ -25,7 +25,16 @@ from agent.cloudwatch_rules import (
     standard_units,
 )
 from agent.publisher import REQUEST_BYTES_BUDGET, RequestSizer
-from agent.request_bound import FLOAT_REPR, RequestBound, bound_for
+from agent.request_bound import (
+    DATUM,
+    DIMENSION,
+    FLOAT_REPR,
+    METRIC_DATA,
+    NAMESPACE,
+    RESOLUTION,
+    RequestBound,
+    bound_for,
+)
 from tests.fakes.cloudwatch import speaking
 
 # The protocols CloudWatch's model is spoken in (query before botocore 1.35, json, smithy-rpc-v2-cbor), those
@@ -100,7 +109,7 @@ WORST = Datum(
     tuple(sorted((UNIQUE[i] + '"' * (MAX_DIMENSION_NAME_LENGTH - 5), ESCAPED * 512) for i in range(MAX_DIMENSIONS))),
     T0 + 0.123456, "Count", (LONGEST,) * MAX_VALUES_PER_METRIC, (LONGEST,) * MAX_VALUES_PER_METRIC, 1,
 )
-NAMESPACE = ESCAPED * 127 + '"'
+LONGEST_NAMESPACE = ESCAPED * 127 + '"'
 
 FILLER = Datum("F", (), T0, "None", (0.0,), (1.0,))  # puts the datums drawn at indices up to 1,000
 
@@ -111,12 +120,25 @@ FILLER = Datum("F", (), T0, "None", (0.0,), (1.0,))  # puts the datums drawn at 
        before=st.sampled_from([0, 8, 97, MAX_DATUMS_PER_REQUEST - 3]),
        namespace=st.text(PRINTABLE, min_size=1, max_size=MAX_NAME_LENGTH))
 @example(drawn=[FILLER], before=MAX_DATUMS_PER_REQUEST - 1, namespace="InfraWatch")
-@example(drawn=[WORST], before=MAX_DATUMS_PER_REQUEST - 1, namespace=NAMESPACE)  # every part at its longest
+@example(drawn=[WORST], before=MAX_DATUMS_PER_REQUEST - 1, namespace=LONGEST_NAMESPACE)  # every part at its longest
 def test_the_bound_is_never_below_the_body_botocore_writes(
     protocol: str, drawn: list[Datum], before: int, namespace: str,
 ) -> None:
     request = [FILLER] * min(before, MAX_DATUMS_PER_REQUEST - len(drawn)) + drawn
     assert bound(protocol, namespace, request) >= exact(protocol, namespace, request)
+
+
+def test_the_bound_counts_every_member_a_request_and_a_datum_have_by_the_name_botocore_writes() -> None:
+    model = botocore.session.get_session().get_service_model("cloudwatch")
+    api = WORST.to_api()
+    assert (tuple(api), tuple(api["Dimensions"][0])) == ((*DATUM, RESOLUTION), DIMENSION)
+    assert {NAMESPACE, METRIC_DATA} <= set(model.operation_model("PutMetricData").input_shape.members)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_each_datum_adds_its_own_bound_storage_resolution_included(protocol: str) -> None:
+    one = bound(protocol, "N", [WORST]) - bound(protocol, "N", [])
+    assert bound(protocol, "N", [WORST, WORST, WORST]) - bound(protocol, "N", []) == 3 * one > 0
 
 
 # What the bound counts beyond the exact body of one WORST datum, part by part, and why it must.
@@ -140,9 +162,9 @@ SLACK = {
 def test_the_bound_of_the_longest_datum_is_its_exact_size_but_for_what_cannot_all_be_longest(protocol: str) -> None:
     slack = SLACK[protocol]
     if protocol == "json":  # botocore 1.34 writes whole seconds (1790000040), later ones 1790000040.123456
-        written = json.loads(SIZERS[protocol].body(NAMESPACE, [WORST.to_api()]))["MetricData"][0]["Timestamp"]
+        written = json.loads(SIZERS[protocol].body(LONGEST_NAMESPACE, [WORST.to_api()]))["MetricData"][0]["Timestamp"]
         slack += FLOAT_REPR - len(repr(written))
-    assert bound(protocol, NAMESPACE, [WORST]) - exact(protocol, NAMESPACE, [WORST]) == slack
+    assert bound(protocol, LONGEST_NAMESPACE, [WORST]) - exact(protocol, LONGEST_NAMESPACE, [WORST]) == slack
 
 
 def typical(count: int = MAX_DATUMS_PER_REQUEST) -> list[Datum]:
