@@ -12,9 +12,10 @@ It holds for a datum as it reaches the publisher; what guarantees each assumptio
   ≤ 1,024 characters, ≤ 30 dimensions, a StandardUnit: `cloudwatch_rules.series_problem`, which the
   aggregator's drain asks of every datum (spooled datums were drained before they were kept);
   the namespace: `cloudwatch_rules.namespace_problem`, at config load;
-- 1..150 values, as many counts: the aggregator's chunks and `spool.decode`;
-- values, counts and timestamps are floats (`float()` where samples are made and spooled rows read), whose
-  `repr` is at most 24 characters ("-1.2345678901234567e-100"); an int below 10^16 is shorter still;
+- 1..150 values, as many counts: the aggregator's chunks (`spool.decode` refuses a row where they do not pair);
+- values and counts are floats (`float()` where samples are made and spooled rows read), whose `repr` is at
+  most 24 characters ("-1.2345678901234567e-100"; an int below 10^16 would be shorter still); the timestamp
+  is a datetime, which botocore writes as ISO 8601 or epoch seconds;
 - at most 1,000 datums a request (`publisher._spread`), so a datum's index has at most 4 digits.
 """
 
