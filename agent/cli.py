@@ -430,8 +430,9 @@ def flush_phase(config: AgentConfig, draw: Callable[[], float] = random.random) 
 
     The random phase is in [0, min(publish.interval, 30)) s, not the whole interval: a flush holds the open
     minute back (`Agent.flush`), so a phase late in the minute would keep every closed minute from CloudWatch
-    for that long (30 s on average at [0, 60)); spreading over 30 s keeps the fleet's peak request rate about
-    what it was with partial minutes twice a minute (docs/configuration.md, "How it publishes")."""
+    for that long (30 s on average at [0, 60)). Over 30 s a fleet's peak request rate stays about what it was
+    for hosts of 1,000 datums or more (each sends half the requests) and doubles for hosts of one request a
+    flush (docs/configuration.md, "How it publishes")."""
     if config.publish.phase >= 0:
         return config.publish.phase
     return draw() * min(config.publish.interval, MAX_RANDOM_PHASE)
