@@ -2,7 +2,9 @@
 
 CloudWatch computes SampleCount, Sum, Minimum, Maximum and percentiles from Values/Counts exactly, so
 publishing every distinct value with its count loses nothing, and costs one datum per series per
-minute instead of one per sample. A flush before the minute ends sends what the minute has so far;
+minute instead of one per sample. A drain can take only the closed buckets and leave the open one to
+grow (the agent's periodic flush, so each series is one datum per minute); a drain of everything (a stop,
+a reload, `--once`, a publish interval shorter than the bucket) sends the open bucket's part so far, and
 CloudWatch adds datums with the same timestamp together. What one minute holds is bounded
 (`agent.distribution`): past a limit, values are merged into group means, SampleCount, Sum, Minimum and
 Maximum staying exact.
@@ -25,6 +27,7 @@ log = structlog.get_logger()
 
 STANDARD_RESOLUTION = 60
 HIGH_RESOLUTION = 1
+BucketKey = tuple[str, Dimensions, str, int]  # name, dimensions, unit, bucket start
 
 
 class Datum(NamedTuple):
@@ -71,14 +74,23 @@ class Aggregator:
         self._resolution = HIGH_RESOLUTION if high_resolution else STANDARD_RESOLUTION
         self._on_drop = on_drop
         self._publish_as = publish_as  # the naming profile (agent.naming.Namer.datum)
-        self._buckets: dict[tuple[str, Dimensions, str, int], Distribution] = {}
+        self._buckets: dict[BucketKey, Distribution] = {}
         self._budget = ValueBudget(lambda: self._buckets.values(), per_series=max_series_values,
                                    total=max_held_values, on_merge=on_merge)
         self._warn = LogOnce(log)
 
+    @property
+    def bucket_seconds(self) -> int:
+        """The length of a bucket: 60 s, or 1 s at high resolution."""
+        return self._resolution
+
+    def bucket_of(self, timestamp: float) -> int:
+        """The start (epoch seconds) of the bucket that holds `timestamp`."""
+        return int(timestamp // self._resolution) * self._resolution
+
     def add(self, samples: Iterable[Sample], timestamp: float, host_dimensions: Dimensions = ()) -> int:
         """Add samples taken at `timestamp` (epoch seconds); returns how many were kept."""
-        bucket = int(timestamp // self._resolution) * self._resolution
+        bucket = self.bucket_of(timestamp)
         kept = 0
         merged: dict[Dimensions, Dimensions] = {}  # a batch's samples share few dimension sets: sort each once
         buckets = self._buckets
@@ -101,13 +113,21 @@ class Aggregator:
             kept += 1
         return kept
 
-    def drain(self) -> list[Datum]:
-        """Every datum accumulated since the last drain, oldest bucket first.
+    def drain(self, closed_by: float | None = None) -> list[Datum]:
+        """Every datum accumulated since the last drain, oldest bucket first; with `closed_by` (epoch seconds),
+        only the buckets that ended by then: the open one stays, to go out whole at a later drain.
 
         A series CloudWatch would refuse (a non-ASCII mount path or a tab in a dimension value, a name too
         long) is dropped here, counted as `invalid_series`, so it never takes a request down with it."""
-        buckets, self._buckets = self._buckets, {}
-        self._budget.release()
+        buckets: dict[BucketKey, Distribution] = {}
+        if closed_by is None:
+            buckets, self._buckets = self._buckets, buckets
+        else:
+            held: dict[BucketKey, Distribution] = {}
+            for key, values in self._buckets.items():
+                (buckets if key[3] + self._resolution <= closed_by else held)[key] = values
+            self._buckets = held
+        self._budget.release(self._buckets.values())
         datums: list[Datum] = []
         for key in sorted(buckets, key=lambda key: key[3]):
             name, dims, unit, bucket = key

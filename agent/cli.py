@@ -283,7 +283,10 @@ def build_agent(config: AgentConfig, client: MetricsClient, stats: AgentStats, c
                   # Off, nobody scrapes: no copy of every series' latest reading (at 20,000 StatsD series the
                   # agent's peak RSS went from 148.6 to 130.4 MB without it, bench/statsd_memory.py).
                   observe=snapshot.update if snapshot is not None and config.prometheus.enabled else None,
-                  sample_as=namer.sample_stage)
+                  sample_as=namer.sample_stage,
+                  # Below a bucket (10-59 s at standard resolution) the user asked for faster delivery: each
+                  # flush then still sends the open minute so far.
+                  hold_open=config.publish.interval >= aggregator.bucket_seconds)
     return agent, publisher
 
 
@@ -328,7 +331,7 @@ def run_once(config: AgentConfig, client: MetricsClient, collectors: list[Collec
     agent.collect()
     host.wait_for_group(config.ec2.tag_wait)
     plan.stop_holding()
-    agent.flush()
+    agent.flush(final=True)
     publisher.publish(handed)
     if isinstance(client, PrintingClient):
         # JSON output is one request per line, for jq and the like: the summary goes beside it, on stderr.
@@ -418,6 +421,23 @@ def freeze_heap() -> int:
     return gc.get_freeze_count()
 
 
+MAX_RANDOM_PHASE = 30  # seconds: a closed minute reaches CloudWatch within this of its end (15 s on average)
+
+
+def flush_phase(config: AgentConfig, draw: Callable[[], float] = random.random) -> float:
+    """Seconds past each wall-clock multiple of publish.interval at which this host flushes: publish.phase, or
+    when it is negative a random one, so a fleet's requests spread, drawn with `draw` (uniform in [0, 1)).
+
+    The random phase is in [0, min(publish.interval, 30)) s, not the whole interval: a flush holds the open
+    minute back (`Agent.flush`), so a phase late in the minute would keep every closed minute from CloudWatch
+    for that long (30 s on average at [0, 60)). Over 30 s a fleet's peak request rate stays about what it was
+    for hosts of 1,000 datums or more (each sends half the requests) and doubles for hosts of one request a
+    flush (docs/configuration.md, "How it publishes")."""
+    if config.publish.phase >= 0:
+        return config.publish.phase
+    return draw() * min(config.publish.interval, MAX_RANDOM_PHASE)
+
+
 def prometheus_snapshot(config: AgentConfig, monotonic: Callable[[], float] = time.monotonic) -> Snapshot:
     """The latest readings the endpoint serves. A gauge goes stale after three of its updates missed: the
     self-metrics are read once per flush, StatsD gauges once per statsd.flush_interval."""
@@ -428,14 +448,15 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
                 signals: Signals, config_path: Path | None = None,
                 rebuild: Callable[[AgentConfig], list[Collector]] = build_collectors, durable: bool = True,
                 log_stream: TextIO | None = None, monotonic: Callable[[], float] = time.monotonic,
-                wall_clock: Callable[[], float] = time.time) -> int:
+                wall_clock: Callable[[], float] = time.time, draw: Callable[[], float] = random.random) -> int:
     """Run until SIGTERM/SIGINT; `durable`: spool what cannot be delivered (not for --dry-run).
 
     On SIGTERM or SIGINT, and on a SIGHUP whose file is valid, the StatsD listener hands over what the
     kernel holds, the agent collects once more and flushes: nothing received is lost. A valid new file then
     replaces the agent and `collectors` (in place); an invalid one is logged and the same agent carries on
     without a pause. The spool is opened once, from the config at start: a reload keeps it and its [spool]
-    settings. `monotonic` and `wall_clock` drive the loop, the aggregator's timestamps and StatsD's windows.
+    settings. `monotonic` and `wall_clock` drive the loop, the aggregator's timestamps and StatsD's windows;
+    `draw` (uniform in [0, 1)) picks the flush phase at each start and reload (`flush_phase`).
     """
     stats = AgentStats()
     snapshot = prometheus_snapshot(config)
@@ -489,7 +510,7 @@ def run_forever(config: AgentConfig, client: MetricsClient, collectors: list[Col
                         if spool is not None else None)
             worker_slot[:] = [PublishWorker(publisher, replayer)]
             freeze_heap()
-        phase = config.publish.phase if config.publish.phase >= 0 else random.uniform(0, config.publish.interval)
+        phase = flush_phase(config, draw)
         agent.run(signals.flag, collect_interval=config.collect.interval, publish_interval=config.publish.interval,
                   flush_phase=phase, monotonic=monotonic, on_cycle=status.cycle_done, on_stop=on_stop)
         if stopping:

@@ -72,7 +72,9 @@ class CollectConfig:
 @dataclass(frozen=True)
 class PublishConfig:
     interval: int = setting(
-        60, "Seconds between two PutMetricData flushes; each flush sends what the current minute has so far.",
+        60, "Seconds between two PutMetricData flushes. At 60 s or more (or with publish.high_resolution) a flush "
+        "sends the minutes (seconds) that have ended, each series whole, and holds the current one for the next; "
+        "below 60 s it also sends what the current minute has so far.",
         range=(10, 300), unit="seconds",
     )
     high_resolution: bool = setting(
@@ -80,8 +82,9 @@ class PublishConfig:
     )
     phase: float = setting(
         -1.0,
-        "Seconds past each wall-clock multiple of publish.interval at which this host flushes; "
-        "negative: a random phase drawn at start, so a fleet's requests spread over the interval.",
+        "Seconds past each wall-clock multiple of publish.interval at which this host flushes: at a 60 s "
+        "interval, how long after a minute ends it reaches CloudWatch. Negative: a random phase in "
+        "[0, min(publish.interval, 30)) drawn at start and at each reload, so a fleet's requests spread.",
         range=(-1, 299), unit="seconds",
     )
 

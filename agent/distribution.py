@@ -112,7 +112,7 @@ class ValueBudget:
     """Bounds the distinct values held by many Distributions: `per_series` each, `total` over all of them.
 
     `held_by` lists the live distributions (read only when the total is exceeded); `release` is called when
-    they have all been handed on (drained)."""
+    they have been handed on (drained), with those still held (an open minute kept for a later drain)."""
 
     def __init__(
         self,
@@ -138,8 +138,8 @@ class ValueBudget:
         elif self.held > self._squeeze_at:
             self._squeeze()
 
-    def release(self) -> None:
-        self.held = 0
+    def release(self, kept: Iterable[Distribution] = ()) -> None:
+        self.held = sum(len(distribution.middle) for distribution in kept)
         self._squeeze_at = self._total
 
     def _merge(self, distribution: Distribution, target: int) -> None:

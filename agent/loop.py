@@ -23,6 +23,8 @@ from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
 
+LAST_INSTANT = 0.001  # seconds before a bucket's end: the self-metrics' stamp when the open bucket is held
+
 
 def next_tick(deadline: float, interval: float, now: float) -> float:
     """The first tick after `now` on the grid of `deadline`: missed ticks are skipped, never burst."""
@@ -132,7 +134,11 @@ class Agent:
         keeps: Callable[[str], bool] | None = None,
         observe: Callable[[Sequence[Sample]], object] | None = None,
         sample_as: Callable[[Sample], Sample] | None = None,
+        hold_open: bool = False,
     ) -> None:
+        """`hold_open`: a periodic flush sends closed buckets only, leaving the open one for the next (set when
+        publish.interval is at least a bucket, so each series goes out once per minute, whole)."""
+        self._hold_open = hold_open
         self.collectors = list(collectors)
         self._observe = observe  # the Prometheus snapshot: every batch the aggregator gets, as it gets it
         self._keeps = keeps  # exclude_metrics: names never published, to save their cost
@@ -185,11 +191,25 @@ class Agent:
             return self.aggregator.add(samples, timestamp, self.host_dimensions)
         return sum(self.aggregator.add(group, at, dims) for group, at, dims in self.plan.place(samples, timestamp))
 
-    def flush(self) -> None:
-        """Hand everything aggregated so far, with this interval's self-metrics, to the publisher."""
+    def flush(self, *, final: bool = False) -> None:
+        """Hand what is due, with this interval's self-metrics, to the publisher: the closed buckets when the
+        open one is held (`hold_open`), else everything. `final` (a stop, a reload, `--once`): everything, the
+        open bucket's part so far included, so nothing is left behind.
+
+        As the CloudWatch agent's aggregator flushes an interval once it has closed (aws/amazon-cloudwatch-agent,
+        plugins/outputs/cloudwatch/aggregator.go, `durationAggregator.aggregating`, which also flushes what it
+        holds on shutdown): a series is then one whole datum per minute, not the rest of the last minute and
+        the start of this one, half the datums and requests, and CloudWatch never shows a partial minute."""
+        now = self._wall_clock()
+        hold = self._hold_open and not final
+        # The self-metrics describe the interval that ends now. Stamped now they would land in the open bucket
+        # and wait a whole interval for it to close, so the heartbeat alarm would learn of a dead host that
+        # much later: with the open bucket held they are stamped at the last instant of the bucket that just
+        # closed, and go out with it (still one Heartbeat per flush, so one per minute at 60 s).
+        stamp = self.aggregator.bucket_of(now) - LAST_INSTANT if hold else now
         self_metrics = self.stats.interval_samples() + [sample for gauge in self.gauges for sample in gauge()]
-        self.stats.add_collected(self._add(self_metrics, self._wall_clock()))
-        self._submit(self.aggregator.drain())
+        self.stats.add_collected(self._add(self_metrics, stamp))
+        self._submit(self.aggregator.drain(closed_by=now if hold else None))
 
     def run(
         self,
@@ -224,4 +244,4 @@ class Agent:
         # What came in since the last collection (StatsD lines, counter increases: GPU energy, ECC and Xid
         # errors) exists nowhere else: without this it would be lost on every stop and reload.
         self.collect(final=True)
-        self.flush()
+        self.flush(final=True)

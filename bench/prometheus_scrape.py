@@ -1,17 +1,19 @@
 """The Prometheus endpoint's cost: scrape latency, and the agent's CPU with and without one scrape a second.
 
-Runs the real `infrawatch-agent` (dry-run sink, 1 s collection, eight simulated H100s) twice for --seconds
-each, with a sender process keeping 1,000 StatsD series alive (`--series`; one counter line per series per second):
-once with `[prometheus]` off, once on with a scraper asking `/metrics` every second. Latency is the
-scraper's wall time per request, from connect to the last byte.
+Runs the real `infrawatch-agent` (1 s collection, eight simulated H100s) twice for --seconds each, with a sender
+process keeping 1,000 StatsD series alive (`--series`; one counter line per series per second): once with
+`[prometheus]` off, once on with a scraper asking `/metrics` every second. Every PutMetricData goes over HTTP to
+a moto server on loopback, as production sends to CloudWatch: botocore validates, serializes, gzips and signs
+each request (`--dry-run`: printed instead, as this bench did before 2026-12-07). Latency is the scraper's wall
+time per request, from connect to the last byte.
 
 The agent's CPU is its own process's (utime + stime in /proc/<pid>/stat, which psutil reads; the sender and
-the scraper run in this process). A measured window is whole publish intervals (60 s): the flush, which packs
-and prints every datum of the minute (2,000 StatsD datums here), is a large share of the agent's CPU, and a
-30 s window held either one flush or none. `--runs` alternates off and on runs and reports medians, beside
-the 1-minute load average at each run's start: the machine's other work slows the agent too.
+the scraper run in this process, moto in one of its own). A measured window is whole publish intervals (60 s):
+the flush, which packs and sends every datum of the minute, is a large share of the agent's CPU, and a 30 s
+window held either one flush or none. `--runs` alternates off and on runs and reports medians, beside the
+1-minute load average at each run's start: the machine's other work slows the agent too.
 
-    .venv/bin/python bench/prometheus_scrape.py [--seconds 60] [--runs 3]
+    .venv/bin/python bench/prometheus_scrape.py [--seconds 60] [--runs 3] [--dry-run]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+import boto3
 import psutil
 
 from agent.cli import build_agent, build_collectors, close_collectors, freeze_heap
@@ -56,7 +59,9 @@ TEXT = "scrape rendering, text format (the families that changed, encoded by pro
 OPENMETRICS = "scrape rendering, OpenMetrics"
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"  # what Prometheus asks for
 STATSD_DRAIN = "StatsD drain (1,000 series to 2,000 samples every 10 s)"
-SINK = "dry-run sink (prints each request as JSON, where a real send serializes it)"
+DRY_RUN_SINK = "dry-run sink (prints each request as JSON)"
+SEND = "sending (botocore: validation, serialization, gzip, signing, HTTP to moto)"
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 T = TypeVar("T")
 PUBLISH_INTERVAL = 60  # seconds; the agent's default, written in the config so the window can follow it
 
@@ -98,6 +103,39 @@ def scrape_latencies(url: str, stop: threading.Event, latencies: list[float]) ->
         latencies.append((time.perf_counter() - start) * 1000)
 
 
+class MotoServer:
+    """CloudWatch for the agent to send to: a moto server in a process of its own, so its CPU is not the agent's."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(self.port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise
+                time.sleep(0.1)
+
+    def reset(self) -> None:
+        """moto keeps every datapoint: each run starts with none."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10).close()
+
+    def client(self) -> Any:
+        return boto3.client("cloudwatch", endpoint_url=self.url, region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"])
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=30)
+
+
 def measured_seconds(requested: float) -> int:
     """Whole publish intervals, at least `requested`: every window holds the same number of flushes."""
     return max(1, math.ceil(requested / PUBLISH_INTERVAL)) * PUBLISH_INTERVAL
@@ -110,7 +148,8 @@ class Run(NamedTuple):
     load: float  # 1-minute load average at the start
 
 
-def run(seconds: float, prometheus: bool, series: int = SERIES) -> Run:
+def run(seconds: float, prometheus: bool, series: int = SERIES, moto: MotoServer | None = None) -> Run:
+    """`moto`: where the agent sends its requests; None: the dry-run sink."""
     statsd_port, metrics_port = free_port(socket.SOCK_DGRAM), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "agent.toml"
@@ -120,8 +159,14 @@ def run(seconds: float, prometheus: bool, series: int = SERIES) -> Run:
             f'[statsd]\naddress = "127.0.0.1:{statsd_port}"\nmax_series = {series + 10}\n'
             f'[prometheus]\nenabled = {"true" if prometheus else "false"}\naddress = "127.0.0.1:{metrics_port}"\n'
         )
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "--dry-run", "--fake-gpus", str(GPUS),
-                                  "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "agent", "--fake-gpus", str(GPUS), "--config", str(config)]
+        env = dict(os.environ)
+        if moto is None:
+            command.append("--dry-run")
+        else:
+            moto.reset()
+            env.update(FAKE_AWS, AWS_ENDPOINT_URL_CLOUDWATCH=moto.url)
+        agent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         stop = threading.Event()
         latencies: list[float] = []
         threads = [threading.Thread(target=send_statsd, args=(("127.0.0.1", statsd_port), stop, series))]
@@ -183,14 +228,15 @@ class _TimedSnapshot(Snapshot):
         self._spent.timed("Prometheus snapshot update", lambda: super(_TimedSnapshot, self).update(samples))
 
 
-class _TimedSink(PrintingClient):
-    def __init__(self, spent: _Spent) -> None:
-        super().__init__(open(os.devnull, "w"))  # noqa: SIM115 (closed with the process: a bench)
-        self._spent = spent
+class _TimedSink:
+    """The agent's client, its calls timed: a real one sending to moto, or the dry-run printer."""
 
-    def put_metric_data(self, **request: Any) -> dict[str, Any]:
-        return self._spent.timed(SINK,
-                                 lambda: super(_TimedSink, self).put_metric_data(**request))
+    def __init__(self, spent: _Spent, client: Any, part: str) -> None:
+        self._spent, self._client, self._part = spent, client, part
+        self.meta = getattr(client, "meta", None)  # the publisher measures requests with the client's own model
+
+    def put_metric_data(self, **request: Any) -> Any:
+        return self._spent.timed(self._part, lambda: self._client.put_metric_data(**request))
 
 
 class _SimulatedClock:
@@ -219,7 +265,7 @@ def receive(statsd: StatsdCollector, datagrams: list[bytes]) -> None:
         statsd.receive(datagram)
 
 
-def components(seconds: int) -> dict[str, float]:
+def components(seconds: int, moto: MotoServer | None = None) -> dict[str, float]:
     """CPU ms per second of each part of the agent's work, run in this process on the bench's workload: the
     same collectors and agent the real one builds, `seconds` simulated seconds of one collection, 1,000 StatsD
     lines and one text-format scrape each (and one OpenMetrics scrape, timed apart), one flush per publish
@@ -239,8 +285,13 @@ def components(seconds: int) -> dict[str, float]:
     collectors.append(_TimedCollector("statsd", statsd.collect, STATSD_DRAIN, spent))
     snapshot = _TimedSnapshot(spent)
     publishers: list[Publisher] = []  # built with the agent; submit runs after
+    if moto is None:
+        sink = _TimedSink(spent, PrintingClient(open(os.devnull, "w")), DRY_RUN_SINK)  # noqa: SIM115 (a bench)
+    else:
+        moto.reset()
+        sink = _TimedSink(spent, moto.client(), SEND)
     agent, publisher = build_agent(
-        config, _TimedSink(spent), AgentStats(), collectors, DimensionPlan(identity=None, hostname="bench"),
+        config, sink, AgentStats(), collectors, DimensionPlan(identity=None, hostname="bench"),
         submit=lambda datums: spent.timed("publish", lambda: publishers[0].publish(datums)), snapshot=snapshot,
         wall_clock=clock.wall_clock)
     publishers.append(publisher)
@@ -267,7 +318,8 @@ def components(seconds: int) -> dict[str, float]:
     parts["naming and aggregation"] = parts.pop("collection cycle") - sum(parts.get(part, 0.0) for part in collected)
     publish = parts.pop("publish")
     parts["flush: draining the minute's datums"] = parts.pop("flush") - publish
-    parts["flush: packing (each request's body measured as botocore serializes it)"] = publish - parts[SINK]
+    parts["flush: packing (each request's body measured as botocore serializes it)"] = publish - parts[
+        DRY_RUN_SINK if moto is None else SEND]
     return parts
 
 
@@ -281,13 +333,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs of each kind, alternating off and on")
     parser.add_argument("--component-seconds", type=int, default=600,
                         help="simulated seconds of the breakdown by component, rounded up as --seconds (0: none)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the requests instead of sending them to moto (the bench before 2026-12-07)")
     args = parser.parse_args()
     seconds = measured_seconds(args.seconds)
     offs: list[Run] = []
     ons: list[Run] = []
-    for _ in range(args.runs):
-        offs.append(run(seconds, prometheus=False, series=args.series))
-        ons.append(run(seconds, prometheus=True, series=args.series))
+    moto = None if args.dry_run else MotoServer()
+    try:
+        for _ in range(args.runs):
+            offs.append(run(seconds, prometheus=False, series=args.series, moto=moto))
+            ons.append(run(seconds, prometheus=True, series=args.series, moto=moto))
+        parts = components(args.component_seconds, moto) if args.component_seconds else {}
+    finally:
+        if moto is not None:
+            moto.close()
     latencies = sorted(latency for on in ons for latency in on.latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     off_cpu, on_cpu = statistics.median(r.cpu for r in offs), statistics.median(r.cpu for r in ons)
@@ -303,7 +363,8 @@ def main() -> int:
           f"{os.cpu_count()} cores)")
     print()
     print(f"{GPUS} simulated H100s, {args.series:,} live StatsD series, 1 s collection, {PUBLISH_INTERVAL} s publish "
-          f"interval, dry-run sink; {ons[-1].samples:,} samples per scrape. Agent CPU from /proc for its own "
+          f"interval, {'dry-run sink' if args.dry_run else 'requests sent to a moto server on loopback'}; "
+          f"{ons[-1].samples:,} samples per scrape. Agent CPU from /proc for its own "
           "process; medians of the runs, each run's value in brackets.")
     print()
     print("| Endpoint | Agent CPU, % of one core | Load average at start | Scrapes | Scrape latency median | p99 |")
@@ -314,8 +375,7 @@ def main() -> int:
     print()
     print(f"Scraping once a second costs {extra:+.2f} points of one core (median of the paired runs). Targets: "
           "scrape median < 10 ms; the agent's CPU at 1 s collection ≤ 0.5 % of one core.")
-    if args.component_seconds:
-        parts = components(args.component_seconds)
+    if parts:
         openmetrics = parts.pop(OPENMETRICS)
         print()
         print(f"Where the CPU goes, by component ({measured_seconds(args.component_seconds)} simulated seconds in "

@@ -153,3 +153,43 @@ def test_many_series_share_one_budget() -> None:
     assert len(datums) == 100
     assert sum(len(d.values) for d in datums) <= 1000 + 2 * 100
     assert all(sum(d.counts) == 60.0 for d in datums)
+
+
+def test_a_drain_closed_by_a_time_takes_the_buckets_that_ended_by_then_and_keeps_the_open_one() -> None:
+    aggregator = Aggregator()
+    aggregator.add([Sample("MemoryUtilization", 10.0, "Percent")], MINUTE_START + 59.9)
+    aggregator.add([Sample("MemoryUtilization", 20.0, "Percent")], MINUTE_START + 60.0)
+    assert aggregator.drain(closed_by=MINUTE_START + 59.999) == []  # the first minute has not ended yet
+    assert aggregator.pending == 2
+    # A bucket that ends exactly at the time is closed: its last sample was taken before it.
+    assert [(d.timestamp, d.values) for d in aggregator.drain(closed_by=MINUTE_START + 60)] == [
+        (MINUTE_START, (10.0,))]
+    aggregator.add([Sample("MemoryUtilization", 30.0, "Percent")], MINUTE_START + 67)
+    assert [(d.timestamp, d.values, d.counts) for d in aggregator.drain(closed_by=MINUTE_START + 67)] == []
+    assert [(d.timestamp, d.values, d.counts) for d in aggregator.drain()] == [
+        (MINUTE_START + 60, (20.0, 30.0), (1.0, 1.0))]  # everything: the open minute so far, whole
+    assert aggregator.pending == 0
+
+
+def test_at_high_resolution_a_drain_keeps_the_open_second() -> None:
+    aggregator = Aggregator(high_resolution=True)
+    assert (aggregator.bucket_seconds, aggregator.bucket_of(MINUTE_START + 1.7)) == (1, MINUTE_START + 1)
+    for offset in (0.1, 0.6, 1.2):
+        aggregator.add([Sample("CPUUtilization", offset, "Percent")], MINUTE_START + offset)
+    assert [(d.timestamp, d.counts) for d in aggregator.drain(closed_by=MINUTE_START + 1.5)] == [
+        (MINUTE_START, (1.0, 1.0))]
+    assert [(d.timestamp, d.counts) for d in aggregator.drain()] == [(MINUTE_START + 1, (1.0,))]
+
+
+def test_the_open_minute_kept_by_a_drain_still_counts_against_the_budget() -> None:
+    """Values held in the open minute stay held: the next values past the total merge every series down."""
+    merged: list[int] = []
+    aggregator = Aggregator(on_merge=merged.append, max_held_values=10)
+    aggregator.add([Sample("Lat", value, "Milliseconds") for value in (0.0, 100.0)], MINUTE_START)
+    aggregator.add([Sample("Lat", float(value), "Milliseconds") for value in range(10)], MINUTE_START + 60)
+    assert merged == []  # 8 middle values held in the open minute, 0 in the closed one: below 10
+    assert [d.timestamp for d in aggregator.drain(closed_by=MINUTE_START + 61)] == [MINUTE_START]
+    aggregator.add([Sample("Lat", value, "Milliseconds") for value in (0.5, 1.5, 2.5)], MINUTE_START + 62)
+    assert merged == [7]  # 11 held, over 10: the series merged to about its share, 5 (4 groups of 11 values)
+    [datum] = aggregator.drain()
+    assert (sum(datum.counts), datum.values[0], datum.values[-1]) == (13.0, 0.0, 9.0)

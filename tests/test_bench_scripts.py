@@ -38,11 +38,29 @@ def test_the_prometheus_bench_measures_whole_minutes_and_names_where_the_cpu_goe
     runs the agent's own parts in process and names each."""
     bench = _load("prometheus_scrape.py")
     assert [bench.measured_seconds(s) for s in (15, 30, 60, 61, 150)] == [60, 60, 60, 120, 180]
-    parts = bench.components(1)
+    parts = bench.components(1)  # no moto server given: the dry-run sink
     assert sorted(parts) == sorted([
-        bench.OPENMETRICS, bench.SINK, bench.GPU_SWEEP, "host collectors", bench.STATSD_DRAIN,
+        bench.OPENMETRICS, bench.DRY_RUN_SINK, bench.GPU_SWEEP, "host collectors", bench.STATSD_DRAIN,
         "StatsD parsing (1,000 lines)", "Prometheus snapshot update", "naming and aggregation",
         bench.TEXT, "flush: draining the minute's datums",
         "flush: packing (each request's body measured as botocore serializes it)",
     ])
     assert min(parts.values()) > 0
+
+
+def test_the_prometheus_bench_sends_to_its_own_moto_server_and_times_the_send() -> None:
+    """The default sink is production's: every request goes over HTTP to moto, and the send is its own part."""
+    bench = _load("prometheus_scrape.py")
+    moto = bench.MotoServer()
+    try:
+        parts = bench.components(1, moto)
+        client = moto.client()
+        sent = [client.list_metrics(Namespace="InfraWatch", MetricName=name)["Metrics"]  # filtered: moto lists slowly
+                for name in ("bench.series0", "GPUCount")]
+    finally:
+        moto.close()
+    assert bench.SEND in parts and bench.DRY_RUN_SINK not in parts
+    assert parts[bench.SEND] > 0
+    host = [{"Name": "Host", "Value": "bench"}]
+    assert sent == [[{"Namespace": "InfraWatch", "MetricName": name, "Dimensions": host}]
+                    for name in ("bench.series0", "GPUCount")]

@@ -228,6 +228,14 @@ class SignalAt(WakeupFlag):
         return self.is_set()
 
 
+def signals_at(clocks: Clocks, script: dict[float, list[Any]]) -> Signals:
+    """`Signals` whose flag is a SignalAt: install it, and close it when done, as `main` does."""
+    signals = Signals()
+    signals.flag.close()
+    signals.flag = SignalAt(clocks, script)
+    return signals
+
+
 def agent_toml(namespace: str, port: int) -> str:
     return (f'namespace = "{namespace}"\n[collect]\ninterval = 1\n[publish]\ninterval = 60\nphase = 0\n'
             f'[ec2]\nidentity = false\n[statsd]\naddress = "127.0.0.1:{port}"\nflush_interval = 10\n')
@@ -262,9 +270,7 @@ def test_a_stop_or_a_reload_3s_into_a_window_publishes_those_3s_of_lines(tmp_pat
     script: dict[float, list[Any]] = {
         51.0: [send], 52.0: [send], 53.0: [send, reload if signum == signal.SIGHUP else sigterm], 55.0: [sigterm],
     }
-    signals = Signals()
-    signals.flag.close()
-    signals.flag = SignalAt(clocks, script)
+    signals = signals_at(clocks, script)
     client = RecordingClient()
     try:
         signals.install()
