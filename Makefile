@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # A second venv with every runtime dependency at the minimum pyproject.toml declares.
 VENV_MIN := .venv-min
 MIN_STAMP := $(VENV_MIN)/.installed
-MIN_TESTS := tests/test_publisher.py tests/test_gpu.py tests/test_prometheus.py tests/test_prometheus_cache.py \
+MIN_TESTS := tests/test_publisher.py tests/test_request_bound.py tests/test_gpu.py tests/test_prometheus.py tests/test_prometheus_cache.py \
 	$(sort $(wildcard tests/test_statsd_*.py))
 
 .PHONY: test test-min run demo bench lint docs clean dist dist-check mutation

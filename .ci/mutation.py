@@ -54,6 +54,7 @@ MODULES: dict[str, list[str]] = {
     "agent/aggregate.py": ["tests/test_aggregate.py", "tests/test_publisher.py", "tests/test_statsd_protocol.py"],
     "agent/publisher.py": ["tests/test_publisher.py", "tests/test_replay.py", "tests/test_shutdown.py",
                            "tests/test_strict_cloudwatch.py"],
+    "agent/request_bound.py": ["tests/test_request_bound.py", "tests/test_publisher.py"],
     "agent/spool.py": ["tests/test_spool.py", "tests/test_replay.py"],
     "agent/statsd/parser.py": ["tests/test_statsd_parser.py", "tests/test_statsd_protocol.py",
                                "tests/test_statsd_collector.py"],

@@ -30,6 +30,7 @@ from agent.cloudwatch_rules import (
     is_rejection,
     is_retryable,
 )
+from agent.request_bound import RequestBound, bound_for
 from agent.selfstats import AgentStats
 
 log = structlog.get_logger()
@@ -58,6 +59,9 @@ class RequestSizer:
         protocol = getattr(service_model, "resolved_protocol", None) or service_model.protocol
         self._operation = service_model.operation_model("PutMetricData")
         self._serializer = create_serializer(protocol, include_validation=False)
+        # What a batch can take at most, without serializing it (None: a protocol with no proven bound, every
+        # batch measured).
+        self.bound: RequestBound | None = bound_for(protocol)
 
     def body(self, namespace: str, metric_data: list[dict[str, Any]]) -> bytes:
         request = self._serializer.serialize_to_request(
@@ -73,11 +77,19 @@ class RequestSizer:
         return len(self.body(namespace, metric_data))
 
 
+Measure = Callable[[list[dict[str, Any]]], int]
+Bound = Callable[[list[Datum]], int]
+
+
 def pack(
-    datums: Sequence[Datum], measure: Callable[[list[dict[str, Any]]], int], budget: int = REQUEST_BYTES_BUDGET
+    datums: Sequence[Datum], measure: Measure, budget: int = REQUEST_BYTES_BUDGET, bound: Bound | None = None
 ) -> list[list[Datum]]:
-    """Split into the fewest batches of ≤1,000 datums, ≤150 values per metric, whose measured body fits."""
-    return [fitted for batch in _spread(datums) for fitted in _fit(batch, measure, budget)]
+    """Split into the fewest batches of ≤1,000 datums, ≤150 values per metric, whose measured body fits.
+
+    `bound`, when given, is never below `measure` (agent.request_bound): a batch whose bound fits is taken
+    without measuring it, one whose bound does not is measured and split exactly as without a bound, so the
+    batches are the same either way."""
+    return [fitted for batch in _spread(datums) for fitted in _fit(batch, measure, budget, bound)]
 
 
 def _spread(datums: Sequence[Datum]) -> list[list[Datum]]:
@@ -108,14 +120,16 @@ def _spread(datums: Sequence[Datum]) -> list[list[Datum]]:
     return batches
 
 
-def _fit(batch: list[Datum], measure: Callable[[list[dict[str, Any]]], int], budget: int) -> list[list[Datum]]:
+def _fit(batch: list[Datum], measure: Measure, budget: int, bound: Bound | None) -> list[list[Datum]]:
+    if len(batch) == 1 or (bound is not None and bound(batch) <= budget):  # one datum: nothing to split it into
+        return [batch]
     size = measure([datum.to_api() for datum in batch])
-    if size <= budget or len(batch) == 1:
+    if size <= budget:
         return [batch]
     parts = math.ceil(size / budget)
     step = math.ceil(len(batch) / parts)
     pieces = (batch[start : start + step] for start in range(0, len(batch), step))
-    return [fitted for piece in pieces for fitted in _fit(piece, measure, budget)]
+    return [fitted for piece in pieces for fitted in _fit(piece, measure, budget, bound)]
 
 
 class Publisher:
@@ -191,7 +205,9 @@ class Publisher:
     def pack(self, datums: Sequence[Datum], namespace: str | None = None) -> list[list[Datum]]:
         """Batches for the publisher's namespace, or for `namespace` (replay sends rows to the one they
         were spooled for)."""
-        return pack(datums, lambda metric_data: self.measure(metric_data, namespace))
+        target, bound = namespace or self._namespace, self._sizer.bound
+        return pack(datums, lambda metric_data: self.measure(metric_data, target),
+                    bound=None if bound is None else lambda batch: bound.request(target, batch))
 
     def send(
         self, batch: list[Datum], *, on_undeliverable: Undeliverable | None = None, retry_deadline: float | None = None,

@@ -26,6 +26,7 @@ BLOCK = re.compile(r"(<!-- BEGIN generated: performance -->\n)(.*?)(<!-- END gen
 SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("agent_overhead.py", ["--seconds", "150"], ["--seconds", "30"]),
     ("publish_efficiency.py", [], []),
+    ("pack_cpu.py", [], ["--runs", "5"]),
     ("gpu_sweep.py", [], []),
     ("gpu_vs_nvidia_smi.py", [], []),
     ("storage_mounts.py", [], ["--cycles", "50"]),

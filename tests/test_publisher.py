@@ -14,8 +14,9 @@ from agent.aggregate import Datum
 from agent.cloudwatch_rules import MAX_REQUEST_BYTES
 from agent.publisher import REQUEST_BYTES_BUDGET, Publisher, RequestSizer, pack
 from agent.selfstats import AgentStats
-from tests.fakes.cloudwatch import RecordingClient, client_error, fail_first
+from tests.fakes.cloudwatch import RecordingClient, client_error, fail_first, speaking
 from tests.fakes.host import FakeClock
+from tests.test_request_bound import PROTOCOLS, typical
 
 T0 = 1_790_000_040.0
 SIZER = RequestSizer()
@@ -348,9 +349,10 @@ class RecordingSizer(RequestSizer):
 def test_batches_for_another_namespace_are_measured_in_that_namespace() -> None:
     sizer = RecordingSizer()
     pub = Publisher(RecordingClient(), "InfraWatch", stats=AgentStats(), sizer=sizer)
-    pub.pack(series(2), namespace="InfraWatch/Replayed")
-    pub.pack(series(2))
-    assert sizer.namespaces == ["InfraWatch/Replayed", "InfraWatch"]
+    over_the_bound = series(1000, dimension_value="d" * 1024)
+    pub.pack(over_the_bound, namespace="InfraWatch/Replayed")
+    pub.pack(over_the_bound)
+    assert list(dict.fromkeys(sizer.namespaces)) == ["InfraWatch/Replayed", "InfraWatch"]
     data = [datum.to_api() for datum in series(2)]
     assert pub.measure(data, "X") == SIZER.body_bytes("X", data) != SIZER.body_bytes("InfraWatch", data)
 
@@ -450,3 +452,86 @@ def test_the_real_backoff_sleep_waits_the_backoff_and_returns() -> None:
     client = RecordingClient(fail=fail_first(1, client_error("Throttling", 400)))
     pub = Publisher(client, "InfraWatch", stats=AgentStats(), sizer=SIZER, backoff_base=0.001, backoff_max=0.001)
     assert pub.publish(series(1)) == 1
+
+
+class CountingSizer(RequestSizer):
+    """The real sizer for `protocol`, counting the bodies it serializes to measure them."""
+
+    def __init__(self, protocol: str) -> None:
+        super().__init__(speaking(protocol))
+        self.measured = 0
+
+    def body_bytes(self, namespace: str, metric_data: list[dict[str, object]]) -> int:
+        self.measured += 1
+        return super().body_bytes(namespace, metric_data)
+
+
+def packed(sizer: CountingSizer, datums: list[Datum]) -> tuple[list[list[Datum]], int]:
+    """What Publisher.pack makes of the datums, and how many bodies it serialized to do so."""
+    sizer.measured = 0
+    batches = Publisher(RecordingClient(), "InfraWatch", stats=AgentStats(), sizer=sizer).pack(datums)
+    return batches, sizer.measured
+
+
+def measured_only(sizer: RequestSizer, datums: list[Datum]) -> list[list[Datum]]:
+    """The batches of 1ad258a, which measured every batch."""
+    return pack(datums, lambda data: sizer.body_bytes("InfraWatch", data))
+
+
+def bodies(sizer: RequestSizer, batches: list[list[Datum]]) -> list[bytes]:
+    return [sizer.body("InfraWatch", [datum.to_api() for datum in batch]) for batch in batches]
+
+
+# 1,000 typical datums: CBOR and json take them whole by their bound; the query form body of botocore < 1.35
+# is 1,095,092 bytes, so it is measured once, split in two, and each half fits by its bound (1ad258a: 3 bodies).
+TYPICAL_MEASURED = {"query": (1, [500, 500]), "json": (0, [1000]), "smithy-rpc-v2-cbor": (0, [1000])}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_1000_typical_datums_are_packed_without_serializing_them_into_the_same_requests(protocol: str) -> None:
+    sizer = CountingSizer(protocol)
+    batches, measured = packed(sizer, typical())
+    assert (measured, [len(batch) for batch in batches]) == TYPICAL_MEASURED[protocol]
+    assert bodies(sizer, batches) == bodies(sizer, measured_only(sizer, typical()))
+
+
+# 1,000 datums with a 1,024-character dimension value: over the budget exactly in every protocol (over 1 MB),
+# so measured and split in two; each half's bound is over the budget too in query and json (a "/" may take 3
+# bytes, a character 2), and measured again; in CBOR (a character: 1 byte) it is not.
+OVER_MEASURED = {"query": 3, "json": 3, "smithy-rpc-v2-cbor": 1}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_batch_over_its_bound_is_measured_and_split_exactly_as_before(protocol: str) -> None:
+    sizer = CountingSizer(protocol)
+    datums = series(1000, dimension_value="/" + "d" * 1023)
+    batches, measured = packed(sizer, datums)
+    assert (measured, [len(batch) for batch in batches]) == (OVER_MEASURED[protocol], [500, 500])
+    assert bodies(sizer, batches) == bodies(sizer, measured_only(sizer, datums))
+
+
+def test_a_bound_at_the_budget_is_taken_unmeasured_and_one_past_it_is_measured() -> None:
+    two, calls = series(2), []
+
+    def measure(data: list[dict[str, object]]) -> int:
+        calls.append(len(data))
+        return 100 * len(data)
+
+    assert (pack(two, measure, budget=200, bound=lambda batch: 200), calls) == ([two], [])
+    assert (pack(two, measure, budget=200, bound=lambda batch: 201), calls) == ([two], [2])
+    assert (pack(two, measure, budget=199, bound=lambda batch: 201), calls) == ([two[:1], two[1:]], [2, 2])
+
+
+def test_a_single_datum_is_never_measured_there_is_nothing_to_split_it_into() -> None:
+    one = series(1)
+    assert pack(one, lambda data: pytest.fail("measured"), budget=1, bound=lambda batch: 2) == [one]  # type: ignore[arg-type, func-returns-value]
+
+
+def test_a_protocol_without_a_bound_has_every_batch_measured() -> None:
+    model = botocore.session.get_session().get_service_model("cloudwatch")
+    sizer = RecordingSizer.__new__(RecordingSizer)
+    RequestSizer.__init__(sizer, SimpleNamespace(protocol="ec2", operation_model=model.operation_model))
+    sizer.namespaces = []
+    assert sizer.bound is None
+    Publisher(RecordingClient(), "InfraWatch", stats=AgentStats(), sizer=sizer).pack(series(2))
+    assert sizer.namespaces == ["InfraWatch"]

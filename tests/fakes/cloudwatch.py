@@ -8,6 +8,7 @@ datum refuses the whole request, with HTTP 400 `InvalidParameterValue` naming `M
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import math
@@ -16,8 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import botocore.session
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
+from botocore.model import ServiceModel
 from moto.core import cbor
 
 # PutMetricData API reference: "Values must be in the range of -2^360 to 2^360. In addition, special values
@@ -195,3 +198,15 @@ def refuse_before_sending(params: dict[str, Any], **_: Any) -> tuple[AWSResponse
         status, code, message = 400, "InvalidParameterValue", refused
     parsed = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
     return AWSResponse(params.get("url", ""), status, {}, _NoBody()), parsed
+
+
+def speaking(protocol: str) -> ServiceModel:
+    """botocore's own CloudWatch model, as if it spoke only `protocol`: the installed botocore's shapes, with the
+    metadata its JSON serializer reads (values of CloudWatch's model in botocore 1.35+, where it speaks json) when
+    an older model lacks them. For RequestSizer: its bodies are what botocore writes in that protocol."""
+    loader = botocore.session.get_session().get_component("data_loader")
+    model = copy.deepcopy(loader.load_service_model("cloudwatch", "service-2"))
+    model["metadata"].update(protocol=protocol, protocols=[protocol])
+    model["metadata"].setdefault("targetPrefix", "GraniteServiceVersion20100801")
+    model["metadata"].setdefault("jsonVersion", "1.0")
+    return ServiceModel(model, "cloudwatch")
