@@ -60,6 +60,7 @@ OPENMETRICS = "scrape rendering, OpenMetrics"
 OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"  # what Prometheus asks for
 STATSD_DRAIN = "StatsD drain (1,000 series to 2,000 samples every 10 s)"
 DRY_RUN_SINK = "dry-run sink (prints each request as JSON)"
+PACKING = "flush: packing (batches by count, size bound, and botocore's measure past the bound)"
 SEND = "sending (botocore: validation, serialization, gzip, signing, HTTP to moto)"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 T = TypeVar("T")
@@ -318,8 +319,7 @@ def components(seconds: int, moto: MotoServer | None = None) -> dict[str, float]
     parts["naming and aggregation"] = parts.pop("collection cycle") - sum(parts.get(part, 0.0) for part in collected)
     publish = parts.pop("publish")
     parts["flush: draining the minute's datums"] = parts.pop("flush") - publish
-    parts["flush: packing (each request's body measured as botocore serializes it)"] = publish - parts[
-        DRY_RUN_SINK if moto is None else SEND]
+    parts[PACKING] = publish - parts[DRY_RUN_SINK if moto is None else SEND]
     return parts
 
 
