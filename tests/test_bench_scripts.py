@@ -40,9 +40,10 @@ def test_the_prometheus_bench_measures_whole_minutes_and_names_where_the_cpu_goe
     assert [bench.measured_seconds(s) for s in (15, 30, 60, 61, 150)] == [60, 60, 60, 120, 180]
     parts = bench.components(1)  # no moto server given: the dry-run sink
     assert sorted(parts) == sorted([
-        bench.OPENMETRICS, bench.DRY_RUN_SINK, bench.GPU_SWEEP, "host collectors", bench.STATSD_DRAIN,
+        bench.OPENMETRICS, bench.GZIP, bench.ASIDE, bench.DRY_RUN_SINK, bench.GPU_SWEEP, "host collectors",
+        bench.STATSD_DRAIN,
         "StatsD parsing (1,000 lines)", "Prometheus snapshot update", "naming and aggregation",
-        bench.TEXT, "flush: draining the minute's datums",
+        "flush: draining the minute's datums",
         bench.PACKING,
     ])
     assert min(parts.values()) > 0
