@@ -40,6 +40,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("statsd_memory.py", [], ["--seconds", "20"]),
     ("meter_add.py", [], ["--runs", "3"]),
     ("prometheus_scrape.py", ["--seconds", "60", "--runs", "3"], ["--seconds", "60"]),
+    ("prometheus_scrape.py", ["--seconds", "60", "--runs", "3", "--scrape-every", "15", "--component-seconds", "0"],
+     ["--seconds", "60", "--scrape-every", "15", "--component-seconds", "0"]),
     ("prometheus_scrape.py", ["--seconds", "60", "--runs", "3", "--series", "0", "--component-seconds", "0"],
      ["--seconds", "60", "--series", "0", "--component-seconds", "0"]),
     ("report_scale.py", ["--hosts", "10,100,1000"], ["--hosts", "10"]),
