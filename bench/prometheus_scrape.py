@@ -62,14 +62,25 @@ GPU_SWEEP = "GPU sweep (8 fake H100s)"
 TEXT = "scrape rendering, text format (the families that changed, encoded by prometheus_client)"
 OPENMETRICS = "scrape rendering, OpenMetrics (the families that changed, encoded by prometheus_client)"
 GZIP = "scrape gzip (the page, as a Prometheus server asks)"
-# What a Prometheus server sends with every scrape (prometheus/prometheus scrape/scrape.go, acceptHeader for
-# OpenMetrics 1.0.0 and the text format, and Accept-Encoding: gzip); `--scrape text`: nothing, the text format.
-SCRAPED = {"prometheus": "OpenMetrics gzip-compressed as a Prometheus server asks", "text": "text format"}
-ASIDE = "(aside, not in the total) the other format's rendering"
-SCRAPE_HEADERS = {
-    "prometheus": {"Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-                             "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "Accept-Encoding": "gzip"},
-    "text": {},
+ASIDE = "(aside, not in the total) the other scrape's rendering"
+
+
+class Scrape(NamedTuple):
+    """How the scraper asks, what that is called in the report, and the breakdown's parts that serve it."""
+
+    headers: dict[str, str]
+    described: str
+    parts: tuple[str, ...]
+
+
+# `prometheus`: what a Prometheus server sends with every scrape (prometheus/prometheus scrape/scrape.go,
+# acceptHeader for OpenMetrics 1.0.0 and the text format, and Accept-Encoding: gzip); `text`: nothing.
+SCRAPES = {
+    "prometheus": Scrape(
+        {"Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+                   "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "Accept-Encoding": "gzip"},
+        "OpenMetrics, gzip'd, as a Prometheus server asks", (OPENMETRICS, GZIP)),
+    "text": Scrape({}, "the text format, uncompressed", (TEXT,)),
 }
 STATSD_DRAIN = "StatsD drain (1,000 series to 2,000 samples every 10 s)"
 DRY_RUN_SINK = "dry-run sink (prints each request as JSON)"
@@ -166,7 +177,7 @@ class Run(NamedTuple):
 def run(seconds: float, prometheus: bool, series: int = SERIES, moto: MotoServer | None = None,
         scrape: str = "prometheus", scrape_every: float = 1.0) -> Run:
     """`moto`: where the agent sends its requests; None: the dry-run sink. `scrape`: how the scraper asks
-    (SCRAPE_HEADERS), every `scrape_every` seconds."""
+    (SCRAPES), every `scrape_every` seconds."""
     statsd_port, metrics_port = free_port(socket.SOCK_DGRAM), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "agent.toml"
@@ -190,7 +201,7 @@ def run(seconds: float, prometheus: bool, series: int = SERIES, moto: MotoServer
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         if prometheus:
             threads.append(threading.Thread(target=scrape_latencies,
-                                            args=(url, stop, latencies, SCRAPE_HEADERS[scrape], scrape_every)))
+                                            args=(url, stop, latencies, SCRAPES[scrape].headers, scrape_every)))
         try:
             time.sleep(5)  # startup and the first collections: not part of the steady state measured
             for thread in threads:
@@ -326,7 +337,7 @@ def components(seconds: int, moto: MotoServer | None = None, scrape: str = "prom
             spent.timed("collection cycle", agent.collect)
             if (second + 1) % PUBLISH_INTERVAL == 0 and second >= PUBLISH_INTERVAL:
                 spent.timed("flush", agent.flush)
-            page, _ = spent.timed(OPENMETRICS, lambda: pages.render(SCRAPE_HEADERS["prometheus"]["Accept"]))
+            page, _ = spent.timed(OPENMETRICS, lambda: pages.render(SCRAPES["prometheus"].headers["Accept"]))
             spent.timed(GZIP, functools.partial(gzip.compress, page, compresslevel=GZIP_LEVEL))  # as the endpoint
             spent.timed(TEXT, lambda: pages.render(""))
     finally:
@@ -338,8 +349,8 @@ def components(seconds: int, moto: MotoServer | None = None, scrape: str = "prom
     publish = parts.pop("publish")
     parts["flush: draining the minute's datums"] = parts.pop("flush") - publish
     parts[PACKING] = publish - parts[DRY_RUN_SINK if moto is None else SEND]
-    # A scrape as `scrape` asks: OpenMetrics gzip'd (Prometheus), or the text format; the other format aside.
-    aside = parts.pop(TEXT) if scrape == "prometheus" else parts.pop(OPENMETRICS) + parts.pop(GZIP)
+    # The scrape asked for is in the total; the other one, rendered beside it, is set aside.
+    aside = sum(parts.pop(part) for name, other in SCRAPES.items() if name != scrape for part in other.parts)
     return {**parts, ASIDE: aside}
 
 
@@ -357,7 +368,7 @@ def main() -> int:
                         help="print the requests instead of sending them to moto (the bench before 2026-12-07)")
     parser.add_argument("--scrape-every", type=float, default=1.0,
                         help="seconds between two scrapes (the breakdown by component always scrapes every second)")
-    parser.add_argument("--scrape", choices=sorted(SCRAPE_HEADERS), default="prometheus",
+    parser.add_argument("--scrape", choices=sorted(SCRAPES), default="prometheus",
                         help="prometheus: OpenMetrics and gzip, as a Prometheus server asks; text: the text format, "
                         "uncompressed (the bench before 2026-12-07)")
     args = parser.parse_args()
@@ -390,7 +401,7 @@ def main() -> int:
     print()
     print(f"{GPUS} simulated H100s, {args.series:,} live StatsD series, 1 s collection, {PUBLISH_INTERVAL} s publish "
           f"interval, {'dry-run sink' if args.dry_run else 'requests sent to a moto server on loopback'}; "
-          f"{ons[-1].samples:,} samples per scrape, {SCRAPED[args.scrape]}. Agent CPU from /proc for its own "
+          f"{ons[-1].samples:,} samples per scrape, {SCRAPES[args.scrape].described}. Agent CPU from /proc for its own "
           "process; medians of the runs, each run's value in brackets.")
     print()
     print("| Endpoint | Agent CPU, % of one core | Load average at start | Scrapes | Scrape latency median | p99 |")
@@ -403,10 +414,10 @@ def main() -> int:
           "Targets: scrape median < 10 ms; the agent's CPU at 1 s collection ≤ 0.5 % of one core.")
     if parts:
         aside = parts.pop(ASIDE)
-        asked = "an OpenMetrics scrape, gzip'd," if args.scrape == "prometheus" else "a text-format scrape"
         print()
         print(f"Where the CPU goes, by component ({measured_seconds(args.component_seconds)} simulated seconds in "
-              f"this process, the same collectors, agent, workload and {asked} a second; CPU time of the "
+              f"this process, the same collectors, agent, workload and a scrape a second "
+              f"({SCRAPES[args.scrape].described}); CPU time of the "
               "thread that does each part):")
         print()
         print("| Part | CPU, ms per second | % of one core |")
@@ -416,10 +427,11 @@ def main() -> int:
         total = sum(parts.values())
         print(f"| **total** | **{total:.2f}** | **{total / 10:.3f} %** |")
         print()
-        other = "the text format" if args.scrape == "prometheus" else "OpenMetrics gzip'd, as Prometheus asks"
+        other = next(name for name in SCRAPES if name != args.scrape)
         print(f"Not in it: the HTTP server (a thread per request, the request, the socket write), socket reads, "
-              f"waiting threads and the interpreter's own overhead. Scraped in {other}, the page would cost "
-              f"{aside:.2f} ms a second instead (its own cache, rendered beside).")
+              f"waiting threads and the interpreter's own overhead. Served with --scrape {other} "
+              f"({SCRAPES[other].described}), the page would cost {aside:.2f} ms a second instead (its own cache, "
+              "rendered beside).")
     return 0
 
 
